@@ -1,0 +1,418 @@
+// Package batch is the engine's dynamic batcher: requests for one graph queue (bounded), form
+// batches up to a maximum size or a maximum wait, run once per batch and get their rows back.
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/llm4rec/llm4rec/engine/ort"
+)
+
+// Errors a request can get without reaching Run. Each is distinct so that callers can map it
+// to its own answer (503 with Retry-After for a full queue, 504 for a deadline).
+var (
+	ErrQueueFull = errors.New("batch: queue full")
+	ErrDeadline  = errors.New("batch: deadline expired before the request ran")
+	ErrClosed    = errors.New("batch: closed")
+)
+
+// Runner runs one batch: the session of a graph, or a stand-in in tests.
+type Runner interface {
+	Run(inputs []ort.Tensor) ([]ort.Tensor, error)
+	Inputs() []ort.TensorInfo
+}
+
+var _ Runner = (*ort.Session)(nil)
+
+// Config sets how batches form. Zero fields take the documented defaults.
+type Config struct {
+	// MaxBatch is the most rows one Run gets (default 64). A request larger than MaxBatch is
+	// refused.
+	MaxBatch int
+	// MaxWait is how long the first request of a forming batch waits for others (default
+	// 500µs). Zero-length waits are allowed with NoWait.
+	MaxWait time.Duration
+	// NoWait runs whatever is queued at once, never waiting for more (MaxWait ignored).
+	NoWait bool
+	// QueueSize bounds the requests waiting to be batched (default 1024); beyond it Submit
+	// answers ErrQueueFull at once.
+	QueueSize int
+	// Pad is the value that fills rows shorter than the longest of the batch, per input name
+	// (default 0 for every input).
+	Pad map[string]float64
+	// Observe, when set, is told the size of every batch run, its run time and error.
+	Observe func(rows int, d time.Duration, err error)
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 64
+	}
+	if c.MaxWait <= 0 {
+		c.MaxWait = 500 * time.Microsecond
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = 1024
+	}
+	return c
+}
+
+type request struct {
+	ctx    context.Context
+	inputs []ort.Tensor // owned copies, in graph order
+	rows   int
+	done   chan result
+}
+
+type result struct {
+	outputs []ort.Tensor
+	err     error
+}
+
+// Batcher batches requests for one Runner. It is safe for concurrent use.
+type Batcher struct {
+	cfg    Config
+	runner Runner
+	inputs []ort.TensorInfo
+	queue  chan *request
+	stop   chan struct{}
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+	mu        sync.RWMutex // Submit holds it shared while enqueueing; Close exclusively
+	closed    bool
+
+	f32 sync.Pool // *[]float32 batch buffers
+	i64 sync.Pool // *[]int64 batch buffers
+}
+
+// New starts a batcher over r. Close stops it.
+func New(r Runner, cfg Config) *Batcher {
+	cfg = cfg.withDefaults()
+	b := &Batcher{cfg: cfg, runner: r, inputs: r.Inputs(),
+		queue: make(chan *request, cfg.QueueSize), stop: make(chan struct{})}
+	b.wg.Add(1)
+	go b.loop()
+	return b
+}
+
+// QueueDepth is the number of requests waiting to be batched.
+func (b *Batcher) QueueDepth() int { return len(b.queue) }
+
+// Submit queues one request and waits for its outputs. Each input has the graph's rank with
+// dimension 0 the request's rows (all inputs the same); other dimensions may be shorter than
+// those of other requests and are padded (Config.Pad). The inputs are copied before queuing,
+// so the caller may reuse its buffers as soon as Submit returns, or even before it answers.
+// Outputs hold this request's rows only. A full queue answers ErrQueueFull at once; a context
+// that expires before the batch runs answers ErrDeadline (wrapping the context's error). Once
+// a request's batch is running, Submit waits for it: a running native call is never abandoned.
+func (b *Batcher) Submit(ctx context.Context, inputs []ort.Tensor) ([]ort.Tensor, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrDeadline, err)
+	}
+	req, err := b.prepare(ctx, inputs)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		return nil, ErrClosed
+	}
+	select {
+	case b.queue <- req:
+		b.mu.RUnlock()
+	default:
+		b.mu.RUnlock()
+		return nil, ErrQueueFull
+	}
+	res := <-req.done
+	return res.outputs, res.err
+}
+
+// prepare checks and copies a request's inputs into graph order.
+func (b *Batcher) prepare(ctx context.Context, inputs []ort.Tensor) (*request, error) {
+	if len(inputs) != len(b.inputs) {
+		return nil, fmt.Errorf("%w: batch: %d inputs, graph has %d", ort.ErrInput, len(inputs), len(b.inputs))
+	}
+	req := &request{ctx: ctx, inputs: make([]ort.Tensor, len(b.inputs)), rows: -1, done: make(chan result, 1)}
+	for _, in := range inputs {
+		idx := slices.IndexFunc(b.inputs, func(t ort.TensorInfo) bool { return t.Name == in.Name })
+		if idx < 0 {
+			return nil, fmt.Errorf("%w: batch: unknown input %q", ort.ErrInput, in.Name)
+		}
+		if req.inputs[idx].Shape != nil {
+			return nil, fmt.Errorf("%w: batch: input %q given twice", ort.ErrInput, in.Name)
+		}
+		if len(in.Shape) == 0 || len(in.Shape) != len(b.inputs[idx].Shape) {
+			return nil, fmt.Errorf("%w: batch: input %q has shape %v, graph wants %s", ort.ErrInput, in.Name, in.Shape, b.inputs[idx])
+		}
+		if req.rows >= 0 && in.Shape[0] != int64(req.rows) {
+			return nil, fmt.Errorf("%w: batch: input %q has %d rows, other inputs %d", ort.ErrInput, in.Name, in.Shape[0], req.rows)
+		}
+		req.rows = int(in.Shape[0])
+		n := int64(1)
+		for _, d := range in.Shape {
+			if d < 0 || (d > 0 && n > (1<<31)/d) {
+				return nil, fmt.Errorf("%w: batch: input %q has shape %v", ort.ErrInput, in.Name, in.Shape)
+			}
+			n *= d
+		}
+		cp := ort.Tensor{Name: in.Name, Shape: slices.Clone(in.Shape)}
+		switch {
+		case in.Float32 != nil && int64(len(in.Float32)) == n:
+			cp.Float32 = slices.Clone(in.Float32)
+		case in.Int64 != nil && int64(len(in.Int64)) == n:
+			cp.Int64 = slices.Clone(in.Int64)
+		default:
+			return nil, fmt.Errorf("%w: batch: input %q data does not match shape %v", ort.ErrInput, in.Name, in.Shape)
+		}
+		req.inputs[idx] = cp
+	}
+	if req.rows < 1 || req.rows > b.cfg.MaxBatch {
+		return nil, fmt.Errorf("%w: batch: %d rows; a request has 1 to %d", ort.ErrInput, req.rows, b.cfg.MaxBatch)
+	}
+	return req, nil
+}
+
+func (b *Batcher) loop() {
+	defer b.wg.Done()
+	var pending *request // a request that did not fit the previous batch
+	for {
+		var first *request
+		if pending != nil {
+			first, pending = pending, nil
+		} else {
+			select {
+			case first = <-b.queue:
+			case <-b.stop:
+				// Accepted requests still queued run before the loop ends.
+				select {
+				case first = <-b.queue:
+				default:
+					return
+				}
+			}
+		}
+		batch := []*request{first}
+		rows := first.rows
+		var timer <-chan time.Time
+		if !b.cfg.NoWait {
+			timer = time.After(b.cfg.MaxWait)
+		}
+	collect:
+		for rows < b.cfg.MaxBatch {
+			var r *request
+			if b.cfg.NoWait {
+				select {
+				case r = <-b.queue:
+				default:
+					break collect
+				}
+			} else {
+				select {
+				case r = <-b.queue:
+				case <-timer:
+					break collect
+				}
+			}
+			if rows+r.rows > b.cfg.MaxBatch {
+				pending = r
+				break
+			}
+			batch = append(batch, r)
+			rows += r.rows
+		}
+		b.run(batch)
+	}
+}
+
+func (b *Batcher) run(batch []*request) {
+	// Requests whose deadline passed while queued are answered now and never run.
+	live := batch[:0]
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.done <- result{err: fmt.Errorf("%w: %w", ErrDeadline, err)}
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(live) == 0 {
+		return
+	}
+	inputs, release := b.assemble(live)
+	start := time.Now()
+	outputs, err := b.runner.Run(inputs)
+	if b.cfg.Observe != nil {
+		b.cfg.Observe(totalRows(live), time.Since(start), err)
+	}
+	release()
+	if err != nil {
+		for _, r := range live {
+			r.done <- result{err: err}
+		}
+		return
+	}
+	b.split(live, outputs)
+}
+
+func totalRows(rs []*request) int {
+	n := 0
+	for _, r := range rs {
+		n += r.rows
+	}
+	return n
+}
+
+// assemble concatenates the requests' inputs along dimension 0, padding the other dimensions
+// to the batch's longest. Buffers come from pools; release returns them.
+func (b *Batcher) assemble(rs []*request) ([]ort.Tensor, func()) {
+	rows := totalRows(rs)
+	out := make([]ort.Tensor, len(b.inputs))
+	var f32s []*[]float32
+	var i64s []*[]int64
+	for i, info := range b.inputs {
+		shape := make([]int64, len(info.Shape))
+		shape[0] = int64(rows)
+		for _, r := range rs {
+			for d := 1; d < len(shape); d++ {
+				shape[d] = max(shape[d], r.inputs[i].Shape[d])
+			}
+		}
+		rowLen := int64(1)
+		for _, d := range shape[1:] {
+			rowLen *= d
+		}
+		n := int(rowLen) * rows
+		pad := b.cfg.Pad[info.Name]
+		t := ort.Tensor{Name: info.Name, Shape: shape}
+		if rs[0].inputs[i].Float32 != nil {
+			buf := getBuf[float32](&b.f32, n)
+			f32s = append(f32s, buf)
+			t.Float32 = (*buf)[:n]
+			fillRows(t.Float32, shape, rs, func(r *request) []float32 { return r.inputs[i].Float32 }, func(r *request) []int64 { return r.inputs[i].Shape }, float32(pad))
+		} else {
+			buf := getBuf[int64](&b.i64, n)
+			i64s = append(i64s, buf)
+			t.Int64 = (*buf)[:n]
+			fillRows(t.Int64, shape, rs, func(r *request) []int64 { return r.inputs[i].Int64 }, func(r *request) []int64 { return r.inputs[i].Shape }, int64(pad))
+		}
+		out[i] = t
+	}
+	return out, func() {
+		for _, p := range f32s {
+			b.f32.Put(p)
+		}
+		for _, p := range i64s {
+			b.i64.Put(p)
+		}
+	}
+}
+
+func getBuf[T any](p *sync.Pool, n int) *[]T {
+	if v, ok := p.Get().(*[]T); ok && cap(*v) >= n {
+		return v
+	}
+	s := make([]T, n)
+	return &s
+}
+
+// fillRows copies each request's rows into dst (shape = batch shape), padding with pad.
+func fillRows[T any](dst []T, shape []int64, rs []*request, data func(*request) []T, srcShape func(*request) []int64, pad T) {
+	for i := range dst {
+		dst[i] = pad
+	}
+	off := 0
+	for _, r := range rs {
+		src, ss := data(r), srcShape(r)
+		if slices.Equal(ss[1:], shape[1:]) {
+			copy(dst[off:], src)
+			off += len(src)
+			continue
+		}
+		// copy each innermost run into its place in the padded layout
+		copyPadded(dst[off:], shape[1:], src, ss)
+		rowLen := 1
+		for _, d := range shape[1:] {
+			rowLen *= int(d)
+		}
+		off += rowLen * int(ss[0])
+	}
+}
+
+// copyPadded copies src (shape ss, ss[0] rows) into dst laid out with row shape inner.
+func copyPadded[T any](dst []T, inner []int64, src []T, ss []int64) {
+	rank := len(ss)
+	// strides of the destination row layout
+	dstStride := make([]int, rank)
+	srcStride := make([]int, rank)
+	dstStride[rank-1], srcStride[rank-1] = 1, 1
+	for d := rank - 2; d >= 0; d-- {
+		dstStride[d] = dstStride[d+1] * int(inner[d])
+		srcStride[d] = srcStride[d+1] * int(ss[d+1])
+	}
+	last := int(ss[rank-1])
+	idx := make([]int, rank-1) // index over all dims but the last
+	for {
+		so, do := 0, 0
+		for d := 0; d < rank-1; d++ {
+			so += idx[d] * srcStride[d]
+			do += idx[d] * dstStride[d]
+		}
+		copy(dst[do:do+last], src[so:so+last])
+		d := rank - 2
+		for ; d >= 0; d-- {
+			idx[d]++
+			if idx[d] < int(ss[d]) {
+				break
+			}
+			idx[d] = 0
+		}
+		if d < 0 {
+			return
+		}
+	}
+}
+
+// split hands each request its rows of every output.
+func (b *Batcher) split(rs []*request, outputs []ort.Tensor) {
+	off := 0
+	for _, r := range rs {
+		mine := make([]ort.Tensor, len(outputs))
+		for i, o := range outputs {
+			rowLen := 1
+			for _, d := range o.Shape[1:] {
+				rowLen *= int(d)
+			}
+			t := ort.Tensor{Name: o.Name, Shape: slices.Clone(o.Shape)}
+			t.Shape[0] = int64(r.rows)
+			lo, hi := off*rowLen, (off+r.rows)*rowLen
+			if o.Float32 != nil {
+				t.Float32 = o.Float32[lo:hi:hi]
+			} else {
+				t.Int64 = o.Int64[lo:hi:hi]
+			}
+			mine[i] = t
+		}
+		off += r.rows
+		r.done <- result{outputs: mine}
+	}
+}
+
+// Close stops taking requests (Submit answers ErrClosed), runs every request already
+// accepted, and returns when the last has its answer. It is idempotent.
+func (b *Batcher) Close() error {
+	b.closeOnce.Do(func() {
+		b.mu.Lock()
+		b.closed = true
+		b.mu.Unlock()
+		close(b.stop)
+		b.wg.Wait()
+	})
+	return nil
+}

@@ -1,0 +1,279 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/llm4rec/llm4rec/engine/ort"
+)
+
+func embedSession(t testing.TB) *ort.Session {
+	t.Helper()
+	rt, err := ort.Open(ort.Options{Provider: ort.ProviderCPU})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	s, err := rt.NewSession("../ort/testdata/embed.onnx", ort.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func embedRequest(rng *rand.Rand, rows, seq int) []ort.Tensor {
+	ids := make([]int64, rows*seq)
+	mask := make([]float32, rows*seq)
+	for i := range ids {
+		ids[i] = int64(rng.IntN(10))
+		mask[i] = 1
+	}
+	return []ort.Tensor{
+		{Name: "ids", Shape: []int64{int64(rows), int64(seq)}, Int64: ids},
+		{Name: "mask", Shape: []int64{int64(rows), int64(seq)}, Float32: mask},
+	}
+}
+
+// An input's output through the batcher, padded among other requests of other lengths, equals
+// its output run alone.
+func TestBatchInvariance(t *testing.T) {
+	sess := embedSession(t)
+	var batches, batchedRows atomic.Int64
+	b := New(sess, Config{MaxBatch: 16, MaxWait: 2 * time.Millisecond,
+		Observe: func(rows int, _ time.Duration, _ error) { batches.Add(1); batchedRows.Add(int64(rows)) }})
+	defer b.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 64; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 9))
+			req := embedRequest(rng, 1+g%3, 1+rng.IntN(12))
+			alone, err := sess.Run(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			got, err := b.Submit(context.Background(), req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if fmt.Sprint(got[0].Shape) != fmt.Sprint(alone[0].Shape) {
+				errs <- fmt.Errorf("shape %v, alone %v", got[0].Shape, alone[0].Shape)
+				return
+			}
+			for i := range alone[0].Float32 {
+				if math.Abs(float64(got[0].Float32[i]-alone[0].Float32[i])) > 1e-6 {
+					errs <- fmt.Errorf("request %d: batched %v alone %v", g, got[0].Float32, alone[0].Float32)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if batches.Load() >= 64 || batchedRows.Load() != 127 { // sum of 1+g%3 over g < 64
+		t.Fatalf("%d batches for 64 requests (%d rows): nothing was batched", batches.Load(), batchedRows.Load())
+	}
+}
+
+// fakeRunner records batches and can hold Run until released.
+type fakeRunner struct {
+	mu      sync.Mutex
+	batches [][]ort.Tensor
+	hold    chan struct{}
+	started chan struct{}
+}
+
+func (f *fakeRunner) Inputs() []ort.TensorInfo {
+	return []ort.TensorInfo{{Name: "x", DType: ort.Float32, Shape: []int64{-1, 2}}}
+}
+
+func (f *fakeRunner) Run(in []ort.Tensor) ([]ort.Tensor, error) {
+	if f.started != nil {
+		f.started <- struct{}{}
+	}
+	if f.hold != nil {
+		<-f.hold
+	}
+	f.mu.Lock()
+	f.batches = append(f.batches, in)
+	f.mu.Unlock()
+	out := ort.Tensor{Name: "y", Shape: []int64{in[0].Shape[0], 2}, Float32: make([]float32, len(in[0].Float32))}
+	for i, v := range in[0].Float32 {
+		out.Float32[i] = v * 2
+	}
+	return []ort.Tensor{out}, nil
+}
+
+func (f *fakeRunner) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.batches)
+}
+
+func x(vals ...float32) []ort.Tensor {
+	return []ort.Tensor{{Name: "x", Shape: []int64{int64(len(vals) / 2), 2}, Float32: vals}}
+}
+
+func TestQueueFullAnswersAtOnce(t *testing.T) {
+	f := &fakeRunner{hold: make(chan struct{}), started: make(chan struct{}, 8)}
+	b := New(f, Config{MaxBatch: 1, QueueSize: 1, NoWait: true})
+	defer b.Close()
+	go b.Submit(context.Background(), x(1, 1)) // runs and holds
+	<-f.started
+	queued := make(chan error, 1)
+	go func() { _, err := b.Submit(context.Background(), x(2, 2)); queued <- err }() // fills the queue
+	deadline := time.Now().Add(5 * time.Second)
+	for b.QueueDepth() < 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	_, err := b.Submit(context.Background(), x(3, 3))
+	if !errors.Is(err, ErrQueueFull) || time.Since(start) > time.Second {
+		t.Fatalf("full queue: %v after %v", err, time.Since(start))
+	}
+	close(f.hold)
+	<-f.started
+	if err := <-queued; err != nil {
+		t.Fatal(err)
+	}
+	for _, bt := range f.batches {
+		if bt[0].Float32[0] == 3 {
+			t.Fatal("the refused request reached Run")
+		}
+	}
+}
+
+func TestDeadlineNeverReachesRun(t *testing.T) {
+	f := &fakeRunner{hold: make(chan struct{}), started: make(chan struct{}, 8)}
+	b := New(f, Config{MaxBatch: 1, NoWait: true})
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Submit(ctx, x(1, 1)); !errors.Is(err, ErrDeadline) {
+		t.Fatalf("expired context: %v", err)
+	}
+	// A request whose deadline passes while it waits in the queue is answered without running.
+	go b.Submit(context.Background(), x(5, 5))
+	<-f.started
+	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := b.Submit(ctx, x(7, 7)); done <- err }()
+	time.Sleep(50 * time.Millisecond)
+	close(f.hold)
+	if err := <-done; !errors.Is(err, ErrDeadline) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("deadline while queued: %v", err)
+	}
+	if f.count() != 1 {
+		t.Fatalf("%d runs, want 1 (the expired request must not run)", f.count())
+	}
+}
+
+func TestBatchesFormUpToMaxBatch(t *testing.T) {
+	f := &fakeRunner{}
+	b := New(f, Config{MaxBatch: 8, MaxWait: 20 * time.Millisecond})
+	defer b.Close()
+	var wg sync.WaitGroup
+	for i := 0; i < 32; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			out, err := b.Submit(context.Background(), x(float32(i), -float32(i)))
+			if err != nil || out[0].Float32[0] != float32(2*i) || out[0].Float32[1] != -float32(2*i) {
+				t.Errorf("request %d: %v %v", i, out, err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	rows := 0
+	for _, bt := range f.batches {
+		if bt[0].Shape[0] > 8 {
+			t.Fatalf("batch of %d rows, max 8", bt[0].Shape[0])
+		}
+		rows += int(bt[0].Shape[0])
+	}
+	if rows != 32 || len(f.batches) > 16 {
+		t.Fatalf("%d batches, %d rows: want batching", len(f.batches), rows)
+	}
+}
+
+func TestInputsCopiedBeforeQueuing(t *testing.T) {
+	f := &fakeRunner{hold: make(chan struct{}), started: make(chan struct{}, 8)}
+	b := New(f, Config{MaxBatch: 4, NoWait: true})
+	defer b.Close()
+	buf := []float32{1, 2}
+	done := make(chan []ort.Tensor, 1)
+	go func() { out, _ := b.Submit(context.Background(), x(buf...)); done <- out }()
+	<-f.started
+	buf[0], buf[1] = 99, 99 // the caller reuses its buffer while the batch is running
+	close(f.hold)
+	out := <-done
+	if out[0].Float32[0] != 2 || out[0].Float32[1] != 4 {
+		t.Fatalf("output %v: the batcher read the caller's buffer after queuing", out[0].Float32)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	b := New(&fakeRunner{}, Config{MaxBatch: 2})
+	defer b.Close()
+	cases := map[string][]ort.Tensor{
+		"too many rows":  x(1, 2, 3, 4, 5, 6),
+		"unknown input":  {{Name: "z", Shape: []int64{1, 2}, Float32: []float32{1, 2}}},
+		"wrong rank":     {{Name: "x", Shape: []int64{2}, Float32: []float32{1, 2}}},
+		"short data":     {{Name: "x", Shape: []int64{1, 2}, Float32: []float32{1}}},
+		"zero rows":      {{Name: "x", Shape: []int64{0, 2}, Float32: []float32{}}},
+		"negative shape": {{Name: "x", Shape: []int64{-1, 2}, Float32: []float32{1, 2}}},
+		"no inputs":      {},
+	}
+	for name, in := range cases {
+		if _, err := b.Submit(context.Background(), in); !errors.Is(err, ort.ErrInput) {
+			t.Errorf("%s: %v, want ErrInput", name, err)
+		}
+	}
+}
+
+// Close runs what was accepted (a graceful shutdown drops nothing) and refuses what comes after.
+func TestCloseDrainsAccepted(t *testing.T) {
+	f := &fakeRunner{hold: make(chan struct{}), started: make(chan struct{}, 8)}
+	b := New(f, Config{MaxBatch: 1, NoWait: true})
+	first := make(chan error, 1)
+	go func() { _, err := b.Submit(context.Background(), x(1, 1)); first <- err }()
+	<-f.started
+	queued := make(chan error, 1)
+	go func() { _, err := b.Submit(context.Background(), x(2, 2)); queued <- err }()
+	for b.QueueDepth() < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	closed := make(chan struct{})
+	go func() { b.Close(); close(closed) }()
+	time.Sleep(10 * time.Millisecond)
+	close(f.hold) // the running batch finishes; Close waits for it
+	<-closed
+	if err := <-first; err != nil {
+		t.Fatalf("running request: %v", err)
+	}
+	if err := <-queued; err != nil {
+		t.Fatalf("queued request: %v", err)
+	}
+	if f.count() != 2 {
+		t.Fatalf("%d runs, want 2", f.count())
+	}
+	if _, err := b.Submit(context.Background(), x(3, 3)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after close: %v", err)
+	}
+	b.Close()
+}
