@@ -14,5 +14,7 @@ require (
 
 require (
 	github.com/go-audio/riff v1.0.0 // indirect
+	go.etcd.io/bbolt v1.5.0 // indirect
 	golang.org/x/image v0.25.0 // indirect
+	golang.org/x/sys v0.45.0 // indirect
 )

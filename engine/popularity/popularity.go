@@ -134,6 +134,52 @@ func (s *Stats) propensity(i int) float64 {
 	return max(p, s.cfg.ClipMin)
 }
 
+// Seed sets item i's count from earlier data (the training interactions a bundle ships) before
+// live feedback adds to it. It does not touch trending or co-occurrence.
+func (s *Stats) Seed(i int, count float64) {
+	if count <= 0 || i < 0 || i >= len(s.counts) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.counts[i] += count
+	s.total += count
+	s.dirty = true
+}
+
+// ReweightAll is Reweight for every item: scores[i] belongs to item i.
+func (s *Stats) ReweightAll(scores []float32, alpha float64) {
+	if alpha == 0 {
+		return
+	}
+	lp := s.logPropensities()
+	for i := range scores {
+		scores[i] -= float32(alpha * lp[i])
+	}
+}
+
+// logPropensities returns log p_i for every item, recomputed only after counts changed. The
+// returned slice is replaced, never modified, so it may be read without the lock.
+func (s *Stats) logPropensities() []float64 {
+	s.mu.RLock()
+	if !s.dirty && s.logProps != nil {
+		lp := s.logProps
+		s.mu.RUnlock()
+		return lp
+	}
+	s.mu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dirty || s.logProps == nil {
+		lp := make([]float64, len(s.counts))
+		for i := range s.counts {
+			lp[i] = math.Log(s.propensity(i))
+		}
+		s.logProps, s.dirty = lp, false
+	}
+	return s.logProps
+}
+
 // Reweight applies inverse-propensity reweighting to scores of items:
 // score_i - alpha * log(p_i). Popular items (large p) move down as alpha grows; alpha 0 leaves
 // scores unchanged.
@@ -141,21 +187,10 @@ func (s *Stats) Reweight(items []int, scores []float32, alpha float64) {
 	if alpha == 0 {
 		return
 	}
-	s.mu.Lock()
-	if s.dirty || s.logProps == nil {
-		if s.logProps == nil {
-			s.logProps = make([]float64, len(s.counts))
-		}
-		for i := range s.counts {
-			s.logProps[i] = math.Log(s.propensity(i))
-		}
-		s.dirty = false
-	}
-	lp := s.logProps
+	lp := s.logPropensities()
 	for k, i := range items {
 		scores[k] -= float32(alpha * lp[i])
 	}
-	s.mu.Unlock()
 }
 
 // Trending returns the top k items by decayed recent popularity, highest first.
