@@ -25,13 +25,16 @@ const (
 )
 
 // goldenBundles returns the bundle folders under models/ that have
-// golden/index.json.
+// golden/index.json, and $LLM4REC_TEST_BUNDLE when set.
 func goldenBundles(t *testing.T) []string {
+	var out []string
+	if dir := os.Getenv("LLM4REC_TEST_BUNDLE"); dir != "" {
+		out = append(out, dir)
+	}
 	matches, err := filepath.Glob(filepath.Join("..", "..", "models", "*", "*", "golden", "index.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
 	for _, m := range matches {
 		out = append(out, filepath.Dir(filepath.Dir(m)))
 	}

@@ -1,0 +1,93 @@
+package recommend
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/llm4rec/llm4rec/engine/ort"
+	"github.com/llm4rec/llm4rec/engine/retrieval"
+)
+
+// EmbedQuery returns the text encoder's embedding of a query, from the cache when the same
+// text was embedded before.
+func (e *Engine) EmbedQuery(ctx context.Context, text string) ([]float32, error) {
+	key := retrieval.KeyOf("text", []byte(text))
+	if v, ok := e.cache.Get(key); ok {
+		return v, nil
+	}
+	out, err := e.embedTexts(ctx, []string{text})
+	if err != nil {
+		return nil, err
+	}
+	e.cache.Add(key, out[0])
+	return out[0], nil
+}
+
+// embedTexts runs the text encoder on texts as one request of len(texts) rows.
+func (e *Engine) embedTexts(ctx context.Context, texts []string) ([][]float32, error) {
+	b, err := e.tok.EncodeBatch(texts)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRequest, err)
+	}
+	shape := []int64{int64(b.Size), int64(b.Len)}
+	out, err := e.text.Submit(ctx, []ort.Tensor{
+		{Name: "input_ids", Shape: shape, Int64: b.InputIDs},
+		{Name: "attention_mask", Shape: shape, Int64: b.AttentionMask},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rows(out[0].Float32, b.Size), nil
+}
+
+func rows(flat []float32, n int) [][]float32 {
+	d := len(flat) / n
+	out := make([][]float32, n)
+	for i := range out {
+		out[i] = flat[i*d : (i+1)*d : (i+1)*d]
+	}
+	return out
+}
+
+// EmbedImage decodes a JPEG or PNG and returns the image encoder's embedding (cached by
+// content).
+func (e *Engine) EmbedImage(ctx context.Context, data []byte) ([]float32, error) {
+	key := retrieval.KeyOf("image", data)
+	if v, ok := e.cache.Get(key); ok {
+		return v, nil
+	}
+	px, err := e.imageCfg.AppendPixels(nil, data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: image: %w", ErrRequest, err)
+	}
+	s := int64(e.imageCfg.Size)
+	out, err := e.image.Submit(ctx, []ort.Tensor{{Name: "pixels", Shape: []int64{1, 3, s, s}, Float32: px}})
+	if err != nil {
+		return nil, err
+	}
+	e.cache.Add(key, out[0].Float32)
+	return out[0].Float32, nil
+}
+
+// EmbedAudio decodes a PCM WAV into log-mel frames and returns the audio encoder's embedding
+// (cached by content).
+func (e *Engine) EmbedAudio(ctx context.Context, data []byte) ([]float32, error) {
+	key := retrieval.KeyOf("audio", data)
+	if v, ok := e.cache.Get(key); ok {
+		return v, nil
+	}
+	mel, frames, err := e.audioFx.LogMel(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: audio: %w", ErrRequest, err)
+	}
+	nm := int64(e.manifest.Preprocessing.Audio.NMels)
+	out, err := e.audio.Submit(ctx, []ort.Tensor{
+		{Name: "log_mel", Shape: []int64{1, int64(frames), nm}, Float32: mel},
+		{Name: "lengths", Shape: []int64{1}, Int64: []int64{int64(frames)}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.cache.Add(key, out[0].Float32)
+	return out[0].Float32, nil
+}

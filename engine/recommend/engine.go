@@ -1,0 +1,366 @@
+// Package recommend is the engine's pipeline: everything between a decoded request and a
+// ranked, explained list, over a model bundle's five ONNX graphs.
+//
+//	request -> encoders (text/image/audio, dynamically batched, embeddings cached by content)
+//	        -> retrieval of context items -> fusion (batched) -> generator decode loop (KV cache)
+//	        -> log-probabilities of valid items -> IPS reweighting -> top k -> explanations
+//
+// The serving rule reproduces the export's (export/llm4rec_export/rank.py): fusion sees the
+// last max_history items of the history; context is the max_context items nearest (dot
+// product with the catalog's item embeddings) to the sum of the present modality embeddings,
+// else to the sum of the history embeddings, excluding those history items; the generator's
+// first step from [BOS] scores every item.
+package recommend
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/llm4rec/llm4rec/engine/batch"
+	"github.com/llm4rec/llm4rec/engine/bundle"
+	"github.com/llm4rec/llm4rec/engine/explain"
+	"github.com/llm4rec/llm4rec/engine/online"
+	"github.com/llm4rec/llm4rec/engine/ort"
+	"github.com/llm4rec/llm4rec/engine/popularity"
+	"github.com/llm4rec/llm4rec/engine/preprocess"
+	"github.com/llm4rec/llm4rec/engine/retrieval"
+	"github.com/llm4rec/llm4rec/engine/tokenizer"
+)
+
+// Config sets the pipeline's limits and batching. Zero fields take the documented defaults.
+type Config struct {
+	// Batch configures the dynamic batcher of each encoder and of fusion (defaults: batch
+	// package defaults, MaxBatch 64, MaxWait 500µs, QueueSize 1024).
+	Batch batch.Config
+	// CacheSize is how many query embeddings (text, image, audio) the LRU keeps (default 4096).
+	CacheSize int
+	// MaxHistory bounds the history ids a request may carry (default 1000); fusion itself
+	// reads the last max_history of the manifest.
+	MaxHistory int
+	// MaxK bounds how many items a request may ask for (default 100).
+	MaxK int
+	// DefaultAlpha is the IPS strength used when a request gives none (default: the
+	// manifest's ips.default_alpha).
+	DefaultAlpha *float64
+	// Image and Audio carry the upload limits; the recipe constants come from the manifest.
+	Image preprocess.ImageConfig
+	Audio preprocess.AudioConfig
+	// Popularity configures the live statistics (default: smoothing and clip from the
+	// manifest's ips section).
+	Popularity popularity.Config
+	// Online configures the online-learned item bias; Online.Rate < 0 turns it off.
+	Online online.Config
+	// Observe, when set, is told of every graph run: the graph, its rows, its run time and
+	// error (the server's metrics).
+	Observe func(graph string, rows int, d time.Duration, err error)
+	// Logger receives load-time information; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Item is one catalog item as served.
+type Item struct {
+	ID         string   `json:"item_id"`
+	Title      string   `json:"title"`
+	Categories []string `json:"categories"`
+	Text       string   `json:"text,omitempty"`
+	// Popularity is the item's interaction count in the training data, when the bundle gives it.
+	Popularity float64 `json:"popularity,omitempty"`
+}
+
+// Engine serves one bundle. It is safe for concurrent use; Close releases it after in-flight
+// requests finish.
+type Engine struct {
+	cfg      Config
+	dir      string
+	manifest *bundle.Manifest
+	log      *slog.Logger
+
+	sessions map[string]*ort.Session
+	text     *batch.Batcher
+	image    *batch.Batcher
+	audio    *batch.Batcher
+	fusion   *batch.Batcher
+	tok      *tokenizer.Tokenizer
+	imageCfg preprocess.ImageConfig
+	audioFx  *preprocess.AudioFeaturizer
+
+	items   []Item
+	byID    map[string]int
+	dim     int
+	itemEmb []float32 // [N, D], as the model was trained with
+	index   retrieval.Index
+	cache   *retrieval.EmbeddingCache
+	stats   *popularity.Stats
+	bias    *online.Bias // nil when online learning is off
+	explain *explain.Explainer
+
+	offset, bos int // item token offset, BOS token
+	genLayers   int
+	genHeads    int
+	genHeadDim  int
+	maxSteps    int
+}
+
+// Open validates the bundle in dir, loads its graphs on rt's execution provider, starts the
+// batchers and warms every graph up. Partial initialisation is undone on error.
+func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.CacheSize == 0 {
+		cfg.CacheSize = 4096
+	}
+	if cfg.MaxHistory <= 0 {
+		cfg.MaxHistory = 1000
+	}
+	if cfg.MaxK <= 0 {
+		cfg.MaxK = 100
+	}
+	m, err := bundle.Validate(dir, rt)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.DefaultAlpha == nil {
+		a := m.IPS.DefaultAlpha
+		cfg.DefaultAlpha = &a
+	}
+	if cfg.Popularity.Smoothing == 0 {
+		cfg.Popularity.Smoothing = m.IPS.Smoothing
+	}
+	if cfg.Popularity.ClipMin == 0 {
+		cfg.Popularity.ClipMin = m.IPS.ClipMin
+	}
+	e = &Engine{cfg: cfg, dir: dir, manifest: m, log: cfg.Logger, sessions: map[string]*ort.Session{},
+		dim: m.EmbeddingDim, offset: m.Items.TokenOffset, bos: m.Items.BOSToken,
+		genLayers: m.Generator.Layers, genHeads: m.Generator.Heads, genHeadDim: m.Generator.HeadDim,
+		maxSteps: m.Generator.MaxSteps}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, e.Close())
+			e = nil
+		}
+	}()
+	for _, g := range bundle.RequiredGraphs {
+		s, err := rt.NewSession(filepath.Join(dir, m.Graphs[g].File), ort.SessionOptions{Name: g})
+		if err != nil {
+			return nil, err
+		}
+		e.sessions[g] = s
+	}
+	e.tok, err = tokenizer.Load(filepath.Join(dir, m.Tokenizer.File), tokenizer.Config{MaxLength: m.Tokenizer.MaxLength, PadID: m.Tokenizer.PadID})
+	if err != nil {
+		return nil, err
+	}
+	if e.items, err = readItems(filepath.Join(dir, m.Items.File)); err != nil {
+		return nil, err
+	}
+	e.byID = make(map[string]int, len(e.items))
+	for i, it := range e.items {
+		if _, dup := e.byID[it.ID]; dup {
+			return nil, fmt.Errorf("recommend: %s: item id %q appears twice", m.Items.File, it.ID)
+		}
+		e.byID[it.ID] = i
+	}
+	if e.itemEmb, err = readFloat32s(filepath.Join(dir, m.Items.Embeddings), len(e.items)*e.dim); err != nil {
+		return nil, err
+	}
+	if e.index, err = retrieval.NewExact(e.itemEmb, e.dim); err != nil {
+		return nil, err
+	}
+	e.cache = retrieval.NewEmbeddingCache(cfg.CacheSize)
+	e.stats = popularity.New(len(e.items), cfg.Popularity)
+	for i, it := range e.items {
+		e.stats.Seed(i, it.Popularity)
+	}
+	if cfg.Online.Rate >= 0 {
+		e.bias = online.NewBias(len(e.items), cfg.Online)
+	}
+	if e.explain, err = explain.New(catalogView{e}, e.stats, explain.Config{}); err != nil {
+		return nil, err
+	}
+	img := m.Preprocessing.Image
+	e.imageCfg = cfg.Image
+	e.imageCfg.Size, e.imageCfg.Mean, e.imageCfg.Std = img.Size, img.Mean, img.Std
+	a := m.Preprocessing.Audio
+	acfg := cfg.Audio
+	acfg.SampleRate, acfg.NFFT, acfg.WinLength, acfg.HopLength, acfg.NMels = a.SampleRate, a.NFFT, a.WinLength, a.HopLength, a.NMels
+	acfg.FMin, acfg.FMax, acfg.LogOffset, acfg.MaxSeconds = a.FMin, a.FMax, a.LogOffset, a.MaxSeconds
+	if e.audioFx, err = preprocess.NewAudioFeaturizer(acfg); err != nil {
+		return nil, err
+	}
+	batchCfg := func(graph string) batch.Config {
+		c := cfg.Batch
+		if cfg.Observe != nil {
+			c.Observe = func(rows int, d time.Duration, err error) { cfg.Observe(graph, rows, d, err) }
+		}
+		return c
+	}
+	textCfg := batchCfg(bundle.TextEncoder)
+	textCfg.Pad = map[string]float64{"input_ids": float64(m.Tokenizer.PadID), "attention_mask": 0}
+	e.text = batch.New(e.sessions[bundle.TextEncoder], textCfg)
+	e.image = batch.New(e.sessions[bundle.ImageEncoder], batchCfg(bundle.ImageEncoder))
+	e.audio = batch.New(e.sessions[bundle.AudioEncoder], batchCfg(bundle.AudioEncoder))
+	e.fusion = batch.New(e.sessions[bundle.Fusion], batchCfg(bundle.Fusion))
+	if err := e.warmUp(); err != nil {
+		return nil, fmt.Errorf("recommend: warm-up: %w", err)
+	}
+	e.log.Info("bundle loaded", "dir", dir, "name", m.Name, "version", m.Version, "items", len(e.items),
+		"provider", rt.Provider())
+	return e, nil
+}
+
+// Manifest is the bundle's manifest.
+func (e *Engine) Manifest() *bundle.Manifest { return e.manifest }
+
+// Items is the catalog in vocabulary order; callers must not modify it.
+func (e *Engine) Items() []Item { return e.items }
+
+// Row is an item id's catalog row.
+func (e *Engine) Row(id string) (int, bool) {
+	r, ok := e.byID[id]
+	return r, ok
+}
+
+// Stats are the live item statistics (popularity, trending, co-occurrence) the engine
+// reweights and explains with; feedback updates them.
+func (e *Engine) Stats() *popularity.Stats { return e.stats }
+
+// Learner is the online-learned item bias, nil when online learning is off.
+func (e *Engine) Learner() *online.Bias { return e.bias }
+
+// Cache is the embedding cache of query texts, images and audio.
+func (e *Engine) Cache() *retrieval.EmbeddingCache { return e.cache }
+
+// QueueDepths reports each batcher's queue length.
+func (e *Engine) QueueDepths() map[string]int {
+	return map[string]int{bundle.TextEncoder: e.text.QueueDepth(), bundle.ImageEncoder: e.image.QueueDepth(),
+		bundle.AudioEncoder: e.audio.QueueDepth(), bundle.Fusion: e.fusion.QueueDepth()}
+}
+
+// Close stops the batchers (running what they accepted) and releases the graphs and the
+// tokenizer. It is idempotent.
+func (e *Engine) Close() error {
+	var errs []error
+	for _, b := range []*batch.Batcher{e.text, e.image, e.audio, e.fusion} {
+		if b != nil {
+			errs = append(errs, b.Close())
+		}
+	}
+	for _, s := range e.sessions {
+		errs = append(errs, s.Close())
+	}
+	if e.tok != nil {
+		errs = append(errs, e.tok.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func readItems(path string) ([]Item, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("recommend: %w", err)
+	}
+	defer f.Close()
+	var items []Item
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for line := 1; sc.Scan(); line++ {
+		if len(sc.Bytes()) == 0 {
+			continue
+		}
+		var raw struct {
+			ID         json.RawMessage `json:"item_id"`
+			Title      string          `json:"title"`
+			Categories []string        `json:"categories"`
+			Text       string          `json:"text"`
+			Popularity float64         `json:"popularity"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &raw); err != nil {
+			return nil, fmt.Errorf("recommend: %s line %d: %w", path, line, err)
+		}
+		id, err := idString(raw.ID)
+		if err != nil {
+			return nil, fmt.Errorf("recommend: %s line %d: %w", path, line, err)
+		}
+		items = append(items, Item{ID: id, Title: raw.Title, Categories: raw.Categories, Text: raw.Text, Popularity: raw.Popularity})
+	}
+	return items, sc.Err()
+}
+
+// idString accepts an id written as a JSON string or number.
+func idString(raw json.RawMessage) (string, error) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil && s != "" {
+		return s, nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err == nil {
+		return n.String(), nil
+	}
+	return "", fmt.Errorf("item_id %s: want a non-empty string or a number", raw)
+}
+
+func readFloat32s(path string, n int) ([]float32, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("recommend: %w", err)
+	}
+	defer f.Close()
+	out := make([]float32, n)
+	if err := binary.Read(bufio.NewReader(f), binary.LittleEndian, out); err != nil {
+		return nil, fmt.Errorf("recommend: %s: %w", path, err)
+	}
+	if _, err := f.Read(make([]byte, 1)); err != io.EOF {
+		return nil, fmt.Errorf("recommend: %s: longer than %d float32 values", path, n)
+	}
+	for _, v := range out {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, fmt.Errorf("recommend: %s: holds a non-finite value", path)
+		}
+	}
+	return out, nil
+}
+
+// catalogView adapts the engine to explain.Catalog.
+type catalogView struct{ e *Engine }
+
+func (c catalogView) Item(row int) explain.Item {
+	it := c.e.items[row]
+	return explain.Item{ID: it.ID, Title: it.Title, Categories: it.Categories}
+}
+
+func (c catalogView) Similarity(a, b int) float32 {
+	return retrieval.Dot(c.e.index.Vector(a), c.e.index.Vector(b))
+}
+
+// warmUp runs every graph once so that the first request does not pay for lazy allocation.
+func (e *Engine) warmUp() error {
+	start := time.Now()
+	ctx := contextBackground()
+	if _, err := e.embedTexts(ctx, []string{"warm up"}); err != nil {
+		return err
+	}
+	px := make([]float32, 3*e.imageCfg.Size*e.imageCfg.Size)
+	if _, err := e.image.Submit(ctx, []ort.Tensor{{Name: "pixels", Shape: []int64{1, 3, int64(e.imageCfg.Size), int64(e.imageCfg.Size)}, Float32: px}}); err != nil {
+		return err
+	}
+	nm := int64(e.manifest.Preprocessing.Audio.NMels)
+	if _, err := e.audio.Submit(ctx, []ort.Tensor{{Name: "log_mel", Shape: []int64{1, 4, nm}, Float32: make([]float32, 4*nm)},
+		{Name: "lengths", Shape: []int64{1}, Int64: []int64{4}}}); err != nil {
+		return err
+	}
+	if _, err := e.Recommend(ctx, Request{History: []string{e.items[0].ID}, K: 1}); err != nil {
+		return err
+	}
+	e.log.Debug("warm-up done", "took", time.Since(start))
+	return nil
+}

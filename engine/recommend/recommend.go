@@ -1,0 +1,461 @@
+package recommend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/llm4rec/llm4rec/engine/explain"
+	"github.com/llm4rec/llm4rec/engine/ort"
+	"github.com/llm4rec/llm4rec/engine/retrieval"
+)
+
+func contextBackground() context.Context { return context.Background() }
+
+// ErrRequest is wrapped by every error caused by the request itself (unknown item, limits,
+// undecodable media); the server answers them with 400 or 413.
+var ErrRequest = errors.New("recommend: bad request")
+
+// Mode selects how the generator produces the list.
+type Mode string
+
+const (
+	// ModeTopK ranks every item by the generator's first step (one graph run).
+	ModeTopK Mode = "topk"
+	// ModeSlate decodes k steps, each conditioned on the items chosen before it.
+	ModeSlate Mode = "slate"
+)
+
+// Request is one recommendation request, already decoded from its wire format.
+type Request struct {
+	// History is the user's item ids, oldest first.
+	History []string
+	// Query, Image (JPEG/PNG bytes) and Audio (WAV bytes) are optional modalities.
+	Query string
+	Image []byte
+	Audio []byte
+	// K is how many items to return (default 10, at most Config.MaxK).
+	K int
+	// ExcludeSeen drops the history's items from the list.
+	ExcludeSeen bool
+	// Alpha is the IPS strength; nil uses the configured default, 0 turns reweighting off.
+	Alpha *float64
+	// Explain attaches explanations to every item.
+	Explain bool
+	// Mode is ModeTopK (default) or ModeSlate.
+	Mode Mode
+}
+
+// Recommendation is one ranked item.
+type Recommendation struct {
+	ItemID     string   `json:"item_id"`
+	Title      string   `json:"title"`
+	Categories []string `json:"categories,omitempty"`
+	// LogProb is the generator's log-probability of the item (over valid items).
+	LogProb float32 `json:"log_prob"`
+	// Score is LogProb after IPS reweighting; the list is sorted by it.
+	Score        float32               `json:"score"`
+	Explanations []explain.Explanation `json:"explanations,omitempty"`
+}
+
+// Response is a ranked list with what produced it.
+type Response struct {
+	Items   []Recommendation `json:"items"`
+	Alpha   float64          `json:"ips_alpha"`
+	Mode    Mode             `json:"mode"`
+	Context []string         `json:"context_items"` // retrieved item ids handed to fusion
+	Timings Timings          `json:"timings_us"`
+}
+
+// Timings are each stage's wall time in microseconds.
+type Timings struct {
+	Encode   int64 `json:"encode"`
+	Retrieve int64 `json:"retrieve"`
+	Fusion   int64 `json:"fusion"`
+	Generate int64 `json:"generate"`
+	Rank     int64 `json:"rank"`
+	Explain  int64 `json:"explain"`
+}
+
+// Modality names in the order the fusion graph's `modalities` input expects is the manifest's.
+const (
+	modText  = "text"
+	modImage = "image"
+	modAudio = "audio"
+)
+
+// LogProbs is the model's log-probability of every item (catalog order) as the next one after
+// history (item ids, oldest first): fusion without modalities, then the generator's first
+// step; no online bias, no IPS. The online learner and evaluations use it.
+func (e *Engine) LogProbs(ctx context.Context, history []string) ([]float32, error) {
+	hist := make([]int, 0, len(history))
+	for _, id := range history {
+		if r, ok := e.byID[id]; ok {
+			hist = append(hist, r)
+		}
+	}
+	inputs, _ := e.fusionInputs(hist, modalities{emb: make([][]float32, len(e.manifest.Fusion.Modalities)), names: e.manifest.Fusion.Modalities})
+	out, err := e.fusion.Submit(ctx, inputs)
+	if err != nil {
+		return nil, err
+	}
+	logits, _, _, err := e.generate(out[0].Float32, e.bos, nil, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	lp := make([]float32, len(e.items))
+	e.logProbs(logits, lp)
+	return lp, nil
+}
+
+// Recommend runs the pipeline for one request.
+func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) {
+	k := req.K
+	if k == 0 {
+		k = 10
+	}
+	if k < 0 || k > e.cfg.MaxK {
+		return nil, fmt.Errorf("%w: k %d: must be 1 to %d", ErrRequest, k, e.cfg.MaxK)
+	}
+	if len(req.History) > e.cfg.MaxHistory {
+		return nil, fmt.Errorf("%w: history of %d items exceeds the limit of %d", ErrRequest, len(req.History), e.cfg.MaxHistory)
+	}
+	mode := req.Mode
+	switch mode {
+	case "":
+		mode = ModeTopK
+	case ModeTopK, ModeSlate:
+	default:
+		return nil, fmt.Errorf("%w: mode %q: want topk or slate", ErrRequest, req.Mode)
+	}
+	if mode == ModeSlate && k > e.maxSteps {
+		return nil, fmt.Errorf("%w: slate of %d items exceeds the generator's %d steps", ErrRequest, k, e.maxSteps)
+	}
+	alpha := *e.cfg.DefaultAlpha
+	if req.Alpha != nil {
+		alpha = *req.Alpha
+	}
+	if math.IsNaN(alpha) || math.IsInf(alpha, 0) || alpha < 0 || alpha > 10 {
+		return nil, fmt.Errorf("%w: ips alpha %v: must be within [0, 10]", ErrRequest, alpha)
+	}
+	hist := make([]int, len(req.History))
+	for i, id := range req.History {
+		r, ok := e.byID[id]
+		if !ok {
+			return nil, fmt.Errorf("%w: unknown item id %q in history", ErrRequest, id)
+		}
+		hist[i] = r
+	}
+	resp := &Response{Alpha: alpha, Mode: mode}
+	t0 := time.Now()
+
+	// 1. modalities
+	mods, err := e.encodeModalities(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	t1 := time.Now()
+	resp.Timings.Encode = t1.Sub(t0).Microseconds()
+
+	// 2. fusion inputs with retrieved context
+	inputs, ctxRows := e.fusionInputs(hist, mods)
+	for _, r := range ctxRows {
+		resp.Context = append(resp.Context, e.items[r].ID)
+	}
+	t2 := time.Now()
+	resp.Timings.Retrieve = t2.Sub(t1).Microseconds()
+
+	out, err := e.fusion.Submit(ctx, inputs)
+	if err != nil {
+		return nil, err
+	}
+	userState := out[0].Float32
+	t3 := time.Now()
+	resp.Timings.Fusion = t3.Sub(t2).Microseconds()
+
+	// 3. generation
+	seen := make([]bool, len(e.items))
+	if req.ExcludeSeen {
+		for _, r := range hist {
+			seen[r] = true
+		}
+	}
+	var picks []pick
+	if mode == ModeTopK {
+		logits, _, _, err := e.generate(userState, e.bos, nil, nil, 0)
+		if err != nil {
+			return nil, err
+		}
+		t4 := time.Now()
+		resp.Timings.Generate = t4.Sub(t3).Microseconds()
+		picks = e.rankTopK(logits, seen, alpha, k)
+		resp.Timings.Rank = time.Since(t4).Microseconds()
+	} else {
+		picks, err = e.decodeSlate(userState, seen, alpha, k)
+		if err != nil {
+			return nil, err
+		}
+		resp.Timings.Generate = time.Since(t3).Microseconds()
+	}
+
+	// 4. explanations
+	t5 := time.Now()
+	var profile *explain.Profile
+	if req.Explain {
+		profile = e.explain.NewProfile(explain.Request{History: hist, Query: req.Query,
+			HasImage: len(req.Image) > 0, HasAudio: len(req.Audio) > 0, ContextScore: mods.contextScore(e)})
+	}
+	resp.Items = make([]Recommendation, len(picks))
+	for i, p := range picks {
+		it := e.items[p.row]
+		rec := Recommendation{ItemID: it.ID, Title: it.Title, Categories: it.Categories, LogProb: p.logProb, Score: p.score}
+		if profile != nil {
+			rec.Explanations = e.explain.Explain(profile, p.row)
+		}
+		resp.Items[i] = rec
+	}
+	resp.Timings.Explain = time.Since(t5).Microseconds()
+	return resp, nil
+}
+
+// modalities holds the request's modality embeddings in manifest order (nil when absent).
+type modalities struct {
+	emb [][]float32
+	// which modality each slot is
+	names []string
+}
+
+// contextScore says how well an item matches the strongest present modality.
+func (m modalities) contextScore(e *Engine) func(int) (string, float32, bool) {
+	return func(row int) (string, float32, bool) {
+		best, name := float32(-2), ""
+		for i, v := range m.emb {
+			if v == nil {
+				continue
+			}
+			if s := retrieval.Dot(v, e.index.Vector(row)); s > best {
+				best, name = s, m.names[i]
+			}
+		}
+		if name == "text" {
+			name = "query"
+		}
+		return name, best, name != ""
+	}
+}
+
+func (e *Engine) encodeModalities(ctx context.Context, req Request) (modalities, error) {
+	names := e.manifest.Fusion.Modalities
+	m := modalities{emb: make([][]float32, len(names)), names: names}
+	for i, name := range names {
+		var v []float32
+		var err error
+		switch name {
+		case modText:
+			if req.Query != "" {
+				v, err = e.EmbedQuery(ctx, req.Query)
+			}
+		case modImage:
+			if len(req.Image) > 0 {
+				v, err = e.EmbedImage(ctx, req.Image)
+			}
+		case modAudio:
+			if len(req.Audio) > 0 {
+				v, err = e.EmbedAudio(ctx, req.Audio)
+			}
+		}
+		if err != nil {
+			return m, err
+		}
+		m.emb[i] = v
+	}
+	return m, nil
+}
+
+// fusionInputs builds the fusion graph's six inputs for one request, with the retrieved
+// context rows.
+func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int) {
+	D := e.dim
+	L := e.manifest.Fusion.MaxHistory
+	used := hist
+	if len(used) > L {
+		used = used[len(used)-L:]
+	}
+	Lb := max(1, len(used))
+	history := make([]float32, Lb*D)
+	hmask := make([]float32, Lb)
+	for i, r := range used {
+		copy(history[i*D:(i+1)*D], e.itemEmb[r*D:(r+1)*D])
+		hmask[i] = 1
+	}
+	M := len(mods.emb)
+	modal := make([]float32, M*D)
+	mmask := make([]float32, M)
+	var query []float32
+	for i, v := range mods.emb {
+		if v == nil {
+			continue
+		}
+		copy(modal[i*D:(i+1)*D], v)
+		mmask[i] = 1
+		if query == nil {
+			query = make([]float32, D)
+		}
+		for d := range v {
+			query[d] += v[d]
+		}
+	}
+	if query == nil && len(used) > 0 {
+		query = make([]float32, D)
+		for _, r := range used {
+			for d, x := range e.itemEmb[r*D : (r+1)*D] {
+				query[d] += x
+			}
+		}
+	}
+	R := e.manifest.Fusion.MaxContext
+	context := make([]float32, R*D)
+	cmask := make([]float32, R)
+	var rows []int
+	if query != nil && R > 0 {
+		inHist := make(map[int]bool, len(used))
+		for _, r := range used {
+			inHist[r] = true
+		}
+		for j, h := range e.searchRaw(query, R, func(i int) bool { return inHist[i] }) {
+			copy(context[j*D:(j+1)*D], e.itemEmb[h*D:(h+1)*D])
+			cmask[j] = 1
+			rows = append(rows, h)
+		}
+	}
+	return []ort.Tensor{
+		{Name: "history", Shape: []int64{1, int64(Lb), int64(D)}, Float32: history},
+		{Name: "history_mask", Shape: []int64{1, int64(Lb)}, Float32: hmask},
+		{Name: "modalities", Shape: []int64{1, int64(M), int64(D)}, Float32: modal},
+		{Name: "modality_mask", Shape: []int64{1, int64(M)}, Float32: mmask},
+		{Name: "context", Shape: []int64{1, int64(R), int64(D)}, Float32: context},
+		{Name: "context_mask", Shape: []int64{1, int64(R)}, Float32: cmask},
+	}, rows
+}
+
+// searchRaw ranks items by dot product with the raw (unnormalised) item embeddings, as the
+// export's retrieval rule does; with unit-norm item embeddings it equals the cosine index.
+func (e *Engine) searchRaw(query []float32, k int, skip func(int) bool) []int {
+	hits := e.index.Search(query, k, skip)
+	out := make([]int, len(hits))
+	for i, h := range hits {
+		out[i] = h.Item
+	}
+	return out
+}
+
+// generate runs one generator step for one sequence: the user state, the step's token and the
+// cache of earlier steps (nil at the first). It returns the logits and the new cache.
+func (e *Engine) generate(userState []float32, token int, pastK, pastV []float32, past int) (logits, presK, presV []float32, err error) {
+	N, H, Dh := int64(e.genLayers), int64(e.genHeads), int64(e.genHeadDim)
+	if pastK == nil {
+		pastK, pastV = []float32{}, []float32{}
+	}
+	start := time.Now()
+	defer func() {
+		if e.cfg.Observe != nil {
+			e.cfg.Observe("generator", 1, time.Since(start), err)
+		}
+	}()
+	out, err := e.sessions["generator"].Run([]ort.Tensor{
+		{Name: "user_state", Shape: []int64{1, int64(e.dim)}, Float32: userState},
+		{Name: "tokens", Shape: []int64{1, 1}, Int64: []int64{int64(token)}},
+		{Name: "past_keys", Shape: []int64{N, 1, H, int64(past), Dh}, Float32: pastK},
+		{Name: "past_values", Shape: []int64{N, 1, H, int64(past), Dh}, Float32: pastV},
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return out[0].Float32, out[1].Float32, out[2].Float32, nil
+}
+
+type pick struct {
+	row            int
+	logProb, score float32
+}
+
+// logProbs turns logits into log-probabilities over the item columns (columns below the
+// token offset are never items), written into dst[row].
+func (e *Engine) logProbs(logits []float32, dst []float32) {
+	items := logits[e.offset:]
+	mx := float32(math.Inf(-1))
+	for _, v := range items {
+		mx = max(mx, v)
+	}
+	var sum float64
+	for _, v := range items {
+		sum += math.Exp(float64(v - mx))
+	}
+	lse := mx + float32(math.Log(sum))
+	for i, v := range items {
+		dst[i] = v - lse
+	}
+}
+
+// rankTopK picks the k best unseen items by IPS-reweighted log-probability.
+func (e *Engine) rankTopK(logits []float32, seen []bool, alpha float64, k int) []pick {
+	n := len(e.items)
+	lp := make([]float32, n)
+	e.logProbs(logits, lp)
+	score := slices.Clone(lp)
+	if e.bias != nil {
+		e.bias.Add(score)
+	}
+	if alpha != 0 {
+		e.stats.ReweightAll(score, alpha)
+	}
+	order := make([]int, 0, n)
+	for i := 0; i < n; i++ {
+		if !seen[i] {
+			order = append(order, i)
+		}
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		if score[a] != score[b] {
+			if score[a] > score[b] {
+				return -1
+			}
+			return 1
+		}
+		return a - b
+	})
+	if len(order) > k {
+		order = order[:k]
+	}
+	out := make([]pick, len(order))
+	for i, r := range order {
+		out[i] = pick{r, lp[r], score[r]}
+	}
+	return out
+}
+
+// decodeSlate decodes k steps: each step's best unseen, not yet chosen item is fed back as the
+// next token with the key-value cache, so later picks are conditioned on earlier ones.
+func (e *Engine) decodeSlate(userState []float32, seen []bool, alpha float64, k int) ([]pick, error) {
+	seen = slices.Clone(seen)
+	var pastK, pastV []float32
+	token, past := e.bos, 0
+	out := make([]pick, 0, k)
+	for step := 0; step < k; step++ {
+		logits, pk, pv, err := e.generate(userState, token, pastK, pastV, past)
+		if err != nil {
+			return nil, err
+		}
+		best := e.rankTopK(logits, seen, alpha, 1)
+		if len(best) == 0 {
+			break
+		}
+		out = append(out, best[0])
+		seen[best[0].row] = true
+		token, pastK, pastV, past = best[0].row+e.offset, pk, pv, past+1
+	}
+	return out, nil
+}

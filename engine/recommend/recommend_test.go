@@ -1,0 +1,344 @@
+package recommend
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llm4rec/llm4rec/engine/ort"
+)
+
+// testBundle is the bundle under test: $LLM4REC_TEST_BUNDLE, else the committed default bundle
+// (with its fetched text-encoder weights).
+func testBundle(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("LLM4REC_TEST_BUNDLE")
+	if dir == "" {
+		dir, _ = filepath.Abs("../../models/movielens-100k/1")
+	}
+	for _, f := range []string{"manifest.json", "text_encoder.weights"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Skipf("bundle %s not installed (%v): run `make weights`", dir, err)
+		}
+	}
+	return dir
+}
+
+var (
+	engOnce sync.Once
+	engErr  error
+	eng     *Engine
+	rt      *ort.Runtime
+)
+
+func testEngine(t testing.TB) *Engine {
+	dir := testBundle(t)
+	engOnce.Do(func() {
+		rt, engErr = ort.Open(ort.Options{Provider: ort.ProviderCPU})
+		if engErr == nil {
+			eng, engErr = Open(dir, rt, Config{})
+		}
+	})
+	if engErr != nil {
+		t.Fatal(engErr)
+	}
+	return eng
+}
+
+type tensorFile struct {
+	File  string  `json:"file"`
+	DType string  `json:"dtype"`
+	Shape []int64 `json:"shape"`
+}
+
+type goldenIndex struct {
+	Cases []struct {
+		Name    string                `json:"name"`
+		Graph   string                `json:"graph"`
+		Inputs  map[string]tensorFile `json:"inputs"`
+		Outputs map[string]tensorFile `json:"outputs"`
+	} `json:"cases"`
+	Preprocess struct {
+		Text struct {
+			Strings       []string  `json:"strings"`
+			InputIDs      [][]int64 `json:"input_ids"`
+			AttentionMask [][]int64 `json:"attention_mask"`
+		} `json:"text"`
+	} `json:"preprocess"`
+	Recommend []struct {
+		UserID  string    `json:"user_id"`
+		History []string  `json:"history"`
+		Context []string  `json:"context"`
+		Top10   []string  `json:"top10"`
+		Scores  []float64 `json:"scores"`
+	} `json:"recommend"`
+}
+
+func readGolden(t testing.TB, e *Engine) goldenIndex {
+	raw, err := os.ReadFile(filepath.Join(e.dir, e.manifest.Golden.Index))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g goldenIndex
+	if err := json.Unmarshal(raw, &g); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func readTensor(t testing.TB, dir, name string, tf tensorFile) ort.Tensor {
+	raw, err := os.ReadFile(filepath.Join(dir, tf.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := ort.Tensor{Name: name, Shape: tf.Shape}
+	switch tf.DType {
+	case "float32":
+		out.Float32 = make([]float32, len(raw)/4)
+		for i := range out.Float32 {
+			out.Float32[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+	case "int64":
+		out.Int64 = make([]int64, len(raw)/8)
+		for i := range out.Int64 {
+			out.Int64[i] = int64(binary.LittleEndian.Uint64(raw[8*i:]))
+		}
+	default:
+		t.Fatalf("dtype %s", tf.DType)
+	}
+	return out
+}
+
+// Every graph, run by ONNX Runtime from Go on the golden inputs, gives PyTorch's outputs
+// within the manifest's tolerance: |got - want| <= atol + rtol*|want|.
+func TestGraphParityWithGoldens(t *testing.T) {
+	e := testEngine(t)
+	g := readGolden(t, e)
+	gdir := filepath.Dir(filepath.Join(e.dir, e.manifest.Golden.Index))
+	atol, rtol := e.manifest.Golden.ATol, e.manifest.Golden.RTol
+	if len(g.Cases) < 5 {
+		t.Fatalf("only %d golden cases", len(g.Cases))
+	}
+	for _, c := range g.Cases {
+		var inputs []ort.Tensor
+		for name, tf := range c.Inputs {
+			inputs = append(inputs, readTensor(t, gdir, name, tf))
+		}
+		outs, err := e.sessions[c.Graph].Run(inputs)
+		if err != nil {
+			t.Fatalf("%s: %v", c.Name, err)
+		}
+		for _, o := range outs {
+			tf, ok := c.Outputs[o.Name]
+			if !ok {
+				continue
+			}
+			want := readTensor(t, gdir, o.Name, tf)
+			if fmt.Sprint(o.Shape) != fmt.Sprint(want.Shape) {
+				t.Fatalf("%s %s: shape %v want %v", c.Name, o.Name, o.Shape, want.Shape)
+			}
+			worst := 0.0
+			for i, w := range want.Float32 {
+				d := math.Abs(float64(o.Float32[i] - w))
+				if d > atol+rtol*math.Abs(float64(w)) {
+					t.Fatalf("%s %s[%d]: %v want %v", c.Name, o.Name, i, o.Float32[i], w)
+				}
+				worst = max(worst, d)
+			}
+			t.Logf("%-22s %-15s max |diff| %.2g", c.Name, o.Name, worst)
+		}
+	}
+}
+
+// The tokenizer gives the export's ids; the text encoder path through the batcher gives the
+// export's embeddings for them.
+func TestTextPreprocessingParity(t *testing.T) {
+	e := testEngine(t)
+	g := readGolden(t, e)
+	b, err := e.tok.EncodeBatch(g.Preprocess.Text.Strings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range g.Preprocess.Text.Strings {
+		row := b.InputIDs[i*b.Len : (i+1)*b.Len]
+		mask := b.AttentionMask[i*b.Len : (i+1)*b.Len]
+		if !slices.Equal(row, g.Preprocess.Text.InputIDs[i]) || !slices.Equal(mask, g.Preprocess.Text.AttentionMask[i]) {
+			t.Fatalf("text %d:\n ids %v mask %v\nwant %v %v", i, row, mask, g.Preprocess.Text.InputIDs[i], g.Preprocess.Text.AttentionMask[i])
+		}
+	}
+}
+
+// End to end: for the golden users the Go engine recommends the same top 10 as the export's
+// PyTorch model (same history, IPS off, seen items excluded), with the same retrieved context.
+func TestRecommendationsMatchExport(t *testing.T) {
+	e := testEngine(t)
+	g := readGolden(t, e)
+	if len(g.Recommend) == 0 {
+		t.Fatal("no golden recommendation cases")
+	}
+	zero := 0.0
+	for _, c := range g.Recommend {
+		resp, err := e.Recommend(context.Background(), Request{History: c.History, K: 10, ExcludeSeen: true, Alpha: &zero})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, it := range resp.Items {
+			got = append(got, it.ItemID)
+		}
+		gs, ws := slices.Clone(got), slices.Clone(c.Top10)
+		slices.Sort(gs)
+		slices.Sort(ws)
+		if !slices.Equal(gs, ws) {
+			t.Errorf("user %s: top 10 %v, export %v", c.UserID, got, c.Top10)
+		}
+		if c.Context != nil && !slices.Equal(resp.Context, c.Context) {
+			t.Errorf("user %s: context %v, export %v", c.UserID, resp.Context, c.Context)
+		}
+	}
+}
+
+func TestIPSMovesPopularItemsDown(t *testing.T) {
+	e := testEngine(t)
+	hist := []string{e.items[0].ID, e.items[1].ID}
+	// live popularity: feedback makes every third item popular (on top of what the bundle ships)
+	for i := range e.items {
+		if i%3 == 0 {
+			for k := 0; k < 40; k++ {
+				e.stats.Observe(i, time.Unix(1e9, 0), nil)
+			}
+		}
+	}
+	arp := func(alpha float64) float64 {
+		resp, err := e.Recommend(context.Background(), Request{History: hist, K: 10, ExcludeSeen: true, Alpha: &alpha})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s float64
+		for _, it := range resp.Items {
+			s += e.stats.Count(e.byID[it.ItemID])
+		}
+		return s / float64(len(resp.Items))
+	}
+	a0, a1, a3 := arp(0), arp(1), arp(3)
+	t.Logf("average popularity of the top 10: alpha 0 %.1f, 1 %.1f, 3 %.1f", a0, a1, a3)
+	if !(a1 < a0 && a3 <= a1) {
+		t.Fatalf("IPS did not move popular items down: %.1f %.1f %.1f", a0, a1, a3)
+	}
+}
+
+func TestSlateModeConditionsOnEarlierPicks(t *testing.T) {
+	e := testEngine(t)
+	hist := []string{e.items[2].ID, e.items[3].ID, e.items[4].ID}
+	zero := 0.0
+	slate, err := e.Recommend(context.Background(), Request{History: hist, K: 5, ExcludeSeen: true, Mode: ModeSlate, Alpha: &zero})
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, _ := e.Recommend(context.Background(), Request{History: hist, K: 5, ExcludeSeen: true, Alpha: &zero})
+	if len(slate.Items) != 5 || slate.Items[0].ItemID != top.Items[0].ItemID {
+		t.Fatalf("slate %v, top-k %v: the first pick must agree", slate.Items, top.Items)
+	}
+	seen := map[string]bool{}
+	for _, it := range slate.Items {
+		if seen[it.ItemID] || slices.Contains(hist, it.ItemID) {
+			t.Fatalf("slate repeats or includes a seen item: %v", slate.Items)
+		}
+		seen[it.ItemID] = true
+	}
+	if _, err := e.Recommend(context.Background(), Request{History: hist, K: e.maxSteps + 1, Mode: ModeSlate}); err == nil {
+		t.Fatal("slate longer than the generator's steps accepted")
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	e := testEngine(t)
+	neg := -1.0
+	for name, req := range map[string]Request{
+		"unknown item":  {History: []string{"no-such-item"}},
+		"k too large":   {History: []string{e.items[0].ID}, K: 101},
+		"negative k":    {History: []string{e.items[0].ID}, K: -1},
+		"bad mode":      {History: []string{e.items[0].ID}, Mode: "beam"},
+		"alpha < 0":     {History: []string{e.items[0].ID}, Alpha: &neg},
+		"garbage image": {Image: []byte("not an image")},
+		"garbage audio": {Audio: []byte("RIFF....WAVE")},
+	} {
+		if _, err := e.Recommend(context.Background(), req); err == nil || !errorsIsRequest(err) {
+			t.Errorf("%s: %v, want ErrRequest", name, err)
+		}
+	}
+}
+
+func errorsIsRequest(err error) bool {
+	for ; err != nil; err = unwrap(err) {
+		if err == ErrRequest {
+			return true
+		}
+	}
+	return false
+}
+
+func unwrap(err error) error {
+	if u, ok := err.(interface{ Unwrap() error }); ok {
+		return u.Unwrap()
+	}
+	if u, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, x := range u.Unwrap() {
+			if errorsIsRequest(x) {
+				return ErrRequest
+			}
+		}
+	}
+	return nil
+}
+
+// Batch invariance through the batcher: many concurrent requests give each the answer it gets
+// alone.
+func TestConcurrentRequestsMatchSequential(t *testing.T) {
+	e := testEngine(t)
+	zero := 0.0
+	reqs := make([]Request, 24)
+	want := make([][]string, len(reqs))
+	for i := range reqs {
+		n := len(e.items)
+		reqs[i] = Request{History: []string{e.items[i%n].ID, e.items[(i*7+3)%n].ID}, K: 10, ExcludeSeen: true, Alpha: &zero}
+		if i%4 == 0 {
+			reqs[i].Query = fmt.Sprintf("a story about %d robots", i)
+		}
+		resp, err := e.Recommend(context.Background(), reqs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range resp.Items {
+			want[i] = append(want[i], it.ItemID)
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range reqs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			resp, err := e.Recommend(context.Background(), reqs[i])
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			var got []string
+			for _, it := range resp.Items {
+				got = append(got, it.ItemID)
+			}
+			if !slices.Equal(got, want[i]) {
+				t.Errorf("request %d: concurrent %v, alone %v", i, got, want[i])
+			}
+		}(i)
+	}
+	wg.Wait()
+}
