@@ -10,7 +10,6 @@ import (
 
 	"github.com/llm4rec/llm4rec/engine/explain"
 	"github.com/llm4rec/llm4rec/engine/ort"
-	"github.com/llm4rec/llm4rec/engine/retrieval"
 )
 
 func contextBackground() context.Context { return context.Background() }
@@ -228,19 +227,31 @@ type modalities struct {
 	names []string
 }
 
-// contextScore says how well an item matches the strongest present modality.
+// contextMatches is how many of the catalog's items nearest to a request's query, image or
+// audio embedding count as matching it in explanations.
+const contextMatches = 20
+
+// contextScore says which present modality an item matches: the item must be among the
+// contextMatches items nearest to that modality's embedding; the best-scoring modality wins.
 func (m modalities) contextScore(e *Engine) func(int) (string, float32, bool) {
+	near := make([]map[int]float32, len(m.emb))
+	for i, v := range m.emb {
+		if v == nil {
+			continue
+		}
+		near[i] = map[int]float32{}
+		for _, h := range e.index.Search(v, contextMatches, nil) {
+			near[i][h.Item] = h.Score
+		}
+	}
 	return func(row int) (string, float32, bool) {
 		best, name := float32(-2), ""
-		for i, v := range m.emb {
-			if v == nil {
-				continue
-			}
-			if s := retrieval.Dot(v, e.index.Vector(row)); s > best {
+		for i := range m.emb {
+			if s, ok := near[i][row]; ok && s > best {
 				best, name = s, m.names[i]
 			}
 		}
-		if name == "text" {
+		if name == modText {
 			name = "query"
 		}
 		return name, best, name != ""
