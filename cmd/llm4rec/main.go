@@ -18,6 +18,7 @@ func commands() []command {
 	return []command{
 		{"version", "print the engine and ONNX Runtime versions and the usable execution providers", runVersion},
 		{"models", "model bundle tools: `models validate DIR`", runModels},
+		{"serve", "serve the HTTP API: serve --bundle DIR --addr HOST:PORT --data-dir DIR", runServe},
 		{"recommend", "run the whole pipeline once, offline: recommend --bundle DIR --history ids [--query TEXT] [--image FILE] [--audio FILE]", runRecommend},
 	}
 }

@@ -1,0 +1,252 @@
+// Package server is the engine's HTTP API on fasthttp: recommendations, durable feedback with
+// real-time learning, item and user lookups, health, Prometheus metrics and model hot reload,
+// behind API keys and hard limits.
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the server's whole configuration. Flags, environment variables and an optional
+// JSON config file all map onto it; the zero value of every field means its default (see
+// Defaults). Precedence: flag > environment > config file > default.
+type Config struct {
+	// Addr is the listen address (default 127.0.0.1:8080). Env LLM4REC_ADDR.
+	Addr string `json:"addr" env:"LLM4REC_ADDR" flag:"addr"`
+	// Bundle is the model bundle folder served at start (default models/movielens-100k/1).
+	Bundle string `json:"bundle" env:"LLM4REC_BUNDLE" flag:"bundle"`
+	// DataDir holds durable state: the feedback log (default ./data).
+	DataDir string `json:"data_dir" env:"LLM4REC_DATA_DIR" flag:"data-dir"`
+	// Provider is the execution-provider policy: auto, cuda or cpu (default auto).
+	Provider string `json:"provider" env:"LLM4REC_PROVIDER" flag:"provider"`
+	// APIKey is the inference key (scope: /v1/*); empty with AdminKey empty means no auth.
+	// Env LLM4REC_API_KEY (keys are not taken from flags, so they stay out of process lists).
+	APIKey string `json:"-" env:"LLM4REC_API_KEY"`
+	// AdminKey is the admin key (scope: /admin/* and everything the inference key may do).
+	AdminKey string `json:"-" env:"LLM4REC_ADMIN_KEY"`
+	// OpenHealth leaves /healthz/* and /metrics without auth (default true).
+	OpenHealth *bool `json:"open_health" env:"LLM4REC_OPEN_HEALTH"`
+
+	// MaxBodyBytes bounds a request body (default 16 MiB: a base64 image or WAV of the default
+	// limits fits, a larger body is refused with 413 before it is read).
+	MaxBodyBytes int `json:"max_body_bytes" env:"LLM4REC_MAX_BODY_BYTES" flag:"max-body-bytes"`
+	// MaxJSONDepth bounds JSON nesting (default 16).
+	MaxJSONDepth int `json:"max_json_depth" env:"LLM4REC_MAX_JSON_DEPTH"`
+	// MaxHistory bounds the history ids of one request (default 1000).
+	MaxHistory int `json:"max_history" env:"LLM4REC_MAX_HISTORY"`
+	// MaxK bounds k (default 100).
+	MaxK int `json:"max_k" env:"LLM4REC_MAX_K"`
+	// MaxFeedbackBatch bounds the events of one feedback request (default 1000).
+	MaxFeedbackBatch int `json:"max_feedback_batch" env:"LLM4REC_MAX_FEEDBACK_BATCH"`
+	// MaxImageBytes and MaxAudioBytes bound decoded media (defaults 8 MiB and 8 MiB).
+	MaxImageBytes int `json:"max_image_bytes" env:"LLM4REC_MAX_IMAGE_BYTES"`
+	MaxAudioBytes int `json:"max_audio_bytes" env:"LLM4REC_MAX_AUDIO_BYTES"`
+
+	// ReadTimeout, WriteTimeout and IdleTimeout bound a connection's phases (defaults 10s,
+	// 10s, 60s): a slow client cannot hold a worker.
+	ReadTimeout  time.Duration `json:"read_timeout" env:"LLM4REC_READ_TIMEOUT" flag:"read-timeout"`
+	WriteTimeout time.Duration `json:"write_timeout" env:"LLM4REC_WRITE_TIMEOUT" flag:"write-timeout"`
+	IdleTimeout  time.Duration `json:"idle_timeout" env:"LLM4REC_IDLE_TIMEOUT"`
+	// RequestTimeout bounds one recommendation (default 5s); past it the request is answered
+	// 504 and, if still queued, never runs.
+	RequestTimeout time.Duration `json:"request_timeout" env:"LLM4REC_REQUEST_TIMEOUT"`
+	// MaxInFlight bounds recommendations being served at once (default 256); beyond it the
+	// server answers 503 with Retry-After at once.
+	MaxInFlight int `json:"max_in_flight" env:"LLM4REC_MAX_IN_FLIGHT"`
+	// ShutdownTimeout bounds the drain on SIGTERM (default 20s).
+	ShutdownTimeout time.Duration `json:"shutdown_timeout" env:"LLM4REC_SHUTDOWN_TIMEOUT"`
+
+	// BatchMaxSize and BatchMaxWaitMicros configure every dynamic batcher (defaults 64 and
+	// 500 µs); BatchQueue bounds each batcher's queue (default 1024).
+	BatchMaxSize       int `json:"batch_max_size" env:"LLM4REC_BATCH_MAX_SIZE" flag:"batch-max-size"`
+	BatchMaxWaitMicros int `json:"batch_max_wait_us" env:"LLM4REC_BATCH_MAX_WAIT_US" flag:"batch-max-wait-us"`
+	BatchQueue         int `json:"batch_queue" env:"LLM4REC_BATCH_QUEUE"`
+	// IntraOpThreads is ONNX Runtime's threads per operator (0: its default).
+	IntraOpThreads int `json:"intra_op_threads" env:"LLM4REC_INTRA_OP_THREADS" flag:"intra-threads"`
+
+	// IPSAlpha is the default IPS strength when a request gives none (default: the bundle's).
+	IPSAlpha *float64 `json:"ips_alpha" env:"LLM4REC_IPS_ALPHA"`
+	// OnlineLearning turns the online item-bias learner on (default true).
+	OnlineLearning *bool `json:"online_learning" env:"LLM4REC_ONLINE_LEARNING"`
+	// OnlineRate and OnlinePenalty are the learner's SGD step and its pull towards the
+	// exported model (defaults 0.05 and 0.01).
+	OnlineRate    float64 `json:"online_rate" env:"LLM4REC_ONLINE_RATE"`
+	OnlinePenalty float64 `json:"online_penalty" env:"LLM4REC_ONLINE_PENALTY"`
+	// SnapshotEvery is how many feedback events pass between snapshots of the learned state
+	// (default 1000), so that start-up replays only what came after the last one.
+	SnapshotEvery int `json:"snapshot_every" env:"LLM4REC_SNAPSHOT_EVERY"`
+}
+
+// Defaults returns the documented defaults.
+func Defaults() Config {
+	t, f := true, true
+	return Config{Addr: "127.0.0.1:8080", Bundle: "models/movielens-100k/1", DataDir: "data", Provider: "auto",
+		OpenHealth: &t, MaxBodyBytes: 16 << 20, MaxJSONDepth: 16, MaxHistory: 1000, MaxK: 100,
+		MaxFeedbackBatch: 1000, MaxImageBytes: 8 << 20, MaxAudioBytes: 8 << 20,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
+		RequestTimeout: 5 * time.Second, MaxInFlight: 256, ShutdownTimeout: 20 * time.Second,
+		BatchMaxSize: 64, BatchMaxWaitMicros: 500, BatchQueue: 1024, OnlineLearning: &f,
+		OnlineRate: 0.05, OnlinePenalty: 0.01, SnapshotEvery: 1000}
+}
+
+// WithDefaults fills every zero field from Defaults.
+func (c Config) WithDefaults() Config {
+	d := Defaults()
+	cv, dv := reflect.ValueOf(&c).Elem(), reflect.ValueOf(d)
+	for i := 0; i < cv.NumField(); i++ {
+		if cv.Field(i).IsZero() {
+			cv.Field(i).Set(dv.Field(i))
+		}
+	}
+	return c
+}
+
+// Validate reports settings that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if c.MaxBodyBytes < 1024 {
+		errs = append(errs, fmt.Errorf("max_body_bytes %d: at least 1024", c.MaxBodyBytes))
+	}
+	if c.MaxInFlight < 1 || c.MaxHistory < 1 || c.MaxK < 1 || c.MaxFeedbackBatch < 1 || c.MaxJSONDepth < 2 {
+		errs = append(errs, errors.New("limits must be positive"))
+	}
+	if c.BatchMaxSize < 1 || c.BatchMaxWaitMicros < 0 {
+		errs = append(errs, errors.New("batch settings must be positive"))
+	}
+	if c.APIKey != "" && c.APIKey == c.AdminKey {
+		errs = append(errs, errors.New("the inference and admin keys must differ"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("server: config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// LoadFile reads a JSON config file onto c (fields it names replace c's).
+func (c *Config) LoadFile(path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("server: config file: %w", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		return fmt.Errorf("server: config file %s: %w", path, err)
+	}
+	return nil
+}
+
+// LoadEnv reads every field with an `env` tag from the environment (set, non-empty values).
+func (c *Config) LoadEnv(getenv func(string) string) error {
+	v := reflect.ValueOf(c).Elem()
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		name := t.Field(i).Tag.Get("env")
+		if name == "" {
+			continue
+		}
+		s := getenv(name)
+		if s == "" {
+			continue
+		}
+		if err := setField(v.Field(i), s); err != nil {
+			return fmt.Errorf("server: %s=%q: %w", name, s, err)
+		}
+	}
+	return nil
+}
+
+// RegisterFlags binds every field with a `flag` tag to fs; values set on the command line are
+// applied by ApplyFlags after parsing.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	d := Defaults()
+	t := reflect.TypeOf(*c)
+	dv := reflect.ValueOf(d)
+	for i := 0; i < t.NumField(); i++ {
+		name := t.Field(i).Tag.Get("flag")
+		if name == "" {
+			continue
+		}
+		fs.String(name, fmt.Sprint(reflect.Indirect(dv.Field(i)).Interface()), fieldDoc(t.Field(i).Name))
+	}
+}
+
+// ApplyFlags copies the flags given on the command line onto c.
+func (c *Config) ApplyFlags(fs *flag.FlagSet) error {
+	v := reflect.ValueOf(c).Elem()
+	t := v.Type()
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		for i := 0; i < t.NumField(); i++ {
+			if t.Field(i).Tag.Get("flag") == f.Name && err == nil {
+				if e := setField(v.Field(i), f.Value.String()); e != nil {
+					err = fmt.Errorf("server: --%s=%q: %w", f.Name, f.Value.String(), e)
+				}
+			}
+		}
+	})
+	return err
+}
+
+func fieldDoc(name string) string {
+	return map[string]string{
+		"Addr": "listen address HOST:PORT", "Bundle": "model bundle folder", "DataDir": "folder for durable state (feedback log)",
+		"Provider": "execution provider: auto, cuda or cpu", "MaxBodyBytes": "request body limit in bytes",
+		"ReadTimeout": "connection read timeout", "WriteTimeout": "connection write timeout",
+		"BatchMaxSize": "most rows per batched graph run", "BatchMaxWaitMicros": "longest a batch waits to fill, in microseconds",
+		"IntraOpThreads": "ONNX Runtime threads per operator (0: its default)",
+	}[name]
+}
+
+func setField(f reflect.Value, s string) error {
+	if f.Kind() == reflect.Pointer {
+		n := reflect.New(f.Type().Elem())
+		if err := setField(n.Elem(), s); err != nil {
+			return err
+		}
+		f.Set(n)
+		return nil
+	}
+	switch f.Interface().(type) {
+	case time.Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		f.SetInt(int64(d))
+		return nil
+	}
+	switch f.Kind() {
+	case reflect.String:
+		f.SetString(s)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return err
+		}
+		f.SetInt(n)
+	case reflect.Float64:
+		x, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return err
+		}
+		f.SetFloat(x)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		f.SetBool(b)
+	default:
+		return fmt.Errorf("unsupported setting type %s", f.Type())
+	}
+	return nil
+}

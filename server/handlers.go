@@ -1,0 +1,504 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/llm4rec/llm4rec/engine/batch"
+	"github.com/llm4rec/llm4rec/engine/bundle"
+	"github.com/llm4rec/llm4rec/engine/ort"
+	"github.com/llm4rec/llm4rec/engine/preprocess"
+	"github.com/llm4rec/llm4rec/engine/recommend"
+	"github.com/llm4rec/llm4rec/server/feedback"
+)
+
+// apiError is an error with its HTTP status and machine-readable code.
+type apiError struct {
+	status     int
+	code       string
+	msg        string
+	retryAfter int // seconds; 0: none
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) *apiError {
+	return &apiError{status: 400, code: "bad_request", msg: fmt.Sprintf(format, args...)}
+}
+
+// classify maps every error the engine and the store return to its HTTP answer, in one place.
+func classify(err error) *apiError {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.Is(err, batch.ErrQueueFull):
+		return &apiError{status: 503, code: "overloaded", msg: err.Error(), retryAfter: 1}
+	case errors.Is(err, batch.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
+		return &apiError{status: 504, code: "timeout", msg: err.Error()}
+	case errors.Is(err, batch.ErrClosed):
+		return &apiError{status: 503, code: "unavailable", msg: "the model is being replaced or the server is stopping", retryAfter: 1}
+	case errors.Is(err, preprocess.ErrImageTooLarge), errors.Is(err, preprocess.ErrAudioTooLarge):
+		return &apiError{status: 413, code: "too_large", msg: err.Error()}
+	case errors.Is(err, recommend.ErrRequest), errors.Is(err, ort.ErrInput):
+		return &apiError{status: 400, code: "bad_request", msg: err.Error()}
+	case errors.Is(err, feedback.ErrInvalid):
+		return &apiError{status: 400, code: "invalid_event", msg: err.Error()}
+	case errors.Is(err, feedback.ErrConflict):
+		return &apiError{status: 409, code: "conflict", msg: err.Error()}
+	case errors.Is(err, feedback.ErrUnavailable):
+		return &apiError{status: 503, code: "log_unavailable", msg: err.Error(), retryAfter: 5}
+	}
+	var verr *bundle.ValidationError
+	if errors.As(err, &verr) {
+		return &apiError{status: 422, code: "invalid_bundle", msg: err.Error()}
+	}
+	return &apiError{status: 500, code: "internal", msg: err.Error()}
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	enc := json.NewEncoder(ctx)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		ctx.SetStatusCode(500)
+	}
+}
+
+func writeError(ctx *fasthttp.RequestCtx, err error) {
+	ae := classify(err)
+	if ae.retryAfter > 0 {
+		ctx.Response.Header.Set("Retry-After", fmt.Sprint(ae.retryAfter))
+	}
+	writeJSON(ctx, ae.status, map[string]any{"error": map[string]string{"code": ae.code, "message": ae.msg}})
+}
+
+// scope of a route: who may call it.
+type scope int
+
+const (
+	scopeOpen scope = iota
+	scopeInference
+	scopeAdmin
+)
+
+type route struct {
+	method, path string // path may end in "/" to match a prefix with one more segment
+	name         string // metrics label
+	scope        scope
+	fn           func(*fasthttp.RequestCtx) error
+}
+
+func (s *Server) routes() []route {
+	health := scopeInference
+	if *s.cfg.OpenHealth {
+		health = scopeOpen
+	}
+	return []route{
+		{"POST", "/v1/recommend", "recommend", scopeInference, s.handleRecommend},
+		{"POST", "/v1/feedback", "feedback", scopeInference, s.handleFeedback},
+		{"GET", "/v1/items/", "items", scopeInference, s.handleItem},
+		{"GET", "/v1/users/", "users", scopeInference, s.handleUser},
+		{"GET", "/healthz/live", "live", health, s.handleLive},
+		{"GET", "/healthz/ready", "ready", health, s.handleReady},
+		{"GET", "/metrics", "metrics", health, s.handleMetrics},
+		{"GET", "/openapi.json", "openapi", scopeOpen, s.handleOpenAPI},
+		{"POST", "/admin/models/reload", "reload", scopeAdmin, s.handleReload},
+	}
+}
+
+func (s *Server) match(method, path string) (*route, bool) {
+	pathKnown := false
+	for _, r := range s.routes() {
+		ok := r.path == path
+		if strings.HasSuffix(r.path, "/") && strings.HasPrefix(path, r.path) {
+			rest := path[len(r.path):]
+			ok = rest != "" && !strings.Contains(rest, "/")
+		}
+		if !ok {
+			continue
+		}
+		pathKnown = true
+		if r.method == method {
+			r := r
+			return &r, true
+		}
+	}
+	return nil, pathKnown
+}
+
+// handle is the fasthttp handler: routing, auth, metrics and panic recovery.
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	name := "unknown"
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic serving request", "path", string(ctx.Path()), "panic", p, "stack", string(debug.Stack()))
+			ctx.ResetBody()
+			writeError(ctx, &apiError{status: 500, code: "internal", msg: "internal error"})
+		}
+		s.m.observeRequest(name, ctx.Response.StatusCode(), time.Since(start))
+	}()
+	r, pathKnown := s.match(string(ctx.Method()), string(ctx.Path()))
+	if r == nil {
+		if pathKnown {
+			writeError(ctx, &apiError{status: 405, code: "method_not_allowed", msg: fmt.Sprintf("%s not allowed on %s", ctx.Method(), ctx.Path())})
+			return
+		}
+		writeError(ctx, &apiError{status: 404, code: "not_found", msg: fmt.Sprintf("no route %s", ctx.Path())})
+		return
+	}
+	name = r.name
+	if err := s.authorize(ctx, r.scope); err != nil {
+		writeError(ctx, err)
+		return
+	}
+	if err := r.fn(ctx); err != nil {
+		writeError(ctx, err)
+	}
+}
+
+// authorize checks the bearer key in constant time: 401 without a valid key, 403 with a valid
+// key of the wrong scope. No keys configured: everything is open.
+func (s *Server) authorize(ctx *fasthttp.RequestCtx, sc scope) error {
+	if sc == scopeOpen || (s.cfg.APIKey == "" && s.cfg.AdminKey == "") {
+		return nil
+	}
+	h := string(ctx.Request.Header.Peek("Authorization"))
+	key, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || key == "" {
+		return &apiError{status: 401, code: "unauthorized", msg: "missing bearer key (Authorization: Bearer KEY)"}
+	}
+	isAdmin := s.cfg.AdminKey != "" && subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.AdminKey)) == 1
+	isInference := s.cfg.APIKey != "" && subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.APIKey)) == 1
+	switch {
+	case isAdmin:
+		return nil
+	case isInference && sc == scopeInference:
+		return nil
+	case isInference:
+		return &apiError{status: 403, code: "forbidden", msg: "this key may not call admin endpoints"}
+	}
+	return &apiError{status: 401, code: "unauthorized", msg: "invalid key"}
+}
+
+// jsonDepth returns the deepest nesting of objects and arrays in b (strings skipped), stopping
+// early once limit is passed.
+func jsonDepth(b []byte, limit int) int {
+	depth, deepest, inStr, esc := 0, 0, false, false
+	for _, c := range b {
+		switch {
+		case inStr && esc:
+			esc = false
+		case inStr && c == '\\':
+			esc = true
+		case inStr && c == '"':
+			inStr = false
+		case inStr:
+		case c == '"':
+			inStr = true
+		case c == '{' || c == '[':
+			depth++
+			if depth > deepest {
+				deepest = depth
+				if deepest > limit {
+					return deepest
+				}
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
+}
+
+func (s *Server) decode(ctx *fasthttp.RequestCtx, v any) error {
+	body := ctx.PostBody()
+	if len(body) == 0 {
+		return badRequest("empty body: want JSON")
+	}
+	if d := jsonDepth(body, s.cfg.MaxJSONDepth); d > s.cfg.MaxJSONDepth {
+		return badRequest("JSON nested deeper than %d levels", s.cfg.MaxJSONDepth)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("invalid JSON: %v", err)
+	}
+	if dec.More() {
+		return badRequest("invalid JSON: more than one value")
+	}
+	return nil
+}
+
+// RecommendRequest is POST /v1/recommend's body.
+type RecommendRequest struct {
+	UserID      string   `json:"user_id,omitempty"`
+	History     []string `json:"history,omitempty"`
+	Query       string   `json:"query,omitempty"`
+	Image       string   `json:"image,omitempty"` // base64 JPEG or PNG
+	Audio       string   `json:"audio,omitempty"` // base64 PCM WAV
+	K           int      `json:"k,omitempty"`
+	ExcludeSeen *bool    `json:"exclude_seen,omitempty"`
+	IPSAlpha    *float64 `json:"ips_alpha,omitempty"`
+	Debias      *bool    `json:"debias,omitempty"`
+	Explain     bool     `json:"explain,omitempty"`
+	Mode        string   `json:"mode,omitempty"`
+}
+
+func decodeMedia(field, b64 string, limit int) ([]byte, error) {
+	if b64 == "" {
+		return nil, nil
+	}
+	if base64.StdEncoding.DecodedLen(len(b64)) > limit+3 {
+		return nil, &apiError{status: 413, code: "too_large", msg: fmt.Sprintf("%s of about %d bytes exceeds the limit of %d", field, base64.StdEncoding.DecodedLen(len(b64)), limit)}
+	}
+	data, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return nil, badRequest("%s: not base64: %v", field, err)
+	}
+	if len(data) > limit {
+		return nil, &apiError{status: 413, code: "too_large", msg: fmt.Sprintf("%s of %d bytes exceeds the limit of %d", field, len(data), limit)}
+	}
+	return data, nil
+}
+
+func (s *Server) handleRecommend(ctx *fasthttp.RequestCtx) error {
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		return &apiError{status: 503, code: "overloaded", msg: fmt.Sprintf("%d requests in flight", s.cfg.MaxInFlight), retryAfter: 1}
+	}
+	var req RecommendRequest
+	if err := s.decode(ctx, &req); err != nil {
+		return err
+	}
+	if req.UserID == "" && len(req.History) == 0 && req.Query == "" && req.Image == "" && req.Audio == "" {
+		return badRequest("give at least one of user_id, history, query, image, audio")
+	}
+	if len(req.History) > s.cfg.MaxHistory {
+		return badRequest("history of %d items exceeds the limit of %d", len(req.History), s.cfg.MaxHistory)
+	}
+	img, err := decodeMedia("image", req.Image, s.cfg.MaxImageBytes)
+	if err != nil {
+		return err
+	}
+	aud, err := decodeMedia("audio", req.Audio, s.cfg.MaxAudioBytes)
+	if err != nil {
+		return err
+	}
+	history := req.History
+	if req.UserID != "" {
+		live := s.users.history(req.UserID)
+		if len(live)+len(history) > s.cfg.MaxHistory {
+			live = live[max(0, len(live)-(s.cfg.MaxHistory-len(history))):]
+		}
+		history = append(live, history...)
+	}
+	r := recommend.Request{History: history, Query: req.Query, Image: img, Audio: aud, K: req.K,
+		ExcludeSeen: req.ExcludeSeen == nil || *req.ExcludeSeen, Alpha: req.IPSAlpha, Explain: req.Explain, Mode: recommend.Mode(req.Mode)}
+	if req.Debias != nil && !*req.Debias {
+		zero := 0.0
+		r.Alpha = &zero
+	}
+	l := s.engines.acquire()
+	if l == nil {
+		return &apiError{status: 503, code: "not_ready", msg: "no model loaded", retryAfter: 1}
+	}
+	defer l.release()
+	c, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := l.eng.Recommend(c, r)
+	if err != nil {
+		return err
+	}
+	m := l.eng.Manifest()
+	writeJSON(ctx, 200, map[string]any{"user_id": req.UserID, "items": resp.Items, "ips_alpha": resp.Alpha,
+		"mode": resp.Mode, "context_items": resp.Context, "timings_us": resp.Timings,
+		"model": map[string]string{"name": m.Name, "version": m.Version}, "provider": s.rt.Provider()})
+	return nil
+}
+
+// FeedbackRequest is POST /v1/feedback's body: one event, or {"events": [...]}.
+type FeedbackRequest struct {
+	feedback.Event
+	Events []feedback.Event `json:"events,omitempty"`
+}
+
+func (s *Server) handleFeedback(ctx *fasthttp.RequestCtx) error {
+	start := time.Now()
+	body := ctx.PostBody()
+	if len(body) == 0 {
+		return badRequest("empty body: want an event or {\"events\": [...]}")
+	}
+	if d := jsonDepth(body, s.cfg.MaxJSONDepth); d > s.cfg.MaxJSONDepth {
+		return badRequest("JSON nested deeper than %d levels", s.cfg.MaxJSONDepth)
+	}
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(body, &probe); err != nil {
+		return badRequest("invalid JSON: %v", err)
+	}
+	var events []feedback.Event
+	if raw, ok := probe["events"]; ok {
+		if len(probe) != 1 {
+			return badRequest("a batch is {\"events\": [...]} with nothing beside it")
+		}
+		if err := json.Unmarshal(raw, &events); err != nil {
+			return badRequest("invalid events: %v", err)
+		}
+		if len(events) == 0 {
+			return badRequest("empty events")
+		}
+	} else {
+		var e feedback.Event
+		if err := json.Unmarshal(body, &e); err != nil {
+			return badRequest("invalid event: %v", err)
+		}
+		events = []feedback.Event{e}
+	}
+	if len(events) > s.cfg.MaxFeedbackBatch {
+		return &apiError{status: 413, code: "too_large", msg: fmt.Sprintf("%d events exceed the batch limit of %d", len(events), s.cfg.MaxFeedbackBatch)}
+	}
+	for i := range events {
+		if err := s.store.Validate(events[i]); err != nil {
+			return fmt.Errorf("event %d: %w", i, err)
+		}
+	}
+	if !s.store.Healthy() {
+		s.ready.Store(false)
+	}
+	c, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	res, err := s.store.Append(c, events...)
+	if err != nil {
+		if errors.Is(err, feedback.ErrUnavailable) || !s.store.Healthy() {
+			s.ready.Store(false)
+			return &apiError{status: 503, code: "log_unavailable", msg: err.Error(), retryAfter: 5}
+		}
+		return err
+	}
+	s.m.feedbackAck.Observe(time.Since(start).Seconds())
+	// Durable: apply to live state (histories, popularity, trending, co-occurrence) at once.
+	l := s.engines.acquire()
+	for i, e := range events {
+		if !res.New[i] {
+			continue
+		}
+		before := s.users.add(e)
+		if l != nil {
+			s.observe(l, e, before)
+		}
+		if res.Seqs[i] > s.lastSeq.Load() {
+			s.lastSeq.Store(res.Seqs[i])
+		}
+	}
+	if l != nil {
+		l.release()
+	}
+	s.wakeLearner()
+	writeJSON(ctx, 200, map[string]any{"accepted": res.Accepted, "duplicates": res.Duplicates})
+	return nil
+}
+
+func (s *Server) handleItem(ctx *fasthttp.RequestCtx) error {
+	id := strings.TrimPrefix(string(ctx.Path()), "/v1/items/")
+	l := s.engines.acquire()
+	if l == nil {
+		return &apiError{status: 503, code: "not_ready", msg: "no model loaded", retryAfter: 1}
+	}
+	defer l.release()
+	row, ok := l.eng.Row(id)
+	if !ok {
+		return &apiError{status: 404, code: "not_found", msg: fmt.Sprintf("no item %q", id)}
+	}
+	it := l.eng.Items()[row]
+	st := l.eng.Stats()
+	writeJSON(ctx, 200, map[string]any{"item_id": it.ID, "title": it.Title, "categories": it.Categories,
+		"interactions": st.Count(row), "propensity": st.Propensity(row)})
+	return nil
+}
+
+func (s *Server) handleUser(ctx *fasthttp.RequestCtx) error {
+	id := strings.TrimPrefix(string(ctx.Path()), "/v1/users/")
+	v, ok := s.users.view(id, s.cfg.MaxHistory)
+	if !ok {
+		return &apiError{status: 404, code: "not_found", msg: fmt.Sprintf("no feedback for user %q", id)}
+	}
+	writeJSON(ctx, 200, v)
+	return nil
+}
+
+func (s *Server) handleLive(ctx *fasthttp.RequestCtx) error {
+	writeJSON(ctx, 200, map[string]string{"status": "live"})
+	return nil
+}
+
+func (s *Server) handleReady(ctx *fasthttp.RequestCtx) error {
+	if !s.store.Healthy() {
+		s.ready.Store(false)
+	}
+	if !s.ready.Load() {
+		reason := "starting or stopping"
+		if err := s.store.Err(); err != nil {
+			reason = "feedback log unavailable: " + err.Error()
+		}
+		ctx.Response.Header.Set("Retry-After", "1")
+		writeJSON(ctx, 503, map[string]string{"status": "not ready", "reason": reason})
+		return nil
+	}
+	writeJSON(ctx, 200, map[string]string{"status": "ready"})
+	return nil
+}
+
+func (s *Server) handleMetrics(ctx *fasthttp.RequestCtx) error {
+	body, ct, err := s.m.render()
+	if err != nil {
+		return err
+	}
+	ctx.SetContentType(ct)
+	ctx.SetBody(body)
+	return nil
+}
+
+func (s *Server) handleOpenAPI(ctx *fasthttp.RequestCtx) error {
+	ctx.SetContentType("application/json")
+	ctx.SetBody(openAPISpec)
+	return nil
+}
+
+func (s *Server) handleReload(ctx *fasthttp.RequestCtx) error {
+	var req struct {
+		Bundle string `json:"bundle"`
+	}
+	if len(ctx.PostBody()) > 0 {
+		if err := s.decode(ctx, &req); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	eng, err := s.Reload(req.Bundle)
+	if err != nil {
+		ae := classify(err)
+		if ae.status == 500 {
+			ae = &apiError{status: 422, code: "reload_failed", msg: err.Error()}
+		}
+		ae.msg = "reload failed, the previous model keeps serving: " + ae.msg
+		return ae
+	}
+	m := eng.Manifest()
+	writeJSON(ctx, 200, map[string]any{"loaded": map[string]string{"name": m.Name, "version": m.Version},
+		"took_ms": time.Since(start).Milliseconds()})
+	return nil
+}
