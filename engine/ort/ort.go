@@ -73,6 +73,10 @@ type Options struct {
 	InterOpThreads int
 	// CUDADevice is the CUDA device id used when CUDA is chosen.
 	CUDADevice int
+	// CUDATF32 lets CUDA run float32 matrix products in TF32 (10-bit mantissa: faster on
+	// Ampere and later, relative error near 1e-3). Off by default, so that CUDA outputs match
+	// the export's float32 goldens (1e-4) as the CPU's do.
+	CUDATF32 bool
 	// Logger receives the provider decision; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -210,7 +214,7 @@ func probeCUDA(device int) ProviderStatus {
 		st.Reason = fmt.Sprintf("%s not found beside %s (run `make deps-cuda`)", CUDAProviderLibrary, env.libPath)
 		return st
 	}
-	so, err := newSessionOptions(Options{}, ProviderCUDA, device)
+	so, err := newSessionOptions(Options{CUDADevice: device}, ProviderCUDA, device)
 	if err != nil {
 		st.Reason = firstLine(err.Error())
 		return st
@@ -290,7 +294,15 @@ func newSessionOptions(o Options, p Provider, device int) (*onnx.SessionOptions,
 			return fail(err)
 		}
 		defer cu.Destroy()
-		if err := cu.Update(map[string]string{"device_id": fmt.Sprint(device)}); err != nil {
+		tf32 := "0"
+		if o.CUDATF32 {
+			tf32 = "1"
+		}
+		// HEURISTIC convolution search: EXHAUSTIVE (ONNX Runtime's default) benchmarks every
+		// algorithm again for each new input shape, and a dynamic batcher makes a new batch
+		// size, so a new shape, all the time.
+		if err := cu.Update(map[string]string{"device_id": fmt.Sprint(device), "use_tf32": tf32,
+			"cudnn_conv_algo_search": "HEURISTIC"}); err != nil {
 			return fail(fmt.Errorf("ort: cuda provider options: %w", err))
 		}
 		if err := so.AppendExecutionProviderCUDA(cu); err != nil {

@@ -89,6 +89,7 @@ type Engine struct {
 	image    *batch.Batcher
 	audio    *batch.Batcher
 	fusion   *batch.Batcher
+	gen1     *batch.Batcher // the generator's first step, batched across requests
 	tok      *tokenizer.Tokenizer
 	imageCfg preprocess.ImageConfig
 	audioFx  *preprocess.AudioFeaturizer
@@ -210,6 +211,7 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	e.image = batch.New(e.sessions[bundle.ImageEncoder], batchCfg(bundle.ImageEncoder))
 	e.audio = batch.New(e.sessions[bundle.AudioEncoder], batchCfg(bundle.AudioEncoder))
 	e.fusion = batch.New(e.sessions[bundle.Fusion], batchCfg(bundle.Fusion))
+	e.gen1 = batch.New(NewFirstStep(e.sessions[bundle.Generator], m), batchCfg(bundle.Generator))
 	if err := e.warmUp(); err != nil {
 		return nil, fmt.Errorf("recommend: warm-up: %w", err)
 	}
@@ -243,14 +245,14 @@ func (e *Engine) Cache() *retrieval.EmbeddingCache { return e.cache }
 // QueueDepths reports each batcher's queue length.
 func (e *Engine) QueueDepths() map[string]int {
 	return map[string]int{bundle.TextEncoder: e.text.QueueDepth(), bundle.ImageEncoder: e.image.QueueDepth(),
-		bundle.AudioEncoder: e.audio.QueueDepth(), bundle.Fusion: e.fusion.QueueDepth()}
+		bundle.AudioEncoder: e.audio.QueueDepth(), bundle.Fusion: e.fusion.QueueDepth(), bundle.Generator: e.gen1.QueueDepth()}
 }
 
 // Close stops the batchers (running what they accepted) and releases the graphs and the
 // tokenizer. It is idempotent.
 func (e *Engine) Close() error {
 	var errs []error
-	for _, b := range []*batch.Batcher{e.text, e.image, e.audio, e.fusion} {
+	for _, b := range []*batch.Batcher{e.text, e.image, e.audio, e.fusion, e.gen1} {
 		if b != nil {
 			errs = append(errs, b.Close())
 		}
@@ -363,4 +365,41 @@ func (e *Engine) warmUp() error {
 	}
 	e.log.Debug("warm-up done", "took", time.Since(start))
 	return nil
+}
+
+// NewFirstStep wraps a bundle's generator session as the batcher's runner for the first
+// decoding step (see firstStep).
+func NewFirstStep(s *ort.Session, m *bundle.Manifest) batch.Runner {
+	return firstStep{s: s, layers: int64(m.Generator.Layers), heads: int64(m.Generator.Heads), headDim: int64(m.Generator.HeadDim)}
+}
+
+// firstStep presents the generator's first decoding step to the batcher: inputs user_state
+// [B,D] and tokens [B,1] with the batch on axis 0; the empty key-value cache ([N,B,H,0,Dh],
+// batch on axis 1) is added per batch, and only the logits come back. Later steps of a slate
+// carry a cache and run per request.
+type firstStep struct {
+	s                      *ort.Session
+	layers, heads, headDim int64
+}
+
+func (f firstStep) Inputs() []ort.TensorInfo {
+	var out []ort.TensorInfo
+	for _, in := range f.s.Inputs() {
+		if in.Name == "user_state" || in.Name == "tokens" {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+func (f firstStep) Run(in []ort.Tensor) ([]ort.Tensor, error) {
+	b := in[0].Shape[0]
+	shape := []int64{f.layers, b, f.heads, 0, f.headDim}
+	out, err := f.s.Run(append(in[:len(in):len(in)],
+		ort.Tensor{Name: "past_keys", Shape: shape, Float32: []float32{}},
+		ort.Tensor{Name: "past_values", Shape: shape, Float32: []float32{}}))
+	if err != nil {
+		return nil, err
+	}
+	return out[:1], nil
 }

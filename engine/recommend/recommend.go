@@ -101,7 +101,7 @@ func (e *Engine) LogProbs(ctx context.Context, history []string) ([]float32, err
 	if err != nil {
 		return nil, err
 	}
-	logits, _, _, err := e.generate(out[0].Float32, e.bos, nil, nil, 0)
+	logits, err := e.firstStepLogits(ctx, out[0].Float32)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +184,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 	}
 	var picks []pick
 	if mode == ModeTopK {
-		logits, _, _, err := e.generate(userState, e.bos, nil, nil, 0)
+		logits, err := e.firstStepLogits(ctx, userState)
 		if err != nil {
 			return nil, err
 		}
@@ -361,6 +361,18 @@ func (e *Engine) searchRaw(query []float32, k int, skip func(int) bool) []int {
 		out[i] = h.Item
 	}
 	return out
+}
+
+// firstStepLogits runs the generator's first step from [BOS] through its batcher.
+func (e *Engine) firstStepLogits(ctx context.Context, userState []float32) ([]float32, error) {
+	out, err := e.gen1.Submit(ctx, []ort.Tensor{
+		{Name: "user_state", Shape: []int64{1, int64(e.dim)}, Float32: userState},
+		{Name: "tokens", Shape: []int64{1, 1}, Int64: []int64{int64(e.bos)}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out[0].Float32, nil
 }
 
 // generate runs one generator step for one sequence: the user state, the step's token and the

@@ -1,0 +1,378 @@
+package bench
+
+import (
+	"bufio"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Item is one catalog item as the load generator uses it.
+type Item struct {
+	ID         string
+	Title      string
+	Text       string
+	Categories []string
+}
+
+// User is one user's item ids, oldest first.
+type User struct {
+	ID      string
+	History []string
+}
+
+// Dataset is where the load generator draws histories, queries and feedback from.
+type Dataset struct {
+	// Source says where the data came from, for the report.
+	Source string
+	Items  []Item
+	// Users may be empty (a catalog without interactions): histories are then random items.
+	Users []User
+}
+
+// LoadDataset reads dir, which is a generic-format dataset (items.jsonl, interactions.csv;
+// docs/BUNDLE.md and the design's "generic dataset format"), a model bundle (items.jsonl
+// alone) or a raw MovieLens-100K folder (u.item, u.data).
+func LoadDataset(dir string) (*Dataset, error) {
+	switch {
+	case exists(filepath.Join(dir, "items.jsonl")):
+		items, err := readCatalog(filepath.Join(dir, "items.jsonl"))
+		if err != nil {
+			return nil, err
+		}
+		d := &Dataset{Source: "generic dataset " + dir, Items: items}
+		if p := filepath.Join(dir, "interactions.csv"); exists(p) {
+			if d.Users, err = readInteractionsCSV(p); err != nil {
+				return nil, err
+			}
+		} else {
+			d.Source = "catalog " + dir + " (no interactions: random histories)"
+		}
+		return d, d.check()
+	case exists(filepath.Join(dir, "u.item")) && exists(filepath.Join(dir, "u.data")):
+		d := &Dataset{Source: "MovieLens-100K " + dir}
+		var err error
+		if d.Items, err = readMovieLensItems(dir); err != nil {
+			return nil, err
+		}
+		if d.Users, err = readMovieLensRatings(filepath.Join(dir, "u.data")); err != nil {
+			return nil, err
+		}
+		return d, d.check()
+	}
+	return nil, fmt.Errorf("bench: %s holds neither items.jsonl (generic dataset or bundle) nor u.item and u.data (MovieLens-100K)", dir)
+}
+
+// SyntheticDataset is n items with ids "1".."n" and generated titles, and no users.
+func SyntheticDataset(n int) *Dataset {
+	d := &Dataset{Source: fmt.Sprintf("synthetic catalog of ids 1..%d", n)}
+	genres := []string{"Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller", "Documentary"}
+	for i := 1; i <= n; i++ {
+		w := queryWords[(i*7)%len(queryWords)]
+		d.Items = append(d.Items, Item{ID: strconv.Itoa(i), Title: fmt.Sprintf("The %s %d", strings.ToUpper(w[:1])+w[1:], i),
+			Categories: []string{genres[i%len(genres)]}})
+	}
+	return d
+}
+
+// Restrict keeps only the items whose ids are in ids (the served catalog), in users'
+// histories too, and drops users left without history.
+func (d *Dataset) Restrict(ids []string) error {
+	keep := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		keep[id] = true
+	}
+	d.Items = slices.DeleteFunc(d.Items, func(it Item) bool { return !keep[it.ID] })
+	users := d.Users[:0]
+	for _, u := range d.Users {
+		u.History = slices.DeleteFunc(u.History, func(id string) bool { return !keep[id] })
+		if len(u.History) > 0 {
+			users = append(users, u)
+		}
+	}
+	d.Users = users
+	return d.check()
+}
+
+func (d *Dataset) check() error {
+	if len(d.Items) == 0 {
+		return fmt.Errorf("bench: %s: no items", d.Source)
+	}
+	return nil
+}
+
+// QueryText is a query a user might type about it: its text's first words, else its title
+// and categories.
+func (it Item) QueryText() string {
+	if it.Text != "" {
+		words := strings.Fields(it.Text)
+		return strings.Join(words[:min(len(words), TextWords)], " ")
+	}
+	q := "a film like " + it.Title
+	if len(it.Categories) > 0 {
+		q = "a " + strings.ToLower(strings.Join(it.Categories, " and ")) + " film like " + it.Title
+	}
+	return q
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// readCatalog reads an items.jsonl: {"item_id" (string or number), "title", "text",
+// "categories"} per line.
+func readCatalog(path string) ([]Item, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer f.Close()
+	var items []Item
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for line := 1; sc.Scan(); line++ {
+		if len(strings.TrimSpace(sc.Text())) == 0 {
+			continue
+		}
+		var raw struct {
+			ID         json.RawMessage `json:"item_id"`
+			Title      string          `json:"title"`
+			Text       string          `json:"text"`
+			Categories []string        `json:"categories"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &raw); err != nil {
+			return nil, fmt.Errorf("bench: %s line %d: %w", path, line, err)
+		}
+		id, err := jsonID(raw.ID)
+		if err != nil {
+			return nil, fmt.Errorf("bench: %s line %d: %w", path, line, err)
+		}
+		items = append(items, Item{ID: id, Title: raw.Title, Text: raw.Text, Categories: raw.Categories})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("bench: %s: %w", path, err)
+	}
+	return items, nil
+}
+
+func jsonID(raw json.RawMessage) (string, error) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil && s != "" {
+		return s, nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err == nil {
+		return n.String(), nil
+	}
+	return "", fmt.Errorf("item_id %s: want a non-empty string or a number", raw)
+}
+
+type event struct {
+	item string
+	ts   float64
+}
+
+// readInteractionsCSV reads user_id,item_id,timestamp[,rating] with a header line, ordering
+// each user's items by timestamp (ties by item id).
+func readInteractionsCSV(path string) ([]User, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer f.Close()
+	r := csv.NewReader(bufio.NewReader(f))
+	r.FieldsPerRecord = -1
+	header, err := r.Read()
+	if err != nil {
+		return nil, fmt.Errorf("bench: %s: %w", path, err)
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		col[strings.TrimSpace(h)] = i
+	}
+	ui, ok1 := col["user_id"]
+	ii, ok2 := col["item_id"]
+	ti, ok3 := col["timestamp"]
+	if !ok1 || !ok2 || !ok3 {
+		return nil, fmt.Errorf("bench: %s: header %v lacks user_id, item_id or timestamp", path, header)
+	}
+	by := map[string][]event{}
+	var order []string
+	for line := 2; ; line++ {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("bench: %s: %w", path, err)
+		}
+		if len(rec) <= max(ui, ii, ti) {
+			return nil, fmt.Errorf("bench: %s line %d: %d fields", path, line, len(rec))
+		}
+		ts, err := strconv.ParseFloat(strings.TrimSpace(rec[ti]), 64)
+		if err != nil {
+			return nil, fmt.Errorf("bench: %s line %d: timestamp %q: %w", path, line, rec[ti], err)
+		}
+		u := rec[ui]
+		if _, ok := by[u]; !ok {
+			order = append(order, u)
+		}
+		by[u] = append(by[u], event{rec[ii], ts})
+	}
+	return usersOf(by, order), nil
+}
+
+func usersOf(by map[string][]event, order []string) []User {
+	users := make([]User, 0, len(order))
+	for _, u := range order {
+		evs := by[u]
+		slices.SortStableFunc(evs, func(a, b event) int {
+			if a.ts != b.ts {
+				if a.ts < b.ts {
+					return -1
+				}
+				return 1
+			}
+			return compareIDs(a.item, b.item)
+		})
+		h := make([]string, len(evs))
+		for i, e := range evs {
+			h[i] = e.item
+		}
+		users = append(users, User{ID: u, History: h})
+	}
+	return users
+}
+
+// compareIDs orders ids numerically when both are numbers, else as strings.
+func compareIDs(a, b string) int {
+	x, err1 := strconv.ParseInt(a, 10, 64)
+	y, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 == nil && err2 == nil {
+		return int(min(max(x-y, -1), 1))
+	}
+	return strings.Compare(a, b)
+}
+
+var movieLensGenres = []string{"unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+	"Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+	"Thriller", "War", "Western"}
+
+// readMovieLensItems reads u.item: id|title|date|video date|url|19 genre flags (Latin-1).
+func readMovieLensItems(dir string) ([]Item, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "u.item"))
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	var items []Item
+	for n, line := range strings.Split(latin1(raw), "\n") {
+		line = strings.TrimRight(line, "\r")
+		if line == "" {
+			continue
+		}
+		f := strings.Split(line, "|")
+		if len(f) < 5 {
+			return nil, fmt.Errorf("bench: u.item line %d: %d fields", n+1, len(f))
+		}
+		it := Item{ID: f[0], Title: f[1]}
+		for g, flag := range f[5:] {
+			if flag == "1" && g < len(movieLensGenres) {
+				it.Categories = append(it.Categories, movieLensGenres[g])
+			}
+		}
+		items = append(items, it)
+	}
+	return items, nil
+}
+
+// readMovieLensRatings reads u.data: user \t item \t rating \t unix time.
+func readMovieLensRatings(path string) ([]User, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer f.Close()
+	by := map[string][]event{}
+	var order []string
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		fs := strings.Fields(sc.Text())
+		if len(fs) == 0 {
+			continue
+		}
+		if len(fs) < 4 {
+			return nil, fmt.Errorf("bench: %s line %d: %d fields", path, line, len(fs))
+		}
+		ts, err := strconv.ParseFloat(fs[3], 64)
+		if err != nil {
+			return nil, fmt.Errorf("bench: %s line %d: %w", path, line, err)
+		}
+		if _, ok := by[fs[0]]; !ok {
+			order = append(order, fs[0])
+		}
+		by[fs[0]] = append(by[fs[0]], event{fs[1], ts})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("bench: %s: %w", path, err)
+	}
+	return usersOf(by, order), nil
+}
+
+// latin1 decodes ISO-8859-1 bytes unless they already are valid UTF-8.
+func latin1(b []byte) string {
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	r := make([]rune, len(b))
+	for i, c := range b {
+		r[i] = rune(c)
+	}
+	return string(r)
+}
+
+// LoadRequestData picks what `bench http` draws requests from: dataDir when given (restricted
+// to the catalog of bundleDir when that bundle has an items.jsonl), else the bundle's
+// catalog, else SyntheticDataset(n).
+func LoadRequestData(dataDir, bundleDir string, n int) (*Dataset, error) {
+	var catalog *Dataset
+	if bundleDir != "" && exists(filepath.Join(bundleDir, "items.jsonl")) {
+		c, err := LoadDataset(bundleDir)
+		if err != nil {
+			return nil, err
+		}
+		catalog = c
+	}
+	if dataDir == "" {
+		if catalog != nil {
+			return catalog, nil
+		}
+		if n < 1 {
+			return nil, fmt.Errorf("bench: catalog size %d: want at least 1", n)
+		}
+		return SyntheticDataset(n), nil
+	}
+	d, err := LoadDataset(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	if catalog != nil {
+		ids := make([]string, len(catalog.Items))
+		for i, it := range catalog.Items {
+			ids[i] = it.ID
+		}
+		if err := d.Restrict(ids); err != nil {
+			return nil, fmt.Errorf("bench: %s shares no item with the catalog of %s", dataDir, bundleDir)
+		}
+		d.Source += " (restricted to the catalog of " + bundleDir + ")"
+	}
+	return d, nil
+}

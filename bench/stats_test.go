@@ -1,0 +1,62 @@
+package bench
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+func TestPercentileNearestRank(t *testing.T) {
+	// the nearest-rank example of the textbook definition
+	xs := []float64{15, 20, 35, 40, 50}
+	for _, c := range []struct{ p, want float64 }{
+		{0, 15}, {5, 15}, {20, 15}, {30, 20}, {40, 20}, {50, 35}, {90, 50}, {100, 50}, {-3, 15}, {250, 50},
+	} {
+		if got := Percentile(xs, c.p); got != c.want {
+			t.Errorf("Percentile(%v, %v) = %v, want %v", xs, c.p, got, c.want)
+		}
+	}
+	hundred := make([]float64, 100)
+	for i := range hundred {
+		hundred[i] = float64(i + 1)
+	}
+	for _, c := range []struct{ p, want float64 }{{50, 50}, {90, 90}, {99, 99}, {99.5, 100}, {1, 1}} {
+		if got := Percentile(hundred, c.p); got != c.want {
+			t.Errorf("Percentile(1..100, %v) = %v, want %v", c.p, got, c.want)
+		}
+	}
+	if got := Percentile(nil, 50); got != 0 {
+		t.Errorf("Percentile(nil) = %v, want 0", got)
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	lat := []time.Duration{4 * time.Millisecond, 1 * time.Millisecond, 3 * time.Millisecond, 2 * time.Millisecond}
+	s := Summarize(lat)
+	if s.Count != 4 || s.Min != 1 || s.Max != 4 || s.Mean != 2.5 || s.P50 != 2 || s.P90 != 4 || s.P99 != 4 {
+		t.Fatalf("Summarize = %+v", s)
+	}
+	if want := math.Sqrt(5.0 / 3); math.Abs(s.Stddev-want) > 1e-12 {
+		t.Errorf("stddev %v, want %v (sample standard deviation)", s.Stddev, want)
+	}
+	if lat[0] != 4*time.Millisecond {
+		t.Error("Summarize reordered its input")
+	}
+	if z := Summarize(nil); z != (Summary{}) {
+		t.Errorf("Summarize(nil) = %+v, want zero", z)
+	}
+	one := SummarizeMillis([]float64{7.5})
+	if one.P50 != 7.5 || one.P99 != 7.5 || one.Stddev != 0 {
+		t.Errorf("one value: %+v", one)
+	}
+}
+
+func TestRecorderMergesWorkers(t *testing.T) {
+	r := newRecorder(3)
+	r.add(0, 1)
+	r.add(2, 3)
+	r.add(2, 4)
+	if got := r.all(); len(got) != 3 || got[0] != 1 || got[2] != 4 {
+		t.Fatalf("all = %v", got)
+	}
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/llm4rec/llm4rec/bench"
+	"github.com/llm4rec/llm4rec/engine/ort"
+)
+
+const benchUsage = `usage: llm4rec bench throughput|http [flags]
+
+  throughput  samples/s and latency of each graph of a bundle and of the recommend pipeline,
+              per provider and batch size: ONNX Runtime directly beside the engine's path
+  http        load generator for a running server's /v1/recommend and /v1/feedback
+
+Run "llm4rec bench throughput -h" or "llm4rec bench http -h" for flags.
+`
+
+func runBench(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, benchUsage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	switch args[0] {
+	case "throughput":
+		return runBenchThroughput(args[1:], stdout, stderr)
+	case "http":
+		return runBenchHTTP(args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "llm4rec bench: unknown bench %q\n%s", args[0], benchUsage)
+	return 2
+}
+
+// outputFlags are the output flags both benches share.
+type outputFlags struct {
+	out    string
+	plot   bool
+	asJSON bool
+	quiet  bool
+}
+
+func (o *outputFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.out, "out", "", "folder to write the JSON report (and plots) into")
+	fs.BoolVar(&o.plot, "plot", false, "also draw PNG plots into --out")
+	fs.BoolVar(&o.asJSON, "json", false, "print the JSON report on stdout instead of the table")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines on stderr")
+}
+
+func (o *outputFlags) check(stderr io.Writer) bool {
+	if o.plot && o.out == "" {
+		fmt.Fprintln(stderr, "llm4rec bench: --plot writes into the --out folder: give --out DIR")
+		return false
+	}
+	return true
+}
+
+type report interface {
+	WriteTable(io.Writer) error
+	WriteJSON(dir string) (string, error)
+	WritePlots(dir string) ([]string, error)
+}
+
+// emit prints a report and writes its files.
+func (o *outputFlags) emit(rep report, stdout, stderr io.Writer) int {
+	if o.asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintf(stderr, "llm4rec: %v\n", err)
+			return 1
+		}
+	} else if err := rep.WriteTable(stdout); err != nil {
+		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
+		return 1
+	}
+	if o.out == "" {
+		return 0
+	}
+	path, err := rep.WriteJSON(o.out)
+	if err != nil {
+		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
+		return 1
+	}
+	written := []string{path}
+	if o.plot {
+		paths, err := rep.WritePlots(o.out)
+		if err != nil {
+			fmt.Fprintf(stderr, "llm4rec: %v\n", err)
+			return 1
+		}
+		written = append(written, paths...)
+	}
+	fmt.Fprintf(stderr, "wrote %s\n", strings.Join(written, ", "))
+	return 0
+}
+
+func runBenchThroughput(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench throughput", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	bundleDir := fs.String("bundle", "models/movielens-100k/1", "model bundle folder")
+	graph := fs.String("onnx", "", "measure this one .onnx file (raw and batcher paths) instead of a bundle")
+	shapes := map[string][]int64{}
+	fs.Func("shape", "with --onnx: per-sample shape NAME=D1xD2 of an input with symbolic dimensions (repeatable; default 16 each)",
+		func(s string) error { return bench.ParseShape(s, shapes) })
+	providers := fs.String("providers", "cpu,cuda", "execution providers to measure, in order (cuda, when unusable, is reported with the reason and skipped)")
+	batches := fs.String("batches", "1,8,64,256", "batch sizes (callers at once for the batcher and engine paths)")
+	duration := fs.Duration("duration", 2*time.Second, "measured time of each point")
+	warmup := fs.Duration("warmup", 0, "untimed run before each point, at least one call per caller (default duration/5)")
+	minCalls := fs.Int("min-calls", 3, "fewest timed raw calls of a point, however long they take")
+	cases := fs.String("cases", "", "cases to measure (default all: text_encoder,image_encoder,audio_encoder,fusion,generator,pipeline)")
+	paths := fs.String("paths", "raw,batcher,engine", "paths to measure: raw (Session.Run), batcher (engine/batch), engine (recommend.Engine)")
+	maxWait := fs.Duration("batch-max-wait", 0, "the batcher's wait for a batch to fill (0: the engine's default, 500µs)")
+	lib := fs.String("ort-lib", "", "path of libonnxruntime.so (default: $ORT_LIB, else the install of make deps)")
+	intra := fs.Int("intra-threads", 0, "threads inside one operator (0: ONNX Runtime's default, one per core)")
+	inter := fs.Int("inter-threads", 0, "threads across operators (0: ONNX Runtime's default)")
+	device := fs.Int("cuda-device", 0, "CUDA device id")
+	seed := fs.Uint64("seed", 1, "seed of the synthetic inputs")
+	var o outputFlags
+	o.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "llm4rec bench throughput: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if !o.check(stderr) {
+		return 2
+	}
+	cfg := bench.ThroughputConfig{Duration: *duration, Warmup: *warmup, MinCalls: *minCalls, Seed: *seed,
+		Runtime: ort.Options{LibraryPath: *lib, IntraOpThreads: *intra, InterOpThreads: *inter, CUDADevice: *device}}
+	cfg.Batch.MaxWait = *maxWait
+	if *graph != "" {
+		cfg.Graph, cfg.Shapes = *graph, shapes
+	} else {
+		cfg.Bundle = *bundleDir
+		if err := bench.BundleReady(cfg.Bundle); err != nil {
+			fmt.Fprintf(stderr, "llm4rec: %v\n", err)
+			return 1
+		}
+	}
+	for _, p := range strings.Split(*providers, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		pv, err := ort.ParseProvider(p)
+		if err != nil || pv == ort.ProviderAuto {
+			fmt.Fprintf(stderr, "llm4rec bench throughput: --providers: %q: want cpu or cuda\n", p)
+			return 2
+		}
+		cfg.Providers = append(cfg.Providers, pv)
+	}
+	var err error
+	if cfg.Batches, err = bench.ParseInts(*batches); err != nil {
+		fmt.Fprintf(stderr, "llm4rec bench throughput: --batches: %v\n", err)
+		return 2
+	}
+	if cfg.Paths, err = bench.ParsePaths(*paths); err != nil {
+		fmt.Fprintf(stderr, "llm4rec bench throughput: --paths: %v\n", err)
+		return 2
+	}
+	for _, c := range strings.Split(*cases, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			cfg.Cases = append(cfg.Cases, c)
+		}
+	}
+	if !o.quiet {
+		cfg.Progress = stderr
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	rep, err := bench.RunThroughput(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
+		return 1
+	}
+	return o.emit(rep, stdout, stderr)
+}
+
+func runBenchHTTP(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench http", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	target := fs.String("url", "http://127.0.0.1:8080", "the server's base URL")
+	concurrency := fs.Int("concurrency", 8, "closed loop: callers at once; open loop (--rate): most requests in flight (0: unbounded)")
+	duration := fs.Duration("duration", 10*time.Second, "how long requests are started")
+	rate := fs.Float64("rate", 0, "open loop: requests started per second whatever the answers (0: closed loop at --concurrency)")
+	mix := fs.String("mix", bench.DefaultMix().String(), "weights of the recommend kinds: history only, with a query, with an image, with audio")
+	feedbackShare := fs.Float64("feedback-share", 0, "fraction of all requests that are POST /v1/feedback (durable on the server), e.g. 0.2")
+	feedbackBatch := fs.Int("feedback-batch", 1, "events per feedback request")
+	dataDir := fs.String("data", "", "dataset to draw histories and queries from: generic format (items.jsonl, interactions.csv) or MovieLens-100K (u.data, u.item)")
+	bundleDir := fs.String("bundle", "models/movielens-100k/1", "bundle whose items.jsonl is the catalog (restricts --data to it; used alone when --data is not given)")
+	catalogSize := fs.Int("catalog-size", 1682, "without --data and a bundle catalog: synthesize item ids 1..N")
+	key := fs.String("key", os.Getenv("LLM4REC_API_KEY"), "inference key sent as a bearer token (default $LLM4REC_API_KEY)")
+	k := fs.Int("k", 10, "items per recommendation")
+	maxHistory := fs.Int("max-history", 50, "most history items sent per request")
+	sendUser := fs.Bool("user-id", false, "send the data's user id too (the server then adds the user's live history)")
+	repeat := fs.Bool("repeat-content", false, "draw queries, images and audio from a small fixed pool, so that the server's embedding cache answers repeats")
+	timeout := fs.Duration("timeout", 30*time.Second, "bound on one request")
+	seed := fs.Uint64("seed", 1, "seed of the request sequence")
+	var o outputFlags
+	o.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "llm4rec bench http: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if !o.check(stderr) {
+		return 2
+	}
+	m, err := bench.ParseMix(*mix)
+	if err != nil {
+		fmt.Fprintf(stderr, "llm4rec bench http: --mix: %v\n", err)
+		return 2
+	}
+	concurrencySet := false
+	fs.Visit(func(f *flag.Flag) { concurrencySet = concurrencySet || f.Name == "concurrency" })
+	cfg := bench.HTTPConfig{URL: *target, Rate: *rate, Concurrency: *concurrency, Duration: *duration, Mix: m,
+		FeedbackShare: *feedbackShare, FeedbackBatch: *feedbackBatch, Key: *key, K: *k, MaxHistory: *maxHistory,
+		SendUserID: *sendUser, RepeatContent: *repeat, Timeout: *timeout, Seed: *seed}
+	if *rate > 0 && !concurrencySet {
+		cfg.Concurrency = 0 // open loop: unbounded unless asked
+	}
+	cfg.Data, err = bench.LoadRequestData(*dataDir, *bundleDir, *catalogSize)
+	if err != nil {
+		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
+		return 1
+	}
+	if !o.quiet {
+		cfg.Progress = stderr
+		fmt.Fprintf(stderr, "bench http: %s for %s, data: %s\n", cfg.URL, cfg.Duration, cfg.Data.Source)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.RunHTTP(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
+		return 1
+	}
+	if rc := o.emit(rep, stdout, stderr); rc != 0 {
+		return rc
+	}
+	if rep.OK == 0 {
+		fmt.Fprintln(stderr, "llm4rec bench http: no request succeeded")
+		return 1
+	}
+	return 0
+}
