@@ -16,7 +16,7 @@ DATA_ROOT ?= $(abspath ..)/shared/data
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/llm4rec/llm4rec/engine.Version=$(VERSION)
 
-.PHONY: all run test build deps deps-cuda venv weights bundle models bench test-go test-python bench-go fmt vet clean
+.PHONY: all run test build deps deps-cuda venv weights bundle models bench test-go test-python test-docker bench-go vet clean
 
 all: build
 
@@ -46,20 +46,24 @@ run: build weights
 	bin/llm4rec serve --bundle $(BUNDLE) --addr $(ADDR)
 
 ## test: every test (Go, Python export) and every benchmark once
-test: deps vet test-go bench-go
+test: deps venv weights vet test-go bench-go test-python test-docker
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	go vet ./...
 
 test-go:
-	go test -race -count=1 ./...
+	LLM4REC_DATA=$(DATA_ROOT) go test -race -count=1 ./...
 
 bench-go:
 	go test -run '^$$' -bench . -benchtime 1x ./...
 
 test-python:
 	cd export && LLM4REC_DATA=$(DATA_ROOT) $(PYTHON) -m pytest -q tests
+
+## test-docker: build what Dockerfile.cuda builds, through the same script, and check it
+test-docker: deps-cuda weights
+	scripts/test-dockerfile.sh
 
 ## bundle: train and export a bundle from a dataset in the generic format: make bundle DATA=dir OUT=dir
 bundle: venv

@@ -17,13 +17,17 @@ import (
 	"github.com/llm4rec/llm4rec/engine/ort"
 )
 
-const benchUsage = `usage: llm4rec bench throughput|http [flags]
+const benchUsage = `usage: llm4rec bench throughput|http|quality|online [flags]
 
   throughput  samples/s and latency of each graph of a bundle and of the recommend pipeline,
               per provider and batch size: ONNX Runtime directly beside the engine's path
   http        load generator for a running server's /v1/recommend and /v1/feedback
+  quality     offline full-ranking leave-one-out evaluation through the engine, IPS swept,
+              with baselines, compared with the export's report
+  online      prequential replay of held-out interactions with the online learner on and off,
+              and the forgetting it causes
 
-Run "llm4rec bench throughput -h" or "llm4rec bench http -h" for flags.
+Run "llm4rec bench NAME -h" for flags.
 `
 
 func runBench(args []string, stdout, stderr io.Writer) int {
@@ -39,6 +43,10 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return runBenchThroughput(args[1:], stdout, stderr)
 	case "http":
 		return runBenchHTTP(args[1:], stdout, stderr)
+	case "quality":
+		return runBenchQuality(args[1:], stdout, stderr)
+	case "online":
+		return runBenchOnline(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "llm4rec bench: unknown bench %q\n%s", args[0], benchUsage)
 	return 2
@@ -258,4 +266,108 @@ func runBenchHTTP(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// options turns the shared runtime flags into ort.Options (for benches that open their own runtime).
+func (f *runtimeFlags) options() (ort.Options, error) {
+	p, err := ort.ParseProvider(f.provider)
+	if err != nil {
+		return ort.Options{}, err
+	}
+	return ort.Options{LibraryPath: f.lib, Provider: p, IntraOpThreads: f.intra, InterOpThreads: f.inter, CUDADevice: f.device}, nil
+}
+
+func runBenchQuality(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench quality", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	bundleDir := fs.String("bundle", "models/movielens-100k/1", "model bundle folder")
+	dataDir := fs.String("data", "../shared/data/ml-100k", "the bundle's training data: generic format (items.jsonl, interactions.csv, users.jsonl) or raw MovieLens-100K (u.data, u.item, u.user)")
+	alphas := fs.String("alphas", "0,0.5,1", "IPS strengths to evaluate the model at (0, the export's, is always included)")
+	users := fs.Int("users", 0, "evaluate only the first N users with a held-out item (0: all)")
+	workers := fs.Int("workers", 32, "recommendations in flight at once (the engine batches across them)")
+	servedILD := fs.Bool("served-ild", false, "diversity on the bundle's served item embeddings even when fine-tuned (default: recompute the export's content embeddings when the data is generic-format)")
+	var rf runtimeFlags
+	rf.register(fs)
+	var o outputFlags
+	o.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "llm4rec bench quality: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if !o.check(stderr) {
+		return 2
+	}
+	cfg := bench.QualityConfig{Bundle: *bundleDir, Data: *dataDir, Users: *users, Workers: *workers, ServedILD: *servedILD}
+	var err error
+	if cfg.Alphas, err = bench.ParseFloats(*alphas); err != nil {
+		fmt.Fprintf(stderr, "llm4rec bench quality: --alphas: %v\n", err)
+		return 2
+	}
+	if cfg.Runtime, err = rf.options(); err != nil {
+		fmt.Fprintf(stderr, "llm4rec bench quality: %v\n", err)
+		return 2
+	}
+	if !o.quiet {
+		cfg.Progress = stderr
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.RunQuality(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
+		return 1
+	}
+	return o.emit(rep, stdout, stderr)
+}
+
+func runBenchOnline(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench online", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	bundleDir := fs.String("bundle", "models/movielens-100k/1", "model bundle folder")
+	dataDir := fs.String("data", "../shared/data/ml-100k", "the bundle's training data: generic format or raw MovieLens-100K")
+	rate := fs.Float64("rate", 0, "the learner's SGD step (0: the server's default, 0.05)")
+	penalty := fs.Float64("penalty", 0, "the learner's L2 pull towards the exported model per update (0: the server's default, 0.01)")
+	sweep := fs.Bool("sweep", false, "also replay a grid of rates and penalties (learner only, from precomputed log-probabilities)")
+	users := fs.Int("users", 0, "replay only the first N users with a held-out item (0: all)")
+	workers := fs.Int("workers", 32, "log-probability requests in flight at once where order does not matter")
+	var rf runtimeFlags
+	rf.register(fs)
+	var o outputFlags
+	o.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "llm4rec bench online: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if !o.check(stderr) {
+		return 2
+	}
+	cfg := bench.OnlineConfig{Bundle: *bundleDir, Data: *dataDir, Rate: *rate, Penalty: *penalty, Users: *users,
+		Workers: *workers}
+	if *sweep {
+		cfg.Sweep = bench.DefaultOnlineSweep()
+	}
+	var err error
+	if cfg.Runtime, err = rf.options(); err != nil {
+		fmt.Fprintf(stderr, "llm4rec bench online: %v\n", err)
+		return 2
+	}
+	if !o.quiet {
+		cfg.Progress = stderr
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.RunOnline(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
+		return 1
+	}
+	return o.emit(rep, stdout, stderr)
 }

@@ -1,0 +1,1217 @@
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+
+	"github.com/llm4rec/llm4rec/engine/batch"
+	"github.com/llm4rec/llm4rec/engine/bundle"
+	"github.com/llm4rec/llm4rec/engine/ort"
+	"github.com/llm4rec/llm4rec/engine/recommend"
+)
+
+// File names written by the quality bench.
+const (
+	QualityJSON = "quality.json"
+	QualityPlot = "quality.png"
+)
+
+// QualityK is the length of every evaluated list.
+const QualityK = 10
+
+// ExportAlpha is the IPS strength of the export's own evaluation: it ranks by the generator's
+// logits with no reweighting, so the Go engine is compared with it at alpha 0.
+const ExportAlpha = 0.0
+
+// NDCGTolerance is how far the engine's NDCG@10 may be from the export's at ExportAlpha.
+const NDCGTolerance = 0.002
+
+// Row names of the quality report, the export's names.
+const (
+	RowModel       = "model"
+	RowMostPopular = "most_popular"
+	RowItemKNN     = "item_knn"
+)
+
+// Metrics are the offline metrics of a set of top-K lists, under the export's JSON names
+// (export/llm4rec_export/evaluate.py).
+type Metrics struct {
+	// Users is how many users were evaluated (those with a held-out item).
+	Users int `json:"users"`
+	// HR is the share of users whose held-out item is in their list.
+	HR float64 `json:"hr@10"`
+	// NDCG is the mean of 1/log2(rank+2) of the held-out item (rank from 0), 0 when absent.
+	NDCG float64 `json:"ndcg@10"`
+	// Coverage is the number of distinct items in all lists over the catalog size.
+	Coverage float64 `json:"coverage@10"`
+	// ILD is the intra-list diversity: 1 - the mean cosine of the item embeddings over the
+	// pairs of a list, averaged over lists.
+	ILD float64 `json:"ild@10"`
+	// ARP is the average recommendation popularity: the mean over lists of the mean training
+	// popularity (training interactions / users) of their items.
+	ARP float64 `json:"arp"`
+	// NDCGByGender and NDCGByAge are NDCG per group, present with at least two groups.
+	NDCGByGender map[string]float64 `json:"ndcg@10_by_gender,omitempty"`
+	// GenderGap is the NDCG of the first gender minus the second, in sorted order
+	// (GenderGapPair names them, e.g. "F-M").
+	GenderGap     *float64           `json:"gender_gap,omitempty"`
+	GenderGapPair string             `json:"gender_gap_pair,omitempty"`
+	NDCGByAge     map[string]float64 `json:"ndcg@10_by_age,omitempty"`
+	// AgeGap is the largest minus the smallest NDCG over age bands.
+	AgeGap *float64 `json:"age_gap,omitempty"`
+}
+
+// HitRank is the 0-based position of target in top, -1 when absent.
+func HitRank(top []int, target int) int {
+	return slices.Index(top, target)
+}
+
+// NDCGOfRank is 1/log2(rank+2) for a hit at 0-based rank, 0 for a miss (rank < 0).
+func NDCGOfRank(rank int) float64 {
+	if rank < 0 {
+		return 0
+	}
+	return 1 / math.Log2(float64(rank)+2)
+}
+
+// Coverage is the number of distinct items in tops over the catalog size n.
+func Coverage(tops [][]int, n int) float64 {
+	if n <= 0 {
+		return 0
+	}
+	seen := map[int]bool{}
+	for _, t := range tops {
+		for _, i := range t {
+			seen[i] = true
+		}
+	}
+	return float64(len(seen)) / float64(n)
+}
+
+// IntraListDiversity is 1 - the mean cosine similarity over the pairs of distinct positions
+// of top, with emb the item embeddings (row-major, dim values per item); 0 for lists shorter
+// than 2.
+func IntraListDiversity(top []int, emb []float32, dim int) float64 {
+	k := len(top)
+	if k < 2 {
+		return 0
+	}
+	unit := make([][]float64, k)
+	for a, i := range top {
+		v := emb[i*dim : (i+1)*dim]
+		var n float64
+		for _, x := range v {
+			n += float64(x) * float64(x)
+		}
+		n = math.Max(math.Sqrt(n), 1e-12)
+		unit[a] = make([]float64, dim)
+		for d, x := range v {
+			unit[a][d] = float64(x) / n
+		}
+	}
+	var sum float64
+	for a := 0; a < k; a++ {
+		for b := a + 1; b < k; b++ {
+			var dot float64
+			for d := range unit[a] {
+				dot += unit[a][d] * unit[b][d]
+			}
+			sum += 2 * dot
+		}
+	}
+	return 1 - sum/float64(k*(k-1))
+}
+
+// AverageRecommendationPopularity is the mean popularity of the items of all lists (the mean
+// over lists of their mean when lists have equal length).
+func AverageRecommendationPopularity(tops [][]int, pop []float64) float64 {
+	var sum float64
+	n := 0
+	for _, t := range tops {
+		for _, i := range t {
+			sum += pop[i]
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
+}
+
+// GroupNDCG averages per-user NDCG by group ("" = unknown, left out) and returns the groups'
+// means, or nil when fewer than two groups are present.
+func GroupNDCG(ndcg []float64, group []string) map[string]float64 {
+	sum, cnt := map[string]float64{}, map[string]int{}
+	for u, g := range group {
+		if g == "" {
+			continue
+		}
+		sum[g] += ndcg[u]
+		cnt[g]++
+	}
+	if len(sum) < 2 {
+		return nil
+	}
+	out := make(map[string]float64, len(sum))
+	for g, s := range sum {
+		out[g] = s / float64(cnt[g])
+	}
+	return out
+}
+
+// GenderGap is the first gender's NDCG minus the second's, in sorted order, with their pair
+// name ("F-M").
+func GenderGap(by map[string]float64) (float64, string) {
+	keys := sortedKeys(by)
+	return by[keys[0]] - by[keys[1]], keys[0] + "-" + keys[1]
+}
+
+// SpreadGap is the largest minus the smallest value.
+func SpreadGap(by map[string]float64) float64 {
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, v := range by {
+		lo, hi = math.Min(lo, v), math.Max(hi, v)
+	}
+	return hi - lo
+}
+
+// ListMetrics computes every metric of the lists tops of users with held-out items targets
+// (-1: the user is skipped); emb are the item embeddings for diversity, pop the items'
+// training popularity, gender and age each user's group ("" unknown; nil: no groups).
+func ListMetrics(tops [][]int, targets []int, emb []float32, dim int, pop []float64, gender, age []string) Metrics {
+	var kept [][]int
+	var ndcg []float64
+	var g, a []string
+	var hits, ild float64
+	for u, top := range tops {
+		if targets[u] < 0 {
+			continue
+		}
+		kept = append(kept, top)
+		r := HitRank(top, targets[u])
+		if r >= 0 {
+			hits++
+		}
+		ndcg = append(ndcg, NDCGOfRank(r))
+		ild += IntraListDiversity(top, emb, dim)
+		if gender != nil {
+			g = append(g, gender[u])
+		}
+		if age != nil {
+			a = append(a, age[u])
+		}
+	}
+	m := Metrics{Users: len(kept)}
+	if len(kept) == 0 {
+		return m
+	}
+	n := float64(len(kept))
+	var sum float64
+	for _, v := range ndcg {
+		sum += v
+	}
+	m.HR, m.NDCG, m.ILD = hits/n, sum/n, ild/n
+	m.Coverage = Coverage(kept, len(pop))
+	m.ARP = AverageRecommendationPopularity(kept, pop)
+	if by := GroupNDCG(ndcg, g); by != nil {
+		gap, pair := GenderGap(by)
+		m.NDCGByGender, m.GenderGap, m.GenderGapPair = by, &gap, pair
+	}
+	if by := GroupNDCG(ndcg, a); by != nil {
+		gap := SpreadGap(by)
+		m.NDCGByAge, m.AgeGap = by, &gap
+	}
+	return m
+}
+
+// TopK returns the k rows with the highest score, ties by the lower row, skipping excluded
+// rows (the export's rank.top_k).
+func TopK(score []float64, excluded []bool, k int) []int {
+	best := make([]int, 0, k+1)
+	better := func(a, b int) bool { return score[a] > score[b] || (score[a] == score[b] && a < b) }
+	for i := range score {
+		if excluded != nil && excluded[i] {
+			continue
+		}
+		if len(best) == k && !better(i, best[k-1]) {
+			continue
+		}
+		if len(best) < k {
+			best = append(best, i)
+		} else {
+			best[k-1] = i
+		}
+		for j := len(best) - 1; j > 0 && better(best[j], best[j-1]); j-- {
+			best[j], best[j-1] = best[j-1], best[j]
+		}
+	}
+	return best
+}
+
+// TrainCounts is each catalog row's number of training interactions.
+func TrainCounts(users []SplitUser, n int) []float64 {
+	c := make([]float64, n)
+	for _, u := range users {
+		for _, r := range u.Train {
+			c[r]++
+		}
+	}
+	return c
+}
+
+// ItemKNN is the export's item-kNN baseline: the cosine similarity of items' training user
+// vectors, shrunk (co / (|a||b| + shrink)), keeping per item the similarities at least as high
+// as its neighbours-th highest; a user's score for item i is the sum of i's similarities to
+// the distinct items of the history. Similarities are float32 as numpy computes them.
+type ItemKNN struct {
+	n int
+	// simT[j*n+i] is item i's kept similarity to item j, so that one history item adds a
+	// contiguous row.
+	simT []float32
+}
+
+// NewItemKNN builds the model from the training rows of every user (neighbours 100, shrink 10
+// in the export).
+func NewItemKNN(train [][]int, n, neighbours int, shrink float32) *ItemKNN {
+	co := make([]float32, n*n)
+	for _, s := range train {
+		u := distinct(s)
+		for _, a := range u {
+			row := co[a*n:]
+			for _, b := range u {
+				row[b]++
+			}
+		}
+	}
+	norm := make([]float32, n)
+	for i := range norm {
+		norm[i] = float32(math.Sqrt(float64(co[i*n+i])))
+	}
+	sim := co // overwritten row by row: co[i][j] is read only for computing sim[i][j]
+	for i := 0; i < n; i++ {
+		for j := 0; j < n; j++ {
+			den := float32(norm[i]*norm[j]) + shrink
+			den = float32(den + 1e-9)
+			sim[i*n+j] = float32(co[i*n+j] / den)
+		}
+		sim[i*n+i] = 0
+	}
+	if neighbours < n {
+		buf := make([]float32, n)
+		for i := 0; i < n; i++ {
+			row := sim[i*n : (i+1)*n]
+			copy(buf, row)
+			slices.SortFunc(buf, func(a, b float32) int { return cmpDesc(a, b) })
+			thr := buf[neighbours-1]
+			for j, v := range row {
+				if v < thr {
+					row[j] = 0
+				}
+			}
+		}
+	}
+	m := &ItemKNN{n: n, simT: make([]float32, n*n)}
+	for i := 0; i < n; i++ {
+		for j := 0; j < n; j++ {
+			m.simT[j*n+i] = sim[i*n+j]
+		}
+	}
+	return m
+}
+
+func cmpDesc(a, b float32) int {
+	switch {
+	case a > b:
+		return -1
+	case a < b:
+		return 1
+	}
+	return 0
+}
+
+func distinct(rows []int) []int {
+	u := slices.Clone(rows)
+	slices.Sort(u)
+	return slices.Compact(u)
+}
+
+// Scores writes into out (length n) the user's score of every item.
+func (m *ItemKNN) Scores(history []int, out []float64) {
+	clear(out)
+	for _, j := range distinct(history) {
+		for i, v := range m.simT[j*m.n : (j+1)*m.n] {
+			out[i] += float64(v)
+		}
+	}
+}
+
+// QualityConfig configures RunQuality. Bundle and Data are required; zero fields take the
+// documented defaults.
+type QualityConfig struct {
+	// Bundle is the model bundle folder; Data a generic-format dataset or a raw
+	// MovieLens-100K folder (the data the bundle was trained on, for a meaningful comparison).
+	Bundle, Data string
+	// Alphas are the IPS strengths the model is evaluated at (default 0, 0.5, 1). ExportAlpha
+	// is added first when missing, for the comparison with the export.
+	Alphas []float64
+	// Users limits the evaluation to the first Users users (by id) with a held-out item; 0
+	// means all. The export compares over all users.
+	Users int
+	// Workers is how many recommendations are in flight at once (default 32), so that the
+	// engine batches fusion and the generator's first step across them.
+	Workers int
+	// Runtime selects ONNX Runtime's library, provider and threads (default provider auto).
+	Runtime ort.Options
+	// Batch is the engine's batching (default: the engine's, MaxBatch 64; the queues hold at
+	// least Workers requests).
+	Batch batch.Config
+	// ServedILD makes diversity use the bundle's served item embeddings even when they are
+	// fine-tuned. By default, with fine-tuned embeddings and a generic-format dataset, the
+	// content embeddings the export's ILD uses are recomputed through the bundle's text and
+	// image encoders (once; then cached, see contentEmbeddings).
+	ServedILD bool
+	// Progress receives a line per evaluated row; nil writes nothing.
+	Progress io.Writer
+	// Logger receives the engine's load-time logs; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c QualityConfig) withDefaults() QualityConfig {
+	if len(c.Alphas) == 0 {
+		c.Alphas = []float64{0, 0.5, 1}
+	}
+	if !slices.Contains(c.Alphas, ExportAlpha) {
+		c.Alphas = append([]float64{ExportAlpha}, c.Alphas...)
+	}
+	if c.Workers <= 0 {
+		c.Workers = 32
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	c.Batch.QueueSize = max(c.Batch.QueueSize, 1024, 2*c.Workers)
+	return c
+}
+
+// QualityRow is one evaluated ranker.
+type QualityRow struct {
+	Name string `json:"name"`
+	// Alpha is the IPS strength of the model's rows (nil for baselines).
+	Alpha *float64 `json:"ips_alpha,omitempty"`
+	Metrics
+	// Seconds is the time the row took; UsersPerSec its rate.
+	Seconds     float64 `json:"seconds"`
+	UsersPerSec float64 `json:"users_per_s"`
+}
+
+// MetricDiff is one metric of a row beside the export's.
+type MetricDiff struct {
+	Row    string  `json:"row"`
+	Metric string  `json:"metric"`
+	Go     float64 `json:"go"`
+	Export float64 `json:"export"`
+	Diff   float64 `json:"diff"`
+}
+
+// QualityReport is the result of RunQuality.
+type QualityReport struct {
+	Kind          string `json:"kind"` // "quality"
+	Started       string `json:"started"`
+	Host          Host   `json:"host"`
+	Bundle        string `json:"bundle"`
+	BundleName    string `json:"bundle_name"`
+	BundleVersion string `json:"bundle_version"`
+	Provider      string `json:"provider"`
+	Data          string `json:"data"`
+	// DataMatches says whether the data is what the bundle was trained on (fingerprint of a
+	// generic folder, else users, items and interactions counts); DataNote says how it was
+	// decided.
+	DataMatches bool   `json:"data_matches_bundle"`
+	DataNote    string `json:"data_note"`
+	Protocol    string `json:"protocol"`
+	// Propensities says where the IPS propensities came from.
+	Propensities string `json:"propensities"`
+	// Embeddings says which item embeddings diversity uses.
+	Embeddings string `json:"ild_embeddings"`
+	// AllUsers is false when --users limited the evaluation.
+	AllUsers bool         `json:"all_users"`
+	Rows     []QualityRow `json:"rows"`
+	// Export holds the export's metrics (ExportSource: report.json or manifest.json).
+	Export       map[string]Metrics `json:"export,omitempty"`
+	ExportSource string             `json:"export_source,omitempty"`
+	Compare      []MetricDiff       `json:"compare,omitempty"`
+	// NDCGDiff is the model's NDCG@10 at ExportAlpha minus the export's; NDCGMet says
+	// whether |NDCGDiff| <= NDCGTolerance.
+	NDCGDiff      *float64           `json:"ndcg_diff,omitempty"`
+	NDCGTolerance float64            `json:"ndcg_tolerance"`
+	NDCGMet       *bool              `json:"ndcg_met,omitempty"`
+	Notes         []string           `json:"notes,omitempty"`
+	Timings       map[string]float64 `json:"timings_s"`
+}
+
+// Row returns the report's row of that name (and alpha, for the model), or nil.
+func (rep *QualityReport) Row(name string, alpha float64) *QualityRow {
+	for i, r := range rep.Rows {
+		if r.Name == name && (r.Alpha == nil || *r.Alpha == alpha) {
+			return &rep.Rows[i]
+		}
+	}
+	return nil
+}
+
+// evalSet is what every ranker of one run is evaluated on.
+type evalSet struct {
+	users   []SplitUser // evaluated users (each with a held-out item)
+	all     []SplitUser // every user of the split (baselines train on them)
+	n       int
+	pop     []float64 // training popularity: training interactions / users
+	counts  []float64
+	targets []int
+	gender  []string
+	age     []string
+	emb     []float32
+	dim     int
+}
+
+func (s *evalSet) metrics(tops [][]int) Metrics {
+	return ListMetrics(tops, s.targets, s.emb, s.dim, s.pop, s.gender, s.age)
+}
+
+// RunQuality evaluates the bundle through the engine on data: full-ranking leave-one-out by
+// time, the model at every IPS strength of cfg.Alphas, most-popular and item-kNN baselines on
+// the same split, and compares with the export's report.
+func RunQuality(ctx context.Context, cfg QualityConfig) (rep *QualityReport, err error) {
+	cfg = cfg.withDefaults()
+	if cfg.Bundle == "" || cfg.Data == "" {
+		return nil, errors.New("bench: quality needs a bundle and a dataset")
+	}
+	start := time.Now()
+	rep = &QualityReport{Kind: "quality", Started: start.UTC().Format(time.RFC3339), Host: thisHost(), Bundle: cfg.Bundle,
+		NDCGTolerance: NDCGTolerance, Timings: map[string]float64{}}
+	progress := newProgress(cfg.Progress)
+	env, err := openEvalEnv(cfg.Bundle, cfg.Data, cfg.Runtime, cfg.Batch, cfg.Logger, recommend.Config{})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, env.Close()) }()
+	eng, m := env.eng, env.eng.Manifest()
+	rep.BundleName, rep.BundleVersion, rep.Provider = m.Name, m.Version, string(env.rt.Provider())
+	rep.Data = env.data.Source
+	rep.DataMatches, rep.DataNote = env.matches, env.matchNote
+	rep.Notes = append(rep.Notes, env.notes...)
+	rep.Timings["load"] = time.Since(start).Seconds()
+
+	set := env.set
+	if cfg.Users > 0 && cfg.Users < len(set.users) {
+		set.users = set.users[:cfg.Users]
+		set.targets, set.gender, set.age = set.targets[:cfg.Users], set.gender[:cfg.Users], set.age[:cfg.Users]
+	}
+	rep.AllUsers = len(set.users) == len(env.set.users)
+	rep.Protocol = fmt.Sprintf("leave-one-out by time (ties by item id); history = training + validation items; full ranking "+
+		"of the catalog minus the history; k=%d; %d users with a held-out item", QualityK, len(set.users))
+	rep.Propensities = env.propensities
+	rep.Embeddings = "the bundle's item_embeddings.f32, which are the content embeddings (not fine-tuned)"
+	if env.finetuned {
+		served := fmt.Sprintf("the bundle's item_embeddings.f32, fine-tuned (mean cosine %.3f to the content embeddings the "+
+			"export's ILD uses), so ILD differs from the export's", env.meanCos)
+		switch {
+		case cfg.ServedILD:
+			rep.Embeddings = served
+		case !env.data.Generic:
+			rep.Embeddings = served + "; a generic-format dataset with item texts and images lets the bench recompute them"
+		default:
+			t0 := time.Now()
+			emb, note, err := contentEmbeddings(ctx, env, cfg.Data, cfg.Workers)
+			if err != nil {
+				rep.Embeddings = served + "; recomputing them failed: " + err.Error()
+			} else {
+				set.emb, rep.Embeddings = emb, note
+			}
+			rep.Timings["content_embeddings"] = time.Since(t0).Seconds()
+			progress.printf("quality: content embeddings for ILD in %.1fs", time.Since(t0).Seconds())
+		}
+	}
+
+	for _, alpha := range cfg.Alphas {
+		t0 := time.Now()
+		tops, err := modelTops(ctx, eng, set.users, alpha, cfg.Workers)
+		if err != nil {
+			return nil, err
+		}
+		a := alpha
+		rep.Rows = append(rep.Rows, finishRow(QualityRow{Name: RowModel, Alpha: &a, Metrics: set.metrics(tops)}, t0))
+		progress.printf("quality: model at alpha %g: %d users in %.1fs", alpha, len(tops), time.Since(t0).Seconds())
+	}
+	t0 := time.Now()
+	excl := make([]bool, set.n)
+	tops := make([][]int, len(set.users))
+	for u, su := range set.users {
+		mark(excl, su.TestHistory(), true)
+		tops[u] = TopK(set.counts, excl, QualityK)
+		mark(excl, su.TestHistory(), false)
+	}
+	rep.Rows = append(rep.Rows, finishRow(QualityRow{Name: RowMostPopular, Metrics: set.metrics(tops)}, t0))
+	progress.printf("quality: most popular in %.1fs", time.Since(t0).Seconds())
+	t0 = time.Now()
+	train := make([][]int, len(set.all))
+	for i, u := range set.all {
+		train[i] = u.Train
+	}
+	knn := NewItemKNN(train, set.n, 100, 10)
+	score := make([]float64, set.n)
+	for u, su := range set.users {
+		knn.Scores(su.TestHistory(), score)
+		mark(excl, su.TestHistory(), true)
+		tops[u] = TopK(score, excl, QualityK)
+		mark(excl, su.TestHistory(), false)
+	}
+	rep.Rows = append(rep.Rows, finishRow(QualityRow{Name: RowItemKNN, Metrics: set.metrics(tops)}, t0))
+	progress.printf("quality: item-kNN in %.1fs", time.Since(t0).Seconds())
+
+	rep.Export, rep.ExportSource = exportMetrics(cfg.Bundle, m)
+	rep.compare()
+	if !rep.AllUsers && rep.NDCGDiff != nil {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("only %d of %d users evaluated: the comparison with the export (all users) is indicative only",
+			len(set.users), len(env.set.users)))
+	}
+	rep.Timings["total"] = time.Since(start).Seconds()
+	return rep, nil
+}
+
+func finishRow(r QualityRow, t0 time.Time) QualityRow {
+	r.Seconds = time.Since(t0).Seconds()
+	if r.Seconds > 0 {
+		r.UsersPerSec = float64(r.Users) / r.Seconds
+	}
+	return r
+}
+
+func mark(b []bool, rows []int, v bool) {
+	for _, r := range rows {
+		b[r] = v
+	}
+}
+
+// modelTops asks the engine for every user's top-K list (history: training + validation,
+// seen items excluded) at IPS strength alpha, workers requests at once.
+func modelTops(ctx context.Context, eng *recommend.Engine, users []SplitUser, alpha float64, workers int) ([][]int, error) {
+	items := eng.Items()
+	tops := make([][]int, len(users))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				u := int(next.Add(1)) - 1
+				if u >= len(users) || ctx.Err() != nil {
+					return
+				}
+				hist := users[u].TestHistory()
+				ids := make([]string, len(hist))
+				for i, r := range hist {
+					ids[i] = items[r].ID
+				}
+				a := alpha
+				resp, err := eng.Recommend(ctx, recommend.Request{History: ids, K: QualityK, ExcludeSeen: true, Alpha: &a})
+				if err != nil {
+					errs[w] = fmt.Errorf("bench: recommend for user %s: %w", users[u].ID, err)
+					next.Store(int64(len(users)))
+					return
+				}
+				top := make([]int, len(resp.Items))
+				for i, it := range resp.Items {
+					top[i], _ = eng.Row(it.ItemID)
+				}
+				tops[u] = top
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return tops, ctx.Err()
+}
+
+// evalEnv is an engine opened on a bundle with the data split over its catalog.
+type evalEnv struct {
+	rt           *ort.Runtime
+	eng          *recommend.Engine
+	data         *EvalData
+	set          evalSet
+	matches      bool
+	matchNote    string
+	fingerprint  string // of a generic data folder
+	propensities string
+	// finetuned says whether the bundle's item embeddings were fine-tuned away from the
+	// content embeddings (report.json), meanCos by how much.
+	finetuned bool
+	meanCos   float64
+	notes     []string
+}
+
+func (e *evalEnv) Close() error {
+	var errs []error
+	if e.eng != nil {
+		errs = append(errs, e.eng.Close())
+	}
+	if e.rt != nil {
+		errs = append(errs, e.rt.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// openEvalEnv loads the data, opens the engine (ecfg's Batch, MaxHistory and Logger are set
+// here) and splits the data over the engine's catalog. When the bundle ships no training
+// counts, the engine's popularity is seeded with the split's training counts so that IPS
+// reweights by them.
+func openEvalEnv(bundleDir, dataDir string, rto ort.Options, bc batch.Config, logger *slog.Logger, ecfg recommend.Config) (env *evalEnv, err error) {
+	if err := BundleReady(bundleDir); err != nil {
+		return nil, err
+	}
+	data, err := LoadEvalData(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	env = &evalEnv{data: data}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, env.Close())
+			env = nil
+		}
+	}()
+	if rto.Logger == nil {
+		rto.Logger = logger
+	}
+	if env.rt, err = ort.Open(rto); err != nil {
+		return nil, err
+	}
+	longest := 0
+	for _, u := range data.Users {
+		longest = max(longest, len(u.Items))
+	}
+	ecfg.Batch, ecfg.Logger = bc, logger
+	ecfg.MaxHistory = max(1000, longest)
+	if env.eng, err = recommend.Open(bundleDir, env.rt, ecfg); err != nil {
+		return nil, err
+	}
+	m := env.eng.Manifest()
+	all, dropped := data.Split(env.eng.Row)
+	if dropped > 0 {
+		env.notes = append(env.notes, fmt.Sprintf("%d interactions on items outside the bundle's catalog were dropped", dropped))
+	}
+	n := len(env.eng.Items())
+	set := evalSet{all: all, n: n, dim: m.EmbeddingDim}
+	set.counts = TrainCounts(all, n)
+	set.pop = make([]float64, n)
+	for i, c := range set.counts {
+		set.pop[i] = c / float64(max(len(all), 1))
+	}
+	for _, u := range all {
+		if u.Test >= 0 {
+			set.users = append(set.users, u)
+			set.targets = append(set.targets, u.Test)
+			set.gender = append(set.gender, u.Gender)
+			set.age = append(set.age, u.AgeBand)
+		}
+	}
+	if len(set.users) == 0 {
+		return nil, fmt.Errorf("bench: %s: no user has the three interactions a held-out item needs", dataDir)
+	}
+	if set.emb, err = readEmbeddings(filepath.Join(bundleDir, m.Items.Embeddings), n*m.EmbeddingDim); err != nil {
+		return nil, err
+	}
+	env.set = set
+	var finetuned struct {
+		ItemEmbeddings struct {
+			Finetuned bool    `json:"finetuned"`
+			MeanCos   float64 `json:"mean_cos_to_content"`
+		} `json:"item_embeddings"`
+	}
+	if raw, err := os.ReadFile(filepath.Join(bundleDir, "report.json")); err == nil && json.Unmarshal(raw, &finetuned) == nil {
+		env.finetuned, env.meanCos = finetuned.ItemEmbeddings.Finetuned, finetuned.ItemEmbeddings.MeanCos
+	}
+	stats := env.eng.Stats()
+	var shipped float64
+	for i := 0; i < n; i++ {
+		shipped += stats.Count(i)
+	}
+	pc := stats.Config()
+	if shipped > 0 {
+		env.propensities = fmt.Sprintf("the bundle's training counts (%.0f interactions), smoothing %g, clip %g", shipped, pc.Smoothing, pc.ClipMin)
+	} else {
+		for i, c := range set.counts {
+			stats.Seed(i, c)
+		}
+		env.propensities = fmt.Sprintf("the split's training counts seeded into the engine's live popularity (the bundle ships none), "+
+			"smoothing %g, clip %g", pc.Smoothing, pc.ClipMin)
+	}
+	if data.Generic {
+		if env.fingerprint, err = Fingerprint(dataDir); err != nil {
+			return nil, err
+		}
+	}
+	env.matches, env.matchNote = dataMatchesBundle(data, all, m, env.fingerprint)
+	if !env.matches {
+		env.notes = append(env.notes, "the data differs from the bundle's training data: "+env.matchNote)
+	}
+	return env, nil
+}
+
+// dataMatchesBundle compares the data with the manifest's "data" section: the fingerprint fp
+// of a generic folder, else the counts of users, items and interactions.
+func dataMatchesBundle(d *EvalData, users []SplitUser, m *bundle.Manifest, fp string) (bool, string) {
+	var md struct {
+		Fingerprint  string `json:"fingerprint"`
+		Users        int    `json:"users"`
+		Items        int    `json:"items"`
+		Interactions int    `json:"interactions"`
+	}
+	if len(m.Data) == 0 || json.Unmarshal(m.Data, &md) != nil {
+		return false, "the manifest has no data section"
+	}
+	inter := 0
+	for _, u := range users {
+		inter += len(u.Train)
+		if u.Val >= 0 {
+			inter += 2
+		}
+	}
+	if fp != "" && md.Fingerprint != "" {
+		if fp == md.Fingerprint {
+			return true, "fingerprint " + fp[:12] + " equals the manifest's"
+		}
+		return false, fmt.Sprintf("fingerprint %s, the manifest's %s", fp[:12], md.Fingerprint[:min(12, len(md.Fingerprint))])
+	}
+	same := len(users) == md.Users && len(d.ItemIDs) == md.Items && inter == md.Interactions
+	note := fmt.Sprintf("%d users, %d items, %d interactions; the manifest's %d, %d, %d (raw folder: counts compared, not fingerprinted)",
+		len(users), len(d.ItemIDs), inter, md.Users, md.Items, md.Interactions)
+	return same, note
+}
+
+func readEmbeddings(path string, n int) ([]float32, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	if len(raw) != 4*n {
+		return nil, fmt.Errorf("bench: %s: %d bytes, want %d", path, len(raw), 4*n)
+	}
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+	}
+	return out, nil
+}
+
+// exportMetrics reads the export's metrics: report.json's when present (with groups), else
+// the manifest's.
+func exportMetrics(dir string, m *bundle.Manifest) (map[string]Metrics, string) {
+	var rep struct {
+		Metrics map[string]Metrics `json:"metrics"`
+	}
+	if raw, err := os.ReadFile(filepath.Join(dir, "report.json")); err == nil && json.Unmarshal(raw, &rep) == nil && len(rep.Metrics) > 0 {
+		return rep.Metrics, "report.json"
+	}
+	var mm map[string]Metrics
+	if len(m.Metrics) > 0 && json.Unmarshal(m.Metrics, &mm) == nil && len(mm) > 0 {
+		return mm, "manifest.json"
+	}
+	return nil, ""
+}
+
+// compare lines up the model at ExportAlpha and the baselines with the export's rows.
+func (rep *QualityReport) compare() {
+	if rep.Export == nil {
+		rep.Notes = append(rep.Notes, "the bundle has no export metrics (report.json or manifest metrics) to compare with")
+		return
+	}
+	for _, name := range []string{RowModel, RowMostPopular, RowItemKNN} {
+		r := rep.Row(name, ExportAlpha)
+		e, ok := rep.Export[name]
+		if r == nil || !ok {
+			continue
+		}
+		add := func(metric string, g, x float64) {
+			rep.Compare = append(rep.Compare, MetricDiff{Row: name, Metric: metric, Go: g, Export: x, Diff: g - x})
+		}
+		add("hr@10", r.HR, e.HR)
+		add("ndcg@10", r.NDCG, e.NDCG)
+		add("coverage@10", r.Coverage, e.Coverage)
+		add("ild@10", r.ILD, e.ILD)
+		add("arp", r.ARP, e.ARP)
+		if r.GenderGap != nil && e.GenderGap != nil {
+			add("gender_gap", *r.GenderGap, *e.GenderGap)
+		}
+		if r.AgeGap != nil && e.AgeGap != nil {
+			add("age_gap", *r.AgeGap, *e.AgeGap)
+		}
+		if name == RowModel {
+			d := r.NDCG - e.NDCG
+			met := math.Abs(d) <= NDCGTolerance
+			rep.NDCGDiff, rep.NDCGMet = &d, &met
+		}
+	}
+}
+
+// WriteJSON writes the report as dir/quality.json and returns its path.
+func (rep *QualityReport) WriteJSON(dir string) (string, error) {
+	return writeJSONFile(dir, QualityJSON, rep)
+}
+
+func fmtAlpha(a *float64) string {
+	if a == nil {
+		return "-"
+	}
+	return strconv.FormatFloat(*a, 'g', -1, 64)
+}
+
+func fmtGap(g *float64) string {
+	if g == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%+.4f", *g)
+}
+
+// WriteTable prints the report for people: the setup, one row per ranker with its metrics and
+// NDCG by group, and the comparison with the export.
+func (rep *QualityReport) WriteTable(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "quality of %s (%s v%s) on %s, %s\n", rep.Bundle, rep.BundleName, rep.BundleVersion, rep.Data, rep.Provider)
+	fmt.Fprintf(&b, "protocol: %s\n", rep.Protocol)
+	fmt.Fprintf(&b, "data: %s\n", rep.DataNote)
+	fmt.Fprintf(&b, "IPS propensities: %s\n", rep.Propensities)
+	fmt.Fprintf(&b, "ILD embeddings: %s\n\n", rep.Embeddings)
+	t := newTable("row", ">alpha", ">users", ">HR@10", ">NDCG@10", ">cov@10", ">ILD@10", ">ARP", ">gender gap", ">age gap", ">users/s")
+	for _, r := range rep.Rows {
+		t.add(r.Name, fmtAlpha(r.Alpha), strconv.Itoa(r.Users), fmt.Sprintf("%.4f", r.HR), fmt.Sprintf("%.4f", r.NDCG),
+			fmt.Sprintf("%.3f", r.Coverage), fmt.Sprintf("%.4f", r.ILD), fmt.Sprintf("%.4f", r.ARP), fmtGap(r.GenderGap),
+			fmtGap(r.AgeGap), fmtRate(r.UsersPerSec))
+	}
+	t.write(&b)
+	var groups []string
+	for _, r := range rep.Rows {
+		for _, g := range append(sortedKeys(r.NDCGByGender), sortAgeBands(sortedKeys(r.NDCGByAge))...) {
+			if !slices.Contains(groups, g) {
+				groups = append(groups, g)
+			}
+		}
+	}
+	if len(groups) > 0 {
+		b.WriteString("\nNDCG@10 by group:\n")
+		head := []string{"row", ">alpha"}
+		for _, g := range groups {
+			head = append(head, ">"+g)
+		}
+		t := newTable(head...)
+		for _, r := range rep.Rows {
+			cells := []string{r.Name, fmtAlpha(r.Alpha)}
+			for _, g := range groups {
+				v, ok := r.NDCGByGender[g]
+				if !ok {
+					v, ok = r.NDCGByAge[g]
+				}
+				cell := "-"
+				if ok {
+					cell = fmt.Sprintf("%.4f", v)
+				}
+				cells = append(cells, cell)
+			}
+			t.add(cells...)
+		}
+		t.write(&b)
+	}
+	if len(rep.Compare) > 0 {
+		fmt.Fprintf(&b, "\nagainst the export (%s; the model at alpha %g, the export ranks by logits without IPS):\n", rep.ExportSource, ExportAlpha)
+		t := newTable("row", "metric", ">go", ">export", ">go - export")
+		prev := ""
+		for _, c := range rep.Compare {
+			if prev != "" && c.Row != prev {
+				t.gap()
+			}
+			prev = c.Row
+			t.add(c.Row, c.Metric, fmt.Sprintf("%.4f", c.Go), fmt.Sprintf("%.4f", c.Export), fmt.Sprintf("%+.6f", c.Diff))
+		}
+		t.write(&b)
+	}
+	if rep.NDCGDiff != nil {
+		state := "met"
+		if !*rep.NDCGMet {
+			state = "NOT met"
+		}
+		fmt.Fprintf(&b, "\ntarget |NDCG@10(go) - NDCG@10(export)| <= %g: %+.6f, %s\n", rep.NDCGTolerance, *rep.NDCGDiff, state)
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
+	fmt.Fprintf(&b, "took %.1fs (load %.1fs)\n", rep.Timings["total"], rep.Timings["load"])
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// sortAgeBands orders the bands "<25", "25-34", "35-44", "45+" by age.
+func sortAgeBands(bands []string) []string {
+	key := func(s string) int {
+		below := strings.HasPrefix(s, "<")
+		n, _ := strconv.Atoi(strings.TrimRight(strings.SplitN(strings.TrimPrefix(s, "<"), "-", 2)[0], "+"))
+		if below {
+			n--
+		}
+		return n
+	}
+	sort.SliceStable(bands, func(i, j int) bool { return key(bands[i]) < key(bands[j]) })
+	return bands
+}
+
+// WritePlots draws dir/quality.png: each metric of the model against the IPS strength, the
+// baselines as flat dashed lines, and returns its path.
+func (rep *QualityReport) WritePlots(dir string) ([]string, error) {
+	var model []QualityRow
+	for _, r := range rep.Rows {
+		if r.Name == RowModel && r.Alpha != nil {
+			model = append(model, r)
+		}
+	}
+	if len(model) == 0 {
+		return nil, fmt.Errorf("bench: no model row to plot")
+	}
+	slices.SortFunc(model, func(a, b QualityRow) int { return cmpFloat(*a.Alpha, *b.Alpha) })
+	lo, hi := *model[0].Alpha, *model[len(model)-1].Alpha
+	if hi == lo {
+		hi = lo + 1
+	}
+	type metric struct {
+		title string
+		get   func(QualityRow) (float64, bool)
+	}
+	gap := func(g *float64) (float64, bool) {
+		if g == nil {
+			return 0, false
+		}
+		return *g, true
+	}
+	panels := []struct {
+		title   string
+		metrics []metric
+	}{
+		{"accuracy", []metric{{"HR@10", func(r QualityRow) (float64, bool) { return r.HR, true }},
+			{"NDCG@10", func(r QualityRow) (float64, bool) { return r.NDCG, true }}}},
+		{"catalog coverage@10", []metric{{"coverage@10", func(r QualityRow) (float64, bool) { return r.Coverage, true }}}},
+		{"average recommendation popularity", []metric{{"ARP", func(r QualityRow) (float64, bool) { return r.ARP, true }}}},
+		{"intra-list diversity@10", []metric{{"ILD@10", func(r QualityRow) (float64, bool) { return r.ILD, true }}}},
+		{"NDCG@10 gaps between user groups", []metric{{"gender gap", func(r QualityRow) (float64, bool) { return gap(r.GenderGap) }},
+			{"age gap", func(r QualityRow) (float64, bool) { return gap(r.AgeGap) }}}},
+	}
+	var plots []*plot.Plot
+	for _, pn := range panels {
+		p := newPanel(pn.title, "IPS alpha", "")
+		series := 0
+		for _, mt := range pn.metrics {
+			var xy plotter.XYs
+			for _, r := range model {
+				if v, ok := mt.get(r); ok {
+					xy = append(xy, plotter.XY{X: *r.Alpha, Y: v})
+				}
+			}
+			if len(xy) == 0 {
+				continue
+			}
+			if err := addLine(p, xy, "model "+mt.title, plotutil.Color(series), nil, series); err != nil {
+				return nil, err
+			}
+			series++
+			for _, r := range rep.Rows {
+				if r.Name == RowModel {
+					continue
+				}
+				if v, ok := mt.get(r); ok {
+					flat := plotter.XYs{{X: lo, Y: v}, {X: hi, Y: v}}
+					if err := addLine(p, flat, r.Name+" "+mt.title, plotutil.Color(series), []vg.Length{vg.Points(4), vg.Points(3)}, series); err != nil {
+						return nil, err
+					}
+					series++
+				}
+			}
+		}
+		if p.Y.Max > p.Y.Min {
+			p.Y.Max += 0.6 * (p.Y.Max - p.Y.Min) // room for the legend above the lines
+		}
+		plots = append(plots, p)
+	}
+	path := filepath.Join(dir, QualityPlot)
+	if err := saveGrid(path, plots, 3); err != nil {
+		return nil, err
+	}
+	return []string{path}, nil
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// ParseFloats reads a comma-separated list of IPS strengths, each within [0, 10] (the
+// engine's range).
+func ParseFloats(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range splitList(s) {
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || math.IsNaN(v) || v < 0 || v > 10 {
+			return nil, fmt.Errorf("bench: %q is not a number within [0, 10]", f)
+		}
+		out = append(out, v)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("bench: empty list")
+	}
+	return out, nil
+}
+
+// contentEmbeddings recomputes the item content embeddings the export's ILD uses
+// (evaluate.py; bundle.py): normalise(text + image_mix * image), text = the text encoder's
+// embedding of the item's text, image = the image encoder's embedding of its picture (only
+// when the export trained the image encoder: image_epochs > 0 and at least 8 pictures).
+// They go through the engine's encoders (ONNX, Go preprocessing), so they match the export's
+// to about 1e-3 (the export quantises resized pictures to 8 bits). The result is cached in
+// $LLM4REC_CACHE (default ~/.cache/llm4rec)/eval, keyed by the encoders, the mix and the
+// data's fingerprint. Rows of catalog items absent from the data keep the served embedding.
+func contentEmbeddings(ctx context.Context, env *evalEnv, dataDir string, workers int) ([]float32, string, error) {
+	eng, m := env.eng, env.eng.Manifest()
+	var training struct {
+		ImageMix    *float64 `json:"image_mix"`
+		ImageEpochs int      `json:"image_epochs"`
+	}
+	if len(m.Training) == 0 || json.Unmarshal(m.Training, &training) != nil || training.ImageMix == nil {
+		return nil, "", errors.New("the manifest's training section does not give image_mix")
+	}
+	items, err := readContentItems(dataDir)
+	if err != nil {
+		return nil, "", err
+	}
+	images := 0
+	for _, it := range items {
+		if it.Image != "" {
+			images++
+		}
+	}
+	useImage := training.ImageEpochs > 0 && images >= 8
+	mix := *training.ImageMix
+	dim := m.EmbeddingDim
+	out := slices.Clone(env.set.emb)
+	note := fmt.Sprintf("content embeddings normalise(text + %g * image) recomputed through the bundle's encoders, as the export's ILD", mix)
+	if !useImage {
+		note = "content embeddings normalise(text) recomputed through the bundle's text encoder (no trained image encoder), as the export's ILD"
+	}
+	h := sha256.New()
+	for _, f := range []string{m.Graphs[bundle.TextEncoder].File, "text_encoder.weights", m.Tokenizer.File, m.Graphs[bundle.ImageEncoder].File} {
+		fmt.Fprintf(h, "%s=%s\n", f, m.Files[f].SHA256)
+	}
+	fmt.Fprintf(h, "mix=%g image=%v data=%s n=%d", mix, useImage, env.fingerprint, len(out))
+	cacheFile := filepath.Join(evalCacheDir(), "content-"+hex.EncodeToString(h.Sum(nil))[:24]+".f32")
+	if raw, err := os.ReadFile(cacheFile); err == nil && len(raw) == 4*len(out) {
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+		return out, note + " (cached: " + cacheFile + ")", nil
+	}
+	covered := make([]bool, len(eng.Items()))
+	err = parallel(ctx, len(items), workers, func(i int) error {
+		it := items[i]
+		row, ok := eng.Row(it.ID)
+		if !ok {
+			return nil
+		}
+		covered[row] = true // item ids are unique, so each row is written by one call
+		v, err := eng.EmbedQuery(ctx, it.Text)
+		if err != nil {
+			return fmt.Errorf("text of item %s: %w", it.ID, err)
+		}
+		e := make([]float64, dim)
+		for d := range e {
+			e[d] = float64(v[d])
+		}
+		if useImage && it.Image != "" {
+			data, err := os.ReadFile(it.Image)
+			if err != nil {
+				return err
+			}
+			img, err := eng.EmbedImage(ctx, data)
+			if err != nil {
+				return fmt.Errorf("image of item %s: %w", it.ID, err)
+			}
+			for d := range e {
+				e[d] += mix * float64(img[d])
+			}
+		}
+		var norm float64
+		for _, x := range e {
+			norm += x * x
+		}
+		norm = math.Max(math.Sqrt(norm), 1e-12)
+		for d, x := range e {
+			out[row*dim+d] = float32(x / norm)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	if missing := len(covered) - countHits(covered); missing > 0 {
+		note += fmt.Sprintf("; %d catalog items absent from the data keep their served embedding", missing)
+	}
+	raw := make([]byte, 4*len(out))
+	for i, v := range out {
+		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
+	}
+	if err := os.MkdirAll(filepath.Dir(cacheFile), 0o755); err == nil {
+		tmp := cacheFile + ".tmp"
+		if os.WriteFile(tmp, raw, 0o644) == nil {
+			_ = os.Rename(tmp, cacheFile)
+		}
+	}
+	return out, note + " (cached in " + cacheFile + ")", nil
+}
+
+// evalCacheDir is $LLM4REC_CACHE/eval, default ~/.cache/llm4rec/eval.
+func evalCacheDir() string {
+	cache := os.Getenv("LLM4REC_CACHE")
+	if cache == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			home = "."
+		}
+		cache = filepath.Join(home, ".cache", "llm4rec")
+	}
+	return filepath.Join(cache, "eval")
+}

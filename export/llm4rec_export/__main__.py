@@ -1,0 +1,103 @@
+"""Command line: python -m llm4rec_export {convert-movielens,bundle,validate} ..."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m llm4rec_export",
+                                description="Train and export LLM4Rec model bundles (docs/BUNDLE.md).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("convert-movielens", help="MovieLens-100K (+ media) -> generic dataset format")
+    c.add_argument("--ml100k", required=True, help="folder with u.data, u.item, u.user, u.genre")
+    c.add_argument("--media", help="ml-100k-media folder (posters/, items_extra.jsonl)")
+    c.add_argument("--out", required=True, help="dataset folder to write")
+    c.add_argument("--images", choices=["copy", "symlink", "none"], default="copy")
+
+    b = sub.add_parser("bundle", help="train on a generic-format dataset and write a model bundle")
+    b.add_argument("--data", required=True, help="generic-format dataset folder")
+    b.add_argument("--out", required=True, help="bundle folder to write (models/NAME/VERSION)")
+    b.add_argument("--name", help="bundle name (default: NAME of an output path .../NAME/VERSION, else the dataset's name)")
+    b.add_argument("--version", help="bundle version (default: VERSION of an output path .../NAME/VERSION, else 1)")
+    b.add_argument("--epochs", type=int, default=12, help="recommender epochs (default 12)")
+    b.add_argument("--batch", type=int, default=64)
+    b.add_argument("--lr", type=float, default=2e-3)
+    b.add_argument("--dim-small", type=int, default=64, help="fusion width (default 64)")
+    b.add_argument("--fusion-layers", type=int, default=1)
+    b.add_argument("--gen-layers", type=int, default=2)
+    b.add_argument("--gen-heads", type=int, default=4)
+    b.add_argument("--head-dim", type=int, default=32)
+    b.add_argument("--max-history", type=int, default=50)
+    b.add_argument("--max-context", type=int, default=10)
+    b.add_argument("--dropout", type=float, default=0.1)
+    b.add_argument("--adversarial-weight", type=float, default=0.1,
+                   help="gradient-reversal weight of the gender adversary; 0 = off (default 0.1)")
+    b.add_argument("--no-ips", dest="ips", action="store_false", help="train without IPS weighting")
+    b.add_argument("--ips-power", type=float, default=0.5)
+    b.add_argument("--ips-max-weight", type=float, default=10.0)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--image-epochs", type=int, default=10)
+    b.add_argument("--image-width", type=int, default=16, help="CNN base width (default 16)")
+    b.add_argument("--image-mix", type=float, default=0.25,
+                   help="weight of the image embedding in the item content embedding")
+    b.add_argument("--no-item-finetune", dest="item_finetune", action="store_false",
+                   help="serve the plain content embeddings (no learned residual)")
+    b.add_argument("--audio-epochs", type=int, default=30)
+    b.add_argument("--audio-phrases", type=int, default=240)
+    b.add_argument("--no-ablations", dest="ablations", action="store_false",
+                   help="skip the ablations and baselines (faster; the report then has the model only)")
+    b.add_argument("--ship-text", dest="ship_text", action="store_true", default=None,
+                   help="write item text into the bundle's items.jsonl (default: dataset.json's ship_text)")
+    b.add_argument("--no-ship-text", dest="ship_text", action="store_false")
+    b.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="advanced training option (TrainConfig field), e.g. --set p_modality=0.2")
+
+    v = sub.add_parser("validate", help="check a bundle against its manifest and golden files")
+    v.add_argument("bundle")
+    v.add_argument("--no-golden", action="store_true")
+
+    a = p.parse_args(argv)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if a.cmd == "convert-movielens":
+        from .movielens import convert
+
+        print(json.dumps(convert(a.ml100k, a.media, a.out, a.images)))
+        return 0
+    if a.cmd == "validate":
+        from .validate import BundleError, validate
+
+        try:
+            print(json.dumps(validate(a.bundle, run_golden=not a.no_golden)))
+        except BundleError as e:
+            print(f"validate: {e}", file=sys.stderr)
+            return 1
+        return 0
+    from .bundle import BundleArgs, build
+
+    extra = {}
+    for kv in a.set:
+        k, _, val = kv.partition("=")
+        try:
+            extra[k] = json.loads(val)
+        except json.JSONDecodeError:
+            extra[k] = val
+    args = BundleArgs(data=a.data, out=a.out, name=a.name, version=a.version, epochs=a.epochs, batch=a.batch,
+                      lr=a.lr, dim_small=a.dim_small, fusion_layers=a.fusion_layers, gen_layers=a.gen_layers,
+                      gen_heads=a.gen_heads, head_dim=a.head_dim, max_history=a.max_history,
+                      max_context=a.max_context, dropout=a.dropout, adversarial_weight=a.adversarial_weight, ips=a.ips,
+                      ips_power=a.ips_power, ips_max_weight=a.ips_max_weight, seed=a.seed,
+                      image_epochs=a.image_epochs, image_width=a.image_width, image_mix=a.image_mix, item_finetune=a.item_finetune,
+                      audio_epochs=a.audio_epochs, audio_phrases=a.audio_phrases, ablations=a.ablations,
+                      ship_text=a.ship_text, threads=a.threads, extra=extra)
+    build(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Full-ranking leave-one-out evaluation and baselines.
+
+Metrics over users with a held-out item (see docs of each function):
+  hr@10, ndcg@10        hit rate / NDCG of the single held-out item in the top 10 (full catalog
+                        minus every item of the user's history; never sampled negatives)
+  coverage@10           distinct items in all top-10 lists / catalog size
+  ild@10                intra-list diversity: 1 - mean pairwise cosine of the item content
+                        embeddings normalise(text + image_mix * image) (before any fine-tuning,
+                        the same for every model) over the 45 pairs of a list, averaged
+  arp                   average recommendation popularity: mean over lists of the mean training
+                        popularity of their items, popularity = training interactions / users
+  ndcg@10 by group      per gender value and per age band (<25, 25-34, 35-44, 45+), with the
+                        gender gap (first minus second gender in sorted order, e.g. F - M) and
+                        the age gap (max - min band)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .data import TOKEN_OFFSET
+from .model import ExportGenerator, Recommender
+from .rank import first_step_scores, fusion_inputs, top_k
+
+K = 10
+
+
+def model_scores(model: Recommender, histories: list[np.ndarray], item_emb: np.ndarray | None = None, batch: int = 256,
+                 mod_emb: np.ndarray | None = None, mod_mask: np.ndarray | None = None,
+                 return_states: bool = False):
+    """First-step generator scores [U,N] for users with the given full histories (item_emb: the
+    served item embeddings, by default the model's own)."""
+    cfg = model.cfg
+    model.eval()
+    if item_emb is None:
+        item_emb = model.served_item_emb(TOKEN_OFFSET)
+    with torch.no_grad():
+        gen = ExportGenerator(model.generator, TOKEN_OFFSET, model.item_table() if cfg.content else None)
+    out, states = [], []
+    with torch.inference_mode():
+        for s in range(0, len(histories), batch):
+            hs = histories[s:s + batch]
+            me = mod_emb[s:s + batch] if mod_emb is not None else None
+            mm = mod_mask[s:s + batch] if mod_mask is not None else None
+            if cfg.content:
+                inp, _, _ = fusion_inputs(item_emb, hs, cfg.max_history, cfg.n_modalities, cfg.max_context, me, mm)
+                t = {k: torch.from_numpy(v) for k, v in inp.items()}
+                us, _ = model.fusion(**t)
+            else:
+                L = max(1, min(cfg.max_history, max(len(h) for h in hs)))
+                tok = np.zeros((len(hs), L), dtype=np.int64)
+                for b, h in enumerate(hs):
+                    h = h[-L:]
+                    tok[b, :len(h)] = h + TOKEN_OFFSET
+                tok_t = torch.from_numpy(tok)
+                B = len(hs)
+                us, _ = model.fusion.forward_projected(
+                    model.id_hist(tok_t), (tok_t > 0).float(), torch.zeros(B, cfg.n_modalities, cfg.dim),
+                    torch.zeros(B, cfg.n_modalities), torch.zeros(B, cfg.max_context, cfg.dim),
+                    torch.zeros(B, cfg.max_context))
+            out.append(first_step_scores(gen, us, cfg).numpy())
+            states.append(us.numpy())
+    scores = np.concatenate(out)
+    return (scores, np.concatenate(states)) if return_states else scores
+
+
+def metrics(top: np.ndarray, targets: np.ndarray, item_emb: np.ndarray, pop: np.ndarray,
+            groups: dict[str, list] | None = None) -> dict:
+    """top [U,K] rows, targets [U] (-1 = skip)."""
+    ok = targets >= 0
+    top, targets = top[ok], targets[ok]
+    hit = top == targets[:, None]
+    rank = np.where(hit.any(1), hit.argmax(1), -1)
+    ndcg = np.where(rank >= 0, 1.0 / np.log2(np.maximum(rank, 0) + 2.0), 0.0)
+    e = item_emb[top]                                                 # [U,K,D]
+    e = e / np.maximum(np.linalg.norm(e, axis=2, keepdims=True), 1e-12)
+    sim = np.einsum("ukd,ujd->ukj", e, e)
+    k = top.shape[1]
+    pair = (sim.sum((1, 2)) - np.trace(sim, axis1=1, axis2=2)) / (k * (k - 1))
+    res = {"users": int(ok.sum()), "hr@10": float(hit.any(1).mean()), "ndcg@10": float(ndcg.mean()),
+           "coverage@10": float(len(np.unique(top)) / len(item_emb)), "ild@10": float((1 - pair).mean()),
+           "arp": float(pop[top].mean())}
+    if groups:
+        for key, vals in groups.items():
+            v = np.array([x if x is not None else "" for x in vals], dtype=object)[ok]
+            by = {}
+            for gname in sorted(set(v) - {""}):
+                sel = v == gname
+                by[str(gname)] = float(ndcg[sel].mean())
+            if len(by) >= 2:
+                res[f"ndcg@10_by_{key}"] = by
+                if key == "gender":
+                    a, b = sorted(by)[:2]
+                    res["gender_gap"] = by[a] - by[b]
+                    res["gender_gap_pair"] = f"{a}-{b}"
+                else:
+                    res[f"{key}_gap"] = max(by.values()) - min(by.values())
+    return res
+
+
+def popularity(train: list[np.ndarray], n_items: int) -> np.ndarray:
+    c = np.zeros(n_items)
+    for s in train:
+        np.add.at(c, s, 1)
+    return c
+
+
+def pop_scores(counts: np.ndarray, n_users: int) -> np.ndarray:
+    return np.tile(counts[None].astype(np.float32), (n_users, 1))
+
+
+def itemknn_scores(train: list[np.ndarray], histories: list[np.ndarray], n_items: int, neighbours: int = 100,
+                   shrink: float = 10.0) -> np.ndarray:
+    """Item-kNN: cosine similarity of the items' training user vectors (shrunk), top-`neighbours`
+    per item; a user's score for i = sum of i's similarity to the items of the history."""
+    U = len(train)
+    X = np.zeros((U, n_items), dtype=np.float32)
+    for u, s in enumerate(train):
+        X[u, s] = 1.0
+    co = X.T @ X
+    n = np.sqrt(np.diag(co))
+    sim = co / (np.outer(n, n) + shrink + 1e-9)
+    np.fill_diagonal(sim, 0.0)
+    if neighbours < n_items:
+        thr = -np.partition(-sim, neighbours - 1, axis=1)[:, neighbours - 1:neighbours]
+        sim = np.where(sim >= thr, sim, 0.0)
+    H = np.zeros((len(histories), n_items), dtype=np.float32)
+    for u, h in enumerate(histories):
+        H[u, h] = 1.0
+    return H @ sim.T
+
+
+def evaluate_scores(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray, item_emb: np.ndarray,
+                    pop: np.ndarray, groups=None) -> tuple[dict, np.ndarray]:
+    top = top_k(scores, histories, K)
+    return metrics(top, targets, item_emb, pop, groups), top
+
+
+def fast_ndcg(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray) -> float:
+    """NDCG@10 only (validation during training)."""
+    s = scores.astype(np.float64).copy()
+    tot, n = 0.0, 0
+    for u in range(len(s)):
+        if targets[u] < 0:
+            continue
+        s[u, histories[u]] = -np.inf
+        t = s[u, targets[u]]
+        rank = int((s[u] > t).sum() + ((s[u] == t) & (np.arange(s.shape[1]) < targets[u])).sum())
+        tot += 1.0 / math.log2(rank + 2) if rank < K else 0.0
+        n += 1
+    return tot / max(n, 1)
+
+
+def ndcg_per_user(top: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    ok = targets >= 0
+    hit = top[ok] == targets[ok][:, None]
+    rank = np.where(hit.any(1), hit.argmax(1), -1)
+    return np.where(rank >= 0, 1.0 / np.log2(np.maximum(rank, 0) + 2.0), 0.0)
+
+
+def paired_ndcg_ci(top_a: np.ndarray, top_b: np.ndarray, targets: np.ndarray, seed: int = 0,
+                   n: int = 2000) -> dict:
+    """NDCG@10 of a minus b over the same users: mean, relative, and a paired bootstrap 95% CI."""
+    da, db = ndcg_per_user(top_a, targets), ndcg_per_user(top_b, targets)
+    d = da - db
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(d), size=(n, len(d)))
+    boots = d[idx].mean(1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"diff": float(d.mean()), "relative": float(d.mean() / db.mean()) if db.mean() else float("nan"),
+            "ci95": [float(lo), float(hi)]}
