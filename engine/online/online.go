@@ -52,9 +52,14 @@ type Bias struct {
 	updates uint64
 }
 
-// NewBias returns zero biases for n items.
+// NewBias returns zero biases for n items. A Rate*Penalty of 1 or more would wipe or flip
+// every bias at each update; it is capped at 0.5.
 func NewBias(n int, cfg Config) *Bias {
-	return &Bias{cfg: cfg.withDefaults(), b: make([]float32, n), scale: 1}
+	cfg = cfg.withDefaults()
+	if cfg.Rate*cfg.Penalty > 0.5 {
+		cfg.Penalty = 0.5 / cfg.Rate
+	}
+	return &Bias{cfg: cfg, b: make([]float32, n), scale: 1}
 }
 
 // Len is the number of items.

@@ -316,20 +316,19 @@ func (c ImageConfig) resizeCrop(img image.Image) *image.NRGBA {
 }
 
 // resizedDims returns the size of a w x h image scaled so that its shorter
-// side is size: the longer side becomes round(size*long/short), half up,
-// computed exactly in integers.
+// side is size: the longer side becomes floor(size*long/short), computed
+// exactly in integers, as the export's recipe does (export/llm4rec_export/image.py).
 func resizedDims(w, h, size int) (int, int) {
 	if w <= h {
-		return size, scaleRound(h, size, w)
+		return size, scaleFloor(h, size, w)
 	}
-	return scaleRound(w, size, h), size
+	return scaleFloor(w, size, h), size
 }
 
-// scaleRound returns round(a*b/c) (half up) for positive a, b, c without
-// floating point, and never less than b (the long side stays >= size).
-func scaleRound(a, b, c int) int {
-	v := int((2*int64(a)*int64(b) + int64(c)) / (2 * int64(c)))
-	return max(v, b)
+// scaleFloor returns floor(a*b/c) for positive a, b, c without floating
+// point, and never less than b (the long side stays >= size).
+func scaleFloor(a, b, c int) int {
+	return max(int(int64(a)*int64(b)/int64(c)), b)
 }
 
 // normalise writes the CHW tensor of the Size x Size image into dst.
