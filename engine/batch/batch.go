@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/llm4rec/llm4rec/engine/ort"
@@ -83,6 +84,8 @@ type Batcher struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
+	waiting atomic.Int64 // requests inside Submit (queued or running)
+
 	closeOnce sync.Once
 	mu        sync.RWMutex // Submit holds it shared while enqueueing; Close exclusively
 	closed    bool
@@ -124,6 +127,8 @@ func (b *Batcher) Submit(ctx context.Context, inputs []ort.Tensor) ([]ort.Tensor
 		b.mu.RUnlock()
 		return nil, ErrClosed
 	}
+	b.waiting.Add(1)
+	defer b.waiting.Add(-1)
 	select {
 	case b.queue <- req:
 		b.mu.RUnlock()
@@ -207,6 +212,11 @@ func (b *Batcher) loop() {
 		}
 	collect:
 		for rows < b.cfg.MaxBatch {
+			// Every caller now inside Submit is in this batch: waiting longer cannot add
+			// anyone who is already here, so a lone caller does not pay MaxWait.
+			if int64(len(batch)) >= b.waiting.Load() {
+				break
+			}
 			var r *request
 			if b.cfg.NoWait {
 				select {
