@@ -435,23 +435,23 @@ func (e *Engine) rankTopK(logits []float32, seen []bool, alpha float64, k int) [
 	if alpha != 0 {
 		e.stats.ReweightAll(score, alpha)
 	}
-	order := make([]int, 0, n)
+	// the k best by score (ties by lower row), kept sorted by insertion: k is small
+	order := make([]int, 0, k+1)
+	better := func(a, b int) bool { return score[a] > score[b] || (score[a] == score[b] && a < b) }
 	for i := 0; i < n; i++ {
-		if !seen[i] {
+		if seen[i] || (len(order) == k && !better(i, order[k-1])) {
+			continue
+		}
+		j := len(order)
+		if j < k {
 			order = append(order, i)
+		} else {
+			j = k - 1
 		}
-	}
-	slices.SortFunc(order, func(a, b int) int {
-		if score[a] != score[b] {
-			if score[a] > score[b] {
-				return -1
-			}
-			return 1
+		for ; j > 0 && better(i, order[j-1]); j-- {
+			order[j] = order[j-1]
 		}
-		return a - b
-	})
-	if len(order) > k {
-		order = order[:k]
+		order[j] = i
 	}
 	out := make([]pick, len(order))
 	for i, r := range order {
