@@ -69,6 +69,9 @@ type Config struct {
 	BatchMaxSize       int `json:"batch_max_size" env:"LLM4REC_BATCH_MAX_SIZE" flag:"batch-max-size"`
 	BatchMaxWaitMicros int `json:"batch_max_wait_us" env:"LLM4REC_BATCH_MAX_WAIT_US" flag:"batch-max-wait-us"`
 	BatchQueue         int `json:"batch_queue" env:"LLM4REC_BATCH_QUEUE"`
+	// CUDATF32 lets CUDA use TF32 for float32 matrix products (default false: outputs match
+	// the float32 goldens; true roughly doubles the text encoder's GPU throughput).
+	CUDATF32 bool `json:"cuda_tf32" env:"LLM4REC_CUDA_TF32" flag:"cuda-tf32"`
 	// IntraOpThreads is ONNX Runtime's threads per operator (0: its default).
 	IntraOpThreads int `json:"intra_op_threads" env:"LLM4REC_INTRA_OP_THREADS" flag:"intra-threads"`
 

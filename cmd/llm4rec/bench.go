@@ -135,6 +135,7 @@ func runBenchThroughput(args []string, stdout, stderr io.Writer) int {
 	intra := fs.Int("intra-threads", 0, "threads inside one operator (0: ONNX Runtime's default, one per core)")
 	inter := fs.Int("inter-threads", 0, "threads across operators (0: ONNX Runtime's default)")
 	device := fs.Int("cuda-device", 0, "CUDA device id")
+	tf32 := fs.Bool("cuda-tf32", false, "let CUDA use TF32 for float32 matrix products (faster; outputs drift from the float32 goldens by about 1e-3)")
 	seed := fs.Uint64("seed", 1, "seed of the synthetic inputs")
 	var o outputFlags
 	o.register(fs)
@@ -149,7 +150,7 @@ func runBenchThroughput(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg := bench.ThroughputConfig{Duration: *duration, Warmup: *warmup, MinCalls: *minCalls, Seed: *seed,
-		Runtime: ort.Options{LibraryPath: *lib, IntraOpThreads: *intra, InterOpThreads: *inter, CUDADevice: *device}}
+		Runtime: ort.Options{LibraryPath: *lib, IntraOpThreads: *intra, InterOpThreads: *inter, CUDADevice: *device, CUDATF32: *tf32}}
 	cfg.Batch.MaxWait = *maxWait
 	if *graph != "" {
 		cfg.Graph, cfg.Shapes = *graph, shapes
@@ -274,7 +275,7 @@ func (f *runtimeFlags) options() (ort.Options, error) {
 	if err != nil {
 		return ort.Options{}, err
 	}
-	return ort.Options{LibraryPath: f.lib, Provider: p, IntraOpThreads: f.intra, InterOpThreads: f.inter, CUDADevice: f.device}, nil
+	return ort.Options{LibraryPath: f.lib, Provider: p, IntraOpThreads: f.intra, InterOpThreads: f.inter, CUDADevice: f.device, CUDATF32: f.tf32}, nil
 }
 
 func runBenchQuality(args []string, stdout, stderr io.Writer) int {
