@@ -2,11 +2,8 @@ package bench
 
 import (
 	"bufio"
-	"encoding/csv"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -184,49 +181,17 @@ type event struct {
 // readInteractionsCSV reads user_id,item_id,timestamp[,rating] with a header line, ordering
 // each user's items by timestamp (ties by item id).
 func readInteractionsCSV(path string) ([]User, error) {
-	f, err := os.Open(path)
+	raw, err := readTimedCSV(path)
 	if err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
-	defer f.Close()
-	r := csv.NewReader(bufio.NewReader(f))
-	r.FieldsPerRecord = -1
-	header, err := r.Read()
-	if err != nil {
-		return nil, fmt.Errorf("bench: %s: %w", path, err)
-	}
-	col := map[string]int{}
-	for i, h := range header {
-		col[strings.TrimSpace(h)] = i
-	}
-	ui, ok1 := col["user_id"]
-	ii, ok2 := col["item_id"]
-	ti, ok3 := col["timestamp"]
-	if !ok1 || !ok2 || !ok3 {
-		return nil, fmt.Errorf("bench: %s: header %v lacks user_id, item_id or timestamp", path, header)
+		return nil, err
 	}
 	by := map[string][]event{}
 	var order []string
-	for line := 2; ; line++ {
-		rec, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
+	for _, e := range raw {
+		if _, ok := by[e.user]; !ok {
+			order = append(order, e.user)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("bench: %s: %w", path, err)
-		}
-		if len(rec) <= max(ui, ii, ti) {
-			return nil, fmt.Errorf("bench: %s line %d: %d fields", path, line, len(rec))
-		}
-		ts, err := strconv.ParseFloat(strings.TrimSpace(rec[ti]), 64)
-		if err != nil {
-			return nil, fmt.Errorf("bench: %s line %d: timestamp %q: %w", path, line, rec[ti], err)
-		}
-		u := rec[ui]
-		if _, ok := by[u]; !ok {
-			order = append(order, u)
-		}
-		by[u] = append(by[u], event{rec[ii], ts})
+		by[e.user] = append(by[e.user], event{e.item, float64(e.ts)})
 	}
 	return usersOf(by, order), nil
 }
