@@ -342,3 +342,21 @@ func TestConcurrentRequestsMatchSequential(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// The bundle's training counts seed the live popularity that IPS reads.
+func TestPopularitySeededFromBundle(t *testing.T) {
+	e := testEngine(t)
+	shipped := 0.0
+	for i, it := range e.items {
+		shipped += it.Popularity
+		if e.stats.Count(i) < it.Popularity {
+			t.Fatalf("item %s: live count %v below the bundle's %v", it.ID, e.stats.Count(i), it.Popularity)
+		}
+	}
+	if shipped == 0 {
+		t.Skip("this bundle ships no training counts")
+	}
+	if got := e.stats.Propensity(0); got <= e.stats.Config().ClipMin {
+		t.Fatalf("propensity of a shipped item %v is only the clip", got)
+	}
+}

@@ -346,8 +346,11 @@ def build(a: BundleArgs) -> dict:
         golden, parity = _golden(out, ds, sp, specs, modules, tok, served_emb, mcfg, a, name)
         # catalog + embeddings + tokenizer
         with open(out / "items.jsonl", "w", encoding="utf-8") as f:
-            for it in ds.items:
-                rec = {"item_id": it.item_id, "title": it.title, "categories": it.categories}
+            for i, it in enumerate(ds.items):
+                # popularity: training interactions, the engine's starting point for IPS
+                # propensities (live feedback adds to it)
+                rec = {"item_id": it.item_id, "title": it.title, "categories": it.categories,
+                       "popularity": int(counts[i])}
                 if ship_text:
                     rec["text"] = it.text
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -43,7 +43,9 @@ def test_manifest_and_files(bundle):
     assert man["items"]["count"] == 40 and man["items"]["token_offset"] == 2
     assert (out / "item_embeddings.f32").stat().st_size == 40 * 384 * 4
     items = [json.loads(ln) for ln in (out / "items.jsonl").read_text().splitlines()]
-    assert set(items[0]) == {"item_id", "title", "categories"} and items[0]["item_id"] == "it0"
+    assert set(items[0]) == {"item_id", "title", "categories", "popularity"} and items[0]["item_id"] == "it0"
+    assert all(isinstance(it["popularity"], int) and it["popularity"] >= 0 for it in items)
+    assert sum(it["popularity"] for it in items) > 0  # training interactions per item, for IPS
     assert items[0]["title"].startswith("The Space ")
     assert set(man["metrics"]) >= {"model", "no_ips", "no_adversarial", "id_only", "most_popular", "item_knn"}
     assert man["training"]["epochs"] == 2 and man["data"]["interactions"] > 0
