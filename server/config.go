@@ -206,6 +206,7 @@ func fieldDoc(name string) string {
 		"ReadTimeout": "connection read timeout", "WriteTimeout": "connection write timeout",
 		"BatchMaxSize": "most rows per batched graph run", "BatchMaxWaitMicros": "longest a batch waits to fill, in microseconds",
 		"IntraOpThreads": "ONNX Runtime threads per operator (0: its default)",
+		"CUDATF32":       "let CUDA use TF32 for float32 matrix products (faster, less exact)",
 	}[name]
 }
 

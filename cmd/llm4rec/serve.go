@@ -21,7 +21,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	var cfg server.Config
 	cfg.RegisterFlags(fs)
 	configFile := fs.String("config", "", "JSON config file (flags and LLM4REC_* environment variables win over it)")
-	ortLib := fs.String("ort-lib", "", "path of libonnxruntime.so (default: $ORT_LIB, else the `make deps` install)")
+	ortLib := fs.String("ort-lib", "", "path of libonnxruntime.so (default: $ORT_LIB, else the install of make deps)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -24,7 +24,7 @@ type runtimeFlags struct {
 
 func (f *runtimeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.provider, "provider", "auto", "execution provider: auto (CUDA when usable, else CPU), cuda, cpu")
-	fs.StringVar(&f.lib, "ort-lib", "", "path of libonnxruntime.so (default: $ORT_LIB, else the `make deps` install)")
+	fs.StringVar(&f.lib, "ort-lib", "", "path of libonnxruntime.so (default: $ORT_LIB, else the install of make deps)")
 	fs.IntVar(&f.intra, "intra-threads", 0, "threads inside one operator (0: ONNX Runtime's default, one per core)")
 	fs.IntVar(&f.inter, "inter-threads", 0, "threads across operators (0: ONNX Runtime's default)")
 	fs.IntVar(&f.device, "cuda-device", 0, "CUDA device id")
