@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/llm4rec/llm4rec/engine/recommend"
 )
 
 // Item is one catalog item as the load generator uses it.
@@ -125,53 +126,21 @@ func exists(p string) bool {
 	return err == nil
 }
 
-// readCatalog reads an items.jsonl: {"item_id" (string or number), "title", "text",
-// "categories"} per line.
+// readCatalog reads an items.jsonl with the engine's reader.
 func readCatalog(path string) ([]Item, error) {
-	f, err := os.Open(path)
+	its, err := recommend.ReadItems(path)
 	if err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
+		return nil, err
 	}
-	defer f.Close()
-	var items []Item
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for line := 1; sc.Scan(); line++ {
-		if len(strings.TrimSpace(sc.Text())) == 0 {
-			continue
-		}
-		var raw struct {
-			ID         json.RawMessage `json:"item_id"`
-			Title      string          `json:"title"`
-			Text       string          `json:"text"`
-			Categories []string        `json:"categories"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &raw); err != nil {
-			return nil, fmt.Errorf("bench: %s line %d: %w", path, line, err)
-		}
-		id, err := jsonID(raw.ID)
-		if err != nil {
-			return nil, fmt.Errorf("bench: %s line %d: %w", path, line, err)
-		}
-		items = append(items, Item{ID: id, Title: raw.Title, Text: raw.Text, Categories: raw.Categories})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("bench: %s: %w", path, err)
+	items := make([]Item, len(its))
+	for i, it := range its {
+		items[i] = Item{ID: it.ID, Title: it.Title, Text: it.Text, Categories: it.Categories}
 	}
 	return items, nil
 }
 
-func jsonID(raw json.RawMessage) (string, error) {
-	var s string
-	if err := json.Unmarshal(raw, &s); err == nil && s != "" {
-		return s, nil
-	}
-	var n json.Number
-	if err := json.Unmarshal(raw, &n); err == nil {
-		return n.String(), nil
-	}
-	return "", fmt.Errorf("item_id %s: want a non-empty string or a number", raw)
-}
+// jsonID is the engine's item-id rule: a JSON string or number.
+func jsonID(raw json.RawMessage) (string, error) { return recommend.ParseItemID(raw) }
 
 type event struct {
 	item string
@@ -185,6 +154,11 @@ func readInteractionsCSV(path string) ([]User, error) {
 	if err != nil {
 		return nil, err
 	}
+	return usersOfEvents(raw), nil
+}
+
+// usersOfEvents groups timed events by user, in order of first appearance.
+func usersOfEvents(raw []rawEvent) []User {
 	by := map[string][]event{}
 	var order []string
 	for _, e := range raw {
@@ -193,7 +167,7 @@ func readInteractionsCSV(path string) ([]User, error) {
 		}
 		by[e.user] = append(by[e.user], event{e.item, float64(e.ts)})
 	}
-	return usersOf(by, order), nil
+	return usersOf(by, order)
 }
 
 func usersOf(by map[string][]event, order []string) []User {
@@ -261,35 +235,11 @@ func readMovieLensItems(dir string) ([]Item, error) {
 
 // readMovieLensRatings reads u.data: user \t item \t rating \t unix time.
 func readMovieLensRatings(path string) ([]User, error) {
-	f, err := os.Open(path)
+	raw, err := readTimedMovieLens(path)
 	if err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
+		return nil, err
 	}
-	defer f.Close()
-	by := map[string][]event{}
-	var order []string
-	sc := bufio.NewScanner(f)
-	for line := 1; sc.Scan(); line++ {
-		fs := strings.Fields(sc.Text())
-		if len(fs) == 0 {
-			continue
-		}
-		if len(fs) < 4 {
-			return nil, fmt.Errorf("bench: %s line %d: %d fields", path, line, len(fs))
-		}
-		ts, err := strconv.ParseFloat(fs[3], 64)
-		if err != nil {
-			return nil, fmt.Errorf("bench: %s line %d: %w", path, line, err)
-		}
-		if _, ok := by[fs[0]]; !ok {
-			order = append(order, fs[0])
-		}
-		by[fs[0]] = append(by[fs[0]], event{fs[1], ts})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("bench: %s: %w", path, err)
-	}
-	return usersOf(by, order), nil
+	return usersOfEvents(raw), nil
 }
 
 // latin1 decodes ISO-8859-1 bytes unless they already are valid UTF-8.

@@ -67,6 +67,18 @@ func (o *outputFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines on stderr")
 }
 
+// parse reads a bench's flags: no positional arguments, consistent output flags.
+func (o *outputFlags) parse(fs *flag.FlagSet, args []string, stderr io.Writer) bool {
+	if err := fs.Parse(args); err != nil {
+		return false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "llm4rec %s: unexpected arguments %q\n", fs.Name(), fs.Args())
+		return false
+	}
+	return o.check(stderr)
+}
+
 func (o *outputFlags) check(stderr io.Writer) bool {
 	if o.plot && o.out == "" {
 		fmt.Fprintln(stderr, "llm4rec bench: --plot writes into the --out folder: give --out DIR")
@@ -139,14 +151,7 @@ func runBenchThroughput(args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", 1, "seed of the synthetic inputs")
 	var o outputFlags
 	o.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "llm4rec bench throughput: unexpected arguments %q\n", fs.Args())
-		return 2
-	}
-	if !o.check(stderr) {
+	if !o.parse(fs, args, stderr) {
 		return 2
 	}
 	cfg := bench.ThroughputConfig{Duration: *duration, Warmup: *warmup, MinCalls: *minCalls, Seed: *seed,
@@ -189,7 +194,7 @@ func runBenchThroughput(args []string, stdout, stderr io.Writer) int {
 	if !o.quiet {
 		cfg.Progress = stderr
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Logger = warnLogger(stderr)
 	rep, err := bench.RunThroughput(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
@@ -220,14 +225,7 @@ func runBenchHTTP(args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", 1, "seed of the request sequence")
 	var o outputFlags
 	o.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "llm4rec bench http: unexpected arguments %q\n", fs.Args())
-		return 2
-	}
-	if !o.check(stderr) {
+	if !o.parse(fs, args, stderr) {
 		return 2
 	}
 	m, err := bench.ParseMix(*mix)
@@ -291,14 +289,7 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 	rf.register(fs)
 	var o outputFlags
 	o.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "llm4rec bench quality: unexpected arguments %q\n", fs.Args())
-		return 2
-	}
-	if !o.check(stderr) {
+	if !o.parse(fs, args, stderr) {
 		return 2
 	}
 	cfg := bench.QualityConfig{Bundle: *bundleDir, Data: *dataDir, Users: *users, Workers: *workers, ServedILD: *servedILD}
@@ -314,7 +305,7 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 	if !o.quiet {
 		cfg.Progress = stderr
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Logger = warnLogger(stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := bench.RunQuality(ctx, cfg)
@@ -339,14 +330,7 @@ func runBenchOnline(args []string, stdout, stderr io.Writer) int {
 	rf.register(fs)
 	var o outputFlags
 	o.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "llm4rec bench online: unexpected arguments %q\n", fs.Args())
-		return 2
-	}
-	if !o.check(stderr) {
+	if !o.parse(fs, args, stderr) {
 		return 2
 	}
 	cfg := bench.OnlineConfig{Bundle: *bundleDir, Data: *dataDir, Rate: *rate, Penalty: *penalty, Users: *users,
@@ -362,7 +346,7 @@ func runBenchOnline(args []string, stdout, stderr io.Writer) int {
 	if !o.quiet {
 		cfg.Progress = stderr
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Logger = warnLogger(stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := bench.RunOnline(ctx, cfg)
@@ -371,4 +355,9 @@ func runBenchOnline(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return o.emit(rep, stdout, stderr)
+}
+
+// warnLogger logs warnings and errors only, so that a bench's own output stays readable.
+func warnLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 
@@ -63,7 +62,7 @@ func runRecommend(args []string, stdout, stderr io.Writer) int {
 		}
 		*f.dst = data
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger := warnLogger(stderr)
 	rt, err := rf.open(logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "llm4rec: %v\n", err)

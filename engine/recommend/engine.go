@@ -14,6 +14,7 @@ package recommend
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -161,7 +162,7 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.items, err = readItems(filepath.Join(dir, m.Items.File)); err != nil {
+	if e.items, err = ReadItems(filepath.Join(dir, m.Items.File)); err != nil {
 		return nil, err
 	}
 	e.byID = make(map[string]int, len(e.items))
@@ -266,7 +267,8 @@ func (e *Engine) Close() error {
 	return errors.Join(errs...)
 }
 
-func readItems(path string) ([]Item, error) {
+// ReadItems reads a catalog in the items.jsonl format (item_id as a string or a number).
+func ReadItems(path string) ([]Item, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("recommend: %w", err)
@@ -276,7 +278,7 @@ func readItems(path string) ([]Item, error) {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for line := 1; sc.Scan(); line++ {
-		if len(sc.Bytes()) == 0 {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
 			continue
 		}
 		var raw struct {
@@ -289,7 +291,7 @@ func readItems(path string) ([]Item, error) {
 		if err := json.Unmarshal(sc.Bytes(), &raw); err != nil {
 			return nil, fmt.Errorf("recommend: %s line %d: %w", path, line, err)
 		}
-		id, err := idString(raw.ID)
+		id, err := ParseItemID(raw.ID)
 		if err != nil {
 			return nil, fmt.Errorf("recommend: %s line %d: %w", path, line, err)
 		}
@@ -298,8 +300,8 @@ func readItems(path string) ([]Item, error) {
 	return items, sc.Err()
 }
 
-// idString accepts an id written as a JSON string or number.
-func idString(raw json.RawMessage) (string, error) {
+// ParseItemID accepts an item id written as a JSON string or number.
+func ParseItemID(raw json.RawMessage) (string, error) {
 	var s string
 	if err := json.Unmarshal(raw, &s); err == nil && s != "" {
 		return s, nil
