@@ -329,11 +329,11 @@ func (r *bundleRig) input(graph string, b int, seed uint64) ([]ort.Tensor, error
 	shapes := map[string][]int64{
 		"pixels":  {B, 3, S, S},
 		"log_mel": {B, AudioFrames, int64(m.Preprocessing.Audio.NMels)}, "lengths": {B},
-		"history": {B, L, D}, "history_mask": {B, L}, "modalities": {B, M, D}, "modality_mask": {B, M},
+		bundle.InHistoryItems: {B, L}, "history": {B, L, D}, "history_mask": {B, L}, "modalities": {B, M, D}, "modality_mask": {B, M},
 		"context": {B, R, D}, "context_mask": {B, R},
 		"user_state": {B, D}, "tokens": {B, 1}, "past_keys": {N, B, H, 0, Dh}, "past_values": {N, B, H, 0, Dh},
 	}
-	ivals := map[string]int64{"lengths": AudioFrames, "tokens": int64(m.Items.BOSToken)}
+	ivals := map[string]int64{"lengths": AudioFrames, "tokens": int64(m.Items.BOSToken), bundle.InHistoryItems: int64(m.Items.TokenOffset)}
 	var out []ort.Tensor
 	for _, info := range r.sess[graph].Inputs() {
 		shape, ok := shapes[info.Name]

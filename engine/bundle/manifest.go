@@ -25,6 +25,16 @@ const (
 	Generator    = "generator"
 )
 
+// Optional graph inputs and outputs the engine uses when a bundle's graphs declare them.
+const (
+	// InHistoryItems is the fusion input [batch, history] int64 of the history's item tokens
+	// (catalog row + token offset, 0 = padding), beside their embeddings in `history`.
+	InHistoryItems = "history_items"
+	// OutSteering is the fusion output [batch, D]: the request's steering vector; the engine
+	// adds steering . item embedding to each item's logit (zero when no modality is present).
+	OutSteering = "steering"
+)
+
 // RequiredGraphs are the graphs every bundle has.
 var RequiredGraphs = []string{TextEncoder, ImageEncoder, AudioEncoder, Fusion, Generator}
 

@@ -110,6 +110,8 @@ type Engine struct {
 	genHeads    int
 	genHeadDim  int
 	maxSteps    int
+	fusionItems bool // the fusion graph takes history_items (item tokens beside their embeddings)
+	steerOut    int  // index of the fusion's steering output, -1 when it has none
 }
 
 // Open validates the bundle in dir, loads its graphs on rt's execution provider, starts the
@@ -157,6 +159,15 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 			return nil, err
 		}
 		e.sessions[g] = s
+	}
+	e.steerOut = -1
+	for _, in := range e.sessions[bundle.Fusion].Inputs() {
+		e.fusionItems = e.fusionItems || in.Name == bundle.InHistoryItems
+	}
+	for i, out := range e.sessions[bundle.Fusion].Outputs() {
+		if out.Name == bundle.OutSteering {
+			e.steerOut = i
+		}
 	}
 	e.tok, err = tokenizer.Load(filepath.Join(dir, m.Tokenizer.File), tokenizer.Config{MaxLength: m.Tokenizer.MaxLength, PadID: m.Tokenizer.PadID})
 	if err != nil {

@@ -8,8 +8,10 @@ import (
 	"slices"
 	"time"
 
+	"github.com/llm4rec/llm4rec/engine/bundle"
 	"github.com/llm4rec/llm4rec/engine/explain"
 	"github.com/llm4rec/llm4rec/engine/ort"
+	"github.com/llm4rec/llm4rec/engine/retrieval"
 )
 
 func contextBackground() context.Context { return context.Background() }
@@ -53,7 +55,8 @@ type Recommendation struct {
 	ItemID     string   `json:"item_id"`
 	Title      string   `json:"title"`
 	Categories []string `json:"categories,omitempty"`
-	// LogProb is the generator's log-probability of the item (over valid items).
+	// LogProb is the model's log-probability of the item (over valid items): the generator's
+	// logits plus, when the request sent a query, image or audio, the steering term.
 	LogProb float32 `json:"log_prob"`
 	// Score is LogProb after IPS reweighting; the list is sorted by it.
 	Score        float32               `json:"score"`
@@ -172,6 +175,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		return nil, err
 	}
 	userState := out[0].Float32
+	steer := e.steering(out)
 	t3 := time.Now()
 	resp.Timings.Fusion = t3.Sub(t2).Microseconds()
 
@@ -190,10 +194,11 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		}
 		t4 := time.Now()
 		resp.Timings.Generate = t4.Sub(t3).Microseconds()
+		e.addSteering(logits, steer)
 		picks = e.rankTopK(logits, seen, alpha, k)
 		resp.Timings.Rank = time.Since(t4).Microseconds()
 	} else {
-		picks, err = e.decodeSlate(userState, seen, alpha, k)
+		picks, err = e.decodeSlate(userState, steer, seen, alpha, k)
 		if err != nil {
 			return nil, err
 		}
@@ -298,9 +303,11 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 	Lb := max(1, len(used))
 	history := make([]float32, Lb*D)
 	hmask := make([]float32, Lb)
+	tokens := make([]int64, Lb)
 	for i, r := range used {
 		copy(history[i*D:(i+1)*D], e.itemEmb[r*D:(r+1)*D])
 		hmask[i] = 1
+		tokens[i] = int64(r + e.offset)
 	}
 	M := len(mods.emb)
 	modal := make([]float32, M*D)
@@ -342,14 +349,46 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 			rows = append(rows, h)
 		}
 	}
-	return []ort.Tensor{
+	in := make([]ort.Tensor, 0, 7)
+	if e.fusionItems {
+		in = append(in, ort.Tensor{Name: bundle.InHistoryItems, Shape: []int64{1, int64(Lb)}, Int64: tokens})
+	}
+	return append(in, []ort.Tensor{
 		{Name: "history", Shape: []int64{1, int64(Lb), int64(D)}, Float32: history},
 		{Name: "history_mask", Shape: []int64{1, int64(Lb)}, Float32: hmask},
 		{Name: "modalities", Shape: []int64{1, int64(M), int64(D)}, Float32: modal},
 		{Name: "modality_mask", Shape: []int64{1, int64(M)}, Float32: mmask},
 		{Name: "context", Shape: []int64{1, int64(R), int64(D)}, Float32: context},
 		{Name: "context_mask", Shape: []int64{1, int64(R)}, Float32: cmask},
-	}, rows
+	}...), rows
+}
+
+// steering is the fusion's steering output for one request (nil when the bundle's fusion has
+// none, or when the request sent no query, image or audio: the vector is then zero).
+func (e *Engine) steering(out []ort.Tensor) []float32 {
+	if e.steerOut < 0 || e.steerOut >= len(out) {
+		return nil
+	}
+	v := out[e.steerOut].Float32
+	for _, x := range v {
+		if x != 0 {
+			return v
+		}
+	}
+	return nil
+}
+
+// addSteering adds the request's steering term, steer . item embedding, to every item's logit
+// (the model was trained with this sum as its score when a request is present).
+func (e *Engine) addSteering(logits, steer []float32) {
+	if steer == nil {
+		return
+	}
+	D := e.dim
+	items := logits[e.offset:]
+	for i := range items {
+		items[i] += retrieval.Dot(steer, e.itemEmb[i*D:(i+1)*D])
+	}
 }
 
 // searchRaw ranks items by dot product with the raw (unnormalised) item embeddings, as the
@@ -462,7 +501,7 @@ func (e *Engine) rankTopK(logits []float32, seen []bool, alpha float64, k int) [
 
 // decodeSlate decodes k steps: each step's best unseen, not yet chosen item is fed back as the
 // next token with the key-value cache, so later picks are conditioned on earlier ones.
-func (e *Engine) decodeSlate(userState []float32, seen []bool, alpha float64, k int) ([]pick, error) {
+func (e *Engine) decodeSlate(userState, steer []float32, seen []bool, alpha float64, k int) ([]pick, error) {
 	seen = slices.Clone(seen)
 	var pastK, pastV []float32
 	token, past := e.bos, 0
@@ -472,6 +511,7 @@ func (e *Engine) decodeSlate(userState []float32, seen []bool, alpha float64, k 
 		if err != nil {
 			return nil, err
 		}
+		e.addSteering(logits, steer)
 		best := e.rankTopK(logits, seen, alpha, 1)
 		if len(best) == 0 {
 			break

@@ -23,29 +23,31 @@ def main(argv=None) -> int:
     b.add_argument("--out", required=True, help="bundle folder to write (models/NAME/VERSION)")
     b.add_argument("--name", help="bundle name (default: NAME of an output path .../NAME/VERSION, else the dataset's name)")
     b.add_argument("--version", help="bundle version (default: VERSION of an output path .../NAME/VERSION, else 1)")
-    b.add_argument("--epochs", type=int, default=12, help="recommender epochs (default 12)")
-    b.add_argument("--batch", type=int, default=64)
+    b.add_argument("--max-epochs", type=int, default=300,
+                   help="recommender epochs at most; early stopping on validation ends sooner (default 300)")
+    b.add_argument("--batch", type=int, default=32, help="sequence windows per batch (default 32)")
     b.add_argument("--lr", type=float, default=2e-3)
-    b.add_argument("--dim-small", type=int, default=64, help="fusion width (default 64)")
-    b.add_argument("--fusion-layers", type=int, default=1)
+    b.add_argument("--dim-small", type=int, default=64, help="width of item tokens, fusion and generator (default 64)")
+    b.add_argument("--fusion-layers", type=int, default=2)
     b.add_argument("--gen-layers", type=int, default=2)
-    b.add_argument("--gen-heads", type=int, default=4)
-    b.add_argument("--head-dim", type=int, default=32)
-    b.add_argument("--max-history", type=int, default=50)
+    b.add_argument("--gen-heads", type=int, default=2)
+    b.add_argument("--max-history", type=int, default=100)
     b.add_argument("--max-context", type=int, default=10)
-    b.add_argument("--dropout", type=float, default=0.1)
-    b.add_argument("--adversarial-weight", type=float, default=0.1,
-                   help="gradient-reversal weight of the gender adversary; 0 = off (default 0.1)")
-    b.add_argument("--no-ips", dest="ips", action="store_false", help="train without IPS weighting")
+    b.add_argument("--dropout", type=float, default=0.2)
+    b.add_argument("--adversarial-weight", type=float, default=0.0,
+                   help="gradient-reversal weight of a gender adversary on user_state; 0 = off (default 0)")
+    b.add_argument("--ips", dest="ips", action="store_true", help="weight the training loss by inverse propensity")
     b.add_argument("--ips-power", type=float, default=0.5)
     b.add_argument("--ips-max-weight", type=float, default=10.0)
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    b.add_argument("--seeds", type=int, default=3, help="seeds per trained variant (default 3)")
+    b.add_argument("--eval-every", type=int, default=2, help="epochs between validations (default 2)")
+    b.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping (default 5)")
+    b.add_argument("--jobs", type=int, default=0, help="parallel training processes (default: one per core)")
     b.add_argument("--image-epochs", type=int, default=10)
     b.add_argument("--image-width", type=int, default=16, help="CNN base width (default 16)")
     b.add_argument("--image-mix", type=float, default=0.25,
                    help="weight of the image embedding in the item content embedding")
-    b.add_argument("--no-item-finetune", dest="item_finetune", action="store_false",
-                   help="serve the plain content embeddings (no learned residual)")
     b.add_argument("--audio-epochs", type=int, default=30)
     b.add_argument("--audio-phrases", type=int, default=240)
     b.add_argument("--no-ablations", dest="ablations", action="store_false",
@@ -87,12 +89,13 @@ def main(argv=None) -> int:
             extra[k] = json.loads(val)
         except json.JSONDecodeError:
             extra[k] = val
-    args = BundleArgs(data=a.data, out=a.out, name=a.name, version=a.version, epochs=a.epochs, batch=a.batch,
+    args = BundleArgs(data=a.data, out=a.out, name=a.name, version=a.version, max_epochs=a.max_epochs, batch=a.batch,
                       lr=a.lr, dim_small=a.dim_small, fusion_layers=a.fusion_layers, gen_layers=a.gen_layers,
-                      gen_heads=a.gen_heads, head_dim=a.head_dim, max_history=a.max_history,
+                      gen_heads=a.gen_heads, max_history=a.max_history,
                       max_context=a.max_context, dropout=a.dropout, adversarial_weight=a.adversarial_weight, ips=a.ips,
-                      ips_power=a.ips_power, ips_max_weight=a.ips_max_weight, seed=a.seed,
-                      image_epochs=a.image_epochs, image_width=a.image_width, image_mix=a.image_mix, item_finetune=a.item_finetune,
+                      ips_power=a.ips_power, ips_max_weight=a.ips_max_weight, seed=a.seed, seeds=a.seeds,
+                      eval_every=a.eval_every, patience=a.patience, jobs=a.jobs,
+                      image_epochs=a.image_epochs, image_width=a.image_width, image_mix=a.image_mix,
                       audio_epochs=a.audio_epochs, audio_phrases=a.audio_phrases, ablations=a.ablations,
                       ship_text=a.ship_text, threads=a.threads, extra=extra)
     build(args)

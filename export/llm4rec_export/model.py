@@ -1,15 +1,23 @@
-"""Fusion head and generation head.
+"""Item table, fusion head and generation head.
 
-Fusion (cross-modal attention): the history item embeddings go through causal self-attention
-(positions counted from the oldest present item); the state of the most recent item queries one
-attention over [history states; query modalities; retrieved context items; a learned null slot]
-and the pooled result becomes `user_state` [B,D]. The attention weights (null slot left out) are
-the `attention` output used for explanations. Every mask may be all zero (cold start).
+Items: every item token has one representation of width d, shared by the fusion's history, the
+generator's input tokens and its output layer (tied, as SASRec ties them): a learned ID
+embedding plus, when content is on, a linear projection of the item's content embedding
+(normalise(text + image_mix * image), fixed). Padding and BOS rows have no content.
+
+Fusion (cross-modal attention): the history items (ID + content) go through causal
+self-attention (positions counted from the oldest present item); the state of the most recent
+item queries one attention over [history states; query modalities; retrieved context items; a
+learned null slot] and the pooled result becomes `user_state` [B,D]. The attention weights
+(null slot left out) are the `attention` output used for explanations. Every mask may be all
+zero (cold start). A third output, `steering` [B,D], is W * normalise(sum of the present
+request modalities) (zero when none): the engine adds steering . content_i to item i's logit, so
+a typed, pictured or spoken request moves the list while the history keeps it personal; with no
+request it adds nothing.
 
 Generator: a causal transformer decoder over item tokens, conditioned by adding a projection of
-`user_state` to every input token, with past/present key-value tensors [N,B,H,P,Dh]. Item token
-embeddings (tied with the output embeddings) are a learned ID part plus (when content is on) a
-projection of the item content embedding, folded into a constant table at export.
+`user_state` to every input token, with past/present key-value tensors [N,B,H,P,Dh]; logits =
+hidden . item_table + out_bias (the item table folded into a constant at export).
 """
 from __future__ import annotations
 
@@ -25,21 +33,24 @@ NEG = -1e9
 
 @dataclass
 class ModelConfig:
-    dim: int = 384                # D, the shared embedding size
+    dim: int = 384                # D, the shared embedding size of content and requests
     num_tokens: int = 0           # V = items + token_offset
-    dim_small: int = 64           # fusion width
-    fusion_layers: int = 1
+    dim_small: int = 64           # d, the width of item tokens, fusion and generator
+    fusion_layers: int = 2
     fusion_heads: int = 2
-    max_history: int = 50
+    max_history: int = 100
     max_context: int = 10
     n_modalities: int = 3
     gen_layers: int = 2
-    gen_heads: int = 4
-    head_dim: int = 32
+    gen_heads: int = 2
     max_steps: int = 20
     dropout: float = 0.2
-    content: bool = True          # False: the ID-only ablation
-    item_finetune: bool = True    # learn a residual on the content embeddings (see Recommender)
+    content: bool = True          # False: the ID-only ablation (SASRec-class)
+    steering: bool = True         # the request's direct term on item logits
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim_small // self.gen_heads
 
 
 class Block(nn.Module):
@@ -71,12 +82,41 @@ class Block(nn.Module):
         return x, k, v
 
 
-class Fusion(nn.Module):
+class Items(nn.Module):
+    """The tied item table [V,d] = ID embedding + projection of the content embedding."""
+
     def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.id = nn.Embedding(cfg.num_tokens, cfg.dim_small)
+        nn.init.normal_(self.id.weight, std=0.05)
+        with torch.no_grad():
+            self.id.weight[0].zero_()
+        self.register_buffer("content", torch.zeros(cfg.num_tokens, cfg.dim), persistent=True)
+        if cfg.content:
+            self.proj = nn.Linear(cfg.dim, cfg.dim_small, bias=False)
+
+    def table(self):
+        t = self.id.weight
+        if self.cfg.content:
+            t = t + self.proj(self.content)
+        return t
+
+    def rep(self, tokens, content=None):
+        """Representation of tokens [..] given their content rows [.., D] (serving passes the
+        content as an input; training looks it up)."""
+        e = self.id(tokens)
+        if self.cfg.content:
+            e = e + self.proj(self.content[tokens] if content is None else content)
+        return e
+
+
+class Fusion(nn.Module):
+    def __init__(self, cfg: ModelConfig, items: Items):
         super().__init__()
         d, D = cfg.dim_small, cfg.dim
         self.cfg = cfg
-        self.hist_in = nn.Sequential(nn.Linear(D, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.items = items
         self.mod_in = nn.Linear(D, d)
         self.ctx_in = nn.Linear(D, d)
         self.pos = nn.Embedding(cfg.max_history, d)
@@ -92,14 +132,17 @@ class Fusion(nn.Module):
         self.null_v = nn.Parameter(torch.zeros(d))
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, D))
         self.drop = nn.Dropout(cfg.dropout)
+        self.steer = nn.Linear(D, D, bias=False) if cfg.steering else None
+        if self.steer is not None:
+            nn.init.zeros_(self.steer.weight)
 
     # -- shared pieces
     def encode_history(self, h, hmask):
-        """h [B,L,d] projected history, hmask [B,L] -> contextual states [B,L,d] (causal)."""
+        """h [B,L,d] item representations, hmask [B,L] -> contextual states [B,L,d] (causal)."""
         L = h.shape[1]
         pos = torch.clamp(torch.cumsum(hmask, dim=1) - 1.0, min=0.0).to(torch.int64)
         pos = torch.clamp(pos, max=self.cfg.max_history - 1)
-        x = self.drop(h + self.pos(pos))
+        x = self.drop(h * math.sqrt(h.shape[-1]) + self.pos(pos)) * hmask[..., None]
         ar = torch.arange(L, device=h.device)
         causal = (ar[None, :] > ar[:, None]).to(h.dtype) * NEG          # [L,L]
         bias = causal[None, None] + ((1.0 - hmask) * NEG)[:, None, None, :]
@@ -107,23 +150,26 @@ class Fusion(nn.Module):
             x, _, _ = blk(x, bias)
         return self.ln_h(x)
 
-    def _finish(self, h_query, pooled):
-        return self.out(h_query + pooled)
+    def steering(self, modalities, mmask):
+        """W * normalise(sum of present modalities) [B,D]; zero rows when none is present."""
+        if self.steer is None:
+            return torch.zeros(modalities.shape[0], modalities.shape[-1], dtype=modalities.dtype)
+        r = (modalities * mmask[..., None]).sum(-2)
+        n = torch.sqrt((r * r).sum(-1, keepdim=True) + 1e-12)
+        present = (mmask.sum(-1, keepdim=True) > 0).to(r.dtype)
+        return self.steer(r / n) * present
 
     # -- serving graph
-    def forward(self, history, history_mask, modalities, modality_mask, context, context_mask):
-        return self.forward_projected(self.hist_in(history), history_mask, modalities, modality_mask,
-                                      context, context_mask)
-
-    def forward_projected(self, h, hmask, modalities, mmask, context, cmask):
-        hs = self.encode_history(h, hmask)
-        total = hmask.sum(dim=1, keepdim=True)
-        sel = hmask * (torch.cumsum(hmask, dim=1) == total).to(h.dtype)          # one-hot: last present
+    def forward(self, history_items, history, history_mask, modalities, modality_mask, context, context_mask):
+        h = self.items.rep(history_items, history) * history_mask[..., None]
+        hs = self.encode_history(h, history_mask)
+        total = history_mask.sum(dim=1, keepdim=True)
+        sel = history_mask * (torch.cumsum(history_mask, dim=1) == total).to(h.dtype)  # one-hot: last present
         h_last = (sel[:, :, None] * hs).sum(1) + (total == 0).to(h.dtype) * self.empty
         m = self.mod_in(modalities) + self.mod_type[None]
         c = self.ctx_in(context) + self.ctx_type
         keys = torch.cat([hs, m, c], dim=1)
-        mask = torch.cat([hmask, mmask, cmask], dim=1)
+        mask = torch.cat([history_mask, modality_mask, context_mask], dim=1)
         q = self.q(h_last)
         scale = 1.0 / math.sqrt(q.shape[-1])
         scores = torch.matmul(self.k(keys), q[:, :, None])[:, :, 0] * scale + (1.0 - mask) * NEG
@@ -131,12 +177,12 @@ class Fusion(nn.Module):
         w = torch.softmax(torch.cat([scores, null], dim=1), dim=1)
         att = w[:, :-1]
         pooled = torch.matmul(att[:, None, :], self.v(keys))[:, 0] + w[:, -1:] * self.null_v
-        return self._finish(h_last, pooled), att
+        return self.out(h_last + pooled), att, self.steering(modalities, modality_mask)
 
     # -- training: every position of a window is a query
     def forward_seq(self, h, hmask, mod_keys, mmask, ctx_keys, cmask):
-        """h [B,T,d] projected history window; mod_keys [B,T,M,d] (already projected + typed),
-        mmask [B,T,M]; ctx_keys [B,T,R,d], cmask [B,T,R] -> user_state [B,T,D]."""
+        """h [B,T,d] item representations of a window; mod_keys [B,T,M,d] (already projected +
+        typed), mmask [B,T,M]; ctx_keys [B,T,R,d], cmask [B,T,R] -> user_state [B,T,D]."""
         hs = self.encode_history(h, hmask)
         T = h.shape[1]
         q = self.q(hs)                                                  # [B,T,d]
@@ -145,62 +191,59 @@ class Fusion(nn.Module):
         causal = (ar[None, :] > ar[:, None]).to(h.dtype) * NEG
         kh, vh = self.k(hs), self.v(hs)
         s_h = torch.matmul(q, kh.transpose(1, 2)) * scale + causal[None] + ((1.0 - hmask) * NEG)[:, None, :]
-        km, vm = self.k(mod_keys), self.v(mod_keys)
-        s_m = torch.einsum("btd,btmd->btm", q, km) * scale + (1.0 - mmask) * NEG
-        kc, vc = self.k(ctx_keys), self.v(ctx_keys)
-        s_c = torch.einsum("btd,btrd->btr", q, kc) * scale + (1.0 - cmask) * NEG
+        parts_s, parts_v = [s_h], []
+        M = R = 0
+        if mod_keys is not None:
+            km, vm = self.k(mod_keys), self.v(mod_keys)
+            parts_s.append(torch.einsum("btd,btmd->btm", q, km) * scale + (1.0 - mmask) * NEG)
+            M = mod_keys.shape[2]
+        if ctx_keys is not None:
+            kc, vc = self.k(ctx_keys), self.v(ctx_keys)
+            parts_s.append(torch.einsum("btd,btrd->btr", q, kc) * scale + (1.0 - cmask) * NEG)
+            R = ctx_keys.shape[2]
         null = (q * self.null_k).sum(-1, keepdim=True) * scale
-        w = torch.softmax(torch.cat([s_h, s_m, s_c, null], dim=2), dim=2)
-        M, R = s_m.shape[2], s_c.shape[2]
-        w_h, w_m, w_c, w_n = w[..., :T], w[..., T:T + M], w[..., T + M:T + M + R], w[..., -1:]
-        pooled = (torch.matmul(w_h, vh) + torch.einsum("btm,btmd->btd", w_m, vm)
-                  + torch.einsum("btr,btrd->btd", w_c, vc) + w_n * self.null_v)
-        return self._finish(hs, pooled)
+        w = torch.softmax(torch.cat(parts_s + [null], dim=2), dim=2)
+        pooled = torch.matmul(w[..., :T], vh) + w[..., -1:] * self.null_v
+        if M:
+            pooled = pooled + torch.einsum("btm,btmd->btd", w[..., T:T + M], vm)
+        if R:
+            pooled = pooled + torch.einsum("btr,btrd->btd", w[..., T + M:T + M + R], vc)
+        return self.out(hs + pooled)
 
 
 class Generator(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, items: Items):
         super().__init__()
         self.cfg = cfg
-        d = cfg.gen_heads * cfg.head_dim
+        d = cfg.dim_small
         V, D = cfg.num_tokens, cfg.dim
+        self.items = items
         self.user_in = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, d))
-        self.tok_id = nn.Embedding(V, d)                 # tied: also the output table
-        nn.init.normal_(self.tok_id.weight, std=0.02)
         self.out_bias = nn.Parameter(torch.zeros(V))
         self.pos = nn.Embedding(cfg.max_steps, d)
         self.blocks = nn.ModuleList([Block(d, cfg.gen_heads, cfg.dropout) for _ in range(cfg.gen_layers)])
         self.ln = nn.LayerNorm(d)
-        if cfg.content:
-            self.tok_c = nn.Linear(D, d, bias=False)
-        self.register_buffer("item_content", torch.zeros(V, D), persistent=True)
 
-    def tables(self, item_table=None):
-        tok = self.tok_id.weight
-        if self.cfg.content:
-            tok = tok + self.tok_c(self.item_content if item_table is None else item_table)
-        return tok, tok
-
-    def forward_train(self, user_state, tokens, item_table=None):
-        """user_state [N,D], tokens [N,S] -> (final hidden states [N,S,d], output table [V,d]);
+    def forward_train(self, user_state, tokens, table):
+        """user_state [N,D], tokens [N,S], table [V,d] -> final hidden states [N,S,d];
         logits = hidden @ table.T + out_bias (teacher forcing)."""
-        tok, out = self.tables(item_table)
         S = tokens.shape[1]
-        x = tok[tokens] + self.pos(torch.arange(S, device=tokens.device))[None] + self.user_in(user_state)[:, None]
+        x = table[tokens] + self.pos(torch.arange(S, device=tokens.device))[None] + self.user_in(user_state)[:, None]
         ar = torch.arange(S, device=tokens.device)
         bias = ((ar[None, :] > ar[:, None]).to(x.dtype) * NEG)[None, None]
         for blk in self.blocks:
             x, _, _ = blk(x, bias)
-        return self.ln(x), out
+        return self.ln(x)
 
 
 class ExportGenerator(nn.Module):
-    """The generator graph with constant token/output tables and a KV cache."""
+    """The generator graph with the constant item table and a KV cache."""
 
-    def __init__(self, gen: Generator, token_offset: int, item_table=None):
+    def __init__(self, gen: Generator, token_offset: int):
         super().__init__()
-        tok, _ = gen.tables(item_table)                 # tied token / output table
-        self.tok = nn.Parameter(tok.detach().clone(), requires_grad=False)
+        with torch.no_grad():
+            tok = gen.items.table().detach().clone()
+        self.tok = nn.Parameter(tok, requires_grad=False)
         bias = gen.out_bias.detach().clone()
         bias[:token_offset] = -1e4                       # padding / BOS are never items
         self.bias = nn.Parameter(bias, requires_grad=False)
@@ -239,39 +282,20 @@ def grad_reverse(x, w: float):
 
 
 class Recommender(nn.Module):
-    """Training wrapper: fusion + generator (+ ID history table for the ID-only ablation,
-    + gender adversary).
-
-    With item_finetune, the served item embeddings (item_embeddings.f32) are
-    normalise(content_i + delta_i): the content embedding plus a learned residual (weight-decayed,
-    starting at zero), trained with the rest; they stay in the text encoder's space."""
+    """Training wrapper: item table + fusion + generator (+ gender adversary)."""
 
     def __init__(self, cfg: ModelConfig, n_groups: int = 0):
         super().__init__()
         self.cfg = cfg
-        self.fusion = Fusion(cfg)
-        self.generator = Generator(cfg)
-        if not cfg.content:
-            self.id_hist = nn.Embedding(cfg.num_tokens, cfg.dim_small)
-            nn.init.normal_(self.id_hist.weight, std=0.05)
+        self.items = Items(cfg)
+        self.fusion = Fusion(cfg, self.items)
+        self.generator = Generator(cfg, self.items)
         self.adversary = (nn.Sequential(nn.Linear(cfg.dim, 64), nn.ReLU(), nn.Linear(64, n_groups))
                           if n_groups >= 2 else None)
-        if cfg.content and cfg.item_finetune:
-            self.item_delta = nn.Parameter(torch.zeros(cfg.num_tokens, cfg.dim))
 
-    def item_table(self):
-        """[V,D] item embeddings as served (rows of padding/BOS are zero)."""
-        c = self.generator.item_content
-        if not (self.cfg.content and self.cfg.item_finetune):
-            return c
-        keep = (c.abs().sum(1, keepdim=True) > 0).to(c.dtype)
-        return F.normalize(c + self.item_delta, dim=1, eps=1e-12) * keep
+    def content_table(self):
+        """[V,D] item content embeddings as served (rows of padding/BOS are zero)."""
+        return self.items.content
 
     def served_item_emb(self, token_offset: int):
-        with torch.no_grad():
-            return self.item_table()[token_offset:].numpy().astype("float32")
-
-    def hist_table(self, item_table=None):
-        if self.cfg.content:
-            return self.fusion.hist_in(self.item_table() if item_table is None else item_table)
-        return self.id_hist.weight
+        return self.items.content[token_offset:].numpy().astype("float32")

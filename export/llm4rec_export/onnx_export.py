@@ -35,10 +35,12 @@ def graph_specs(D: int, V: int, M: int, layers: int, heads: int, head_dim: int) 
             "outputs": [io_spec("embedding", f, ["batch", D])]},
         "fusion": {
             "file": "fusion.onnx",
-            "inputs": [io_spec("history", f, ["batch", "history", D]), io_spec("history_mask", f, ["batch", "history"]),
+            "inputs": [io_spec("history_items", "int64", ["batch", "history"]),
+                       io_spec("history", f, ["batch", "history", D]), io_spec("history_mask", f, ["batch", "history"]),
                        io_spec("modalities", f, ["batch", M, D]), io_spec("modality_mask", f, ["batch", M]),
                        io_spec("context", f, ["batch", "context", D]), io_spec("context_mask", f, ["batch", "context"])],
-            "outputs": [io_spec("user_state", f, ["batch", D]), io_spec("attention", f, ["batch", "keys"])]},
+            "outputs": [io_spec("user_state", f, ["batch", D]), io_spec("attention", f, ["batch", "keys"]),
+                        io_spec("steering", f, ["batch", D])]},
         "generator": {
             "file": "generator.onnx",
             "inputs": [io_spec("user_state", f, ["batch", D]), io_spec("tokens", "int64", ["batch", "steps"]),

@@ -6,8 +6,9 @@ Retrieval rule for the fusion `context` (the Go engine reproduces it):
   context = the max_context catalog items with the highest dot product r . e_i, excluding the
             items of the history given to fusion; ties by lower row; mask 1 for each.
 Recommendation ("as served"): fusion on the last max_history items of the user's history
-(oldest first), generator first step (tokens [[bos]], P = 0), logits of item columns, every
-item of the user's whole history excluded, top k by logit (ties by lower row).
+(oldest first), generator first step (tokens [[bos]], P = 0), logits of item columns plus the
+fusion's steering output . each item's embedding, every item of the user's whole history
+excluded, top k by score (ties by lower row).
 """
 from __future__ import annotations
 
@@ -47,15 +48,18 @@ def retrieve_context(item_emb: np.ndarray, hist_rows: list[np.ndarray], mod_emb:
 
 def fusion_inputs(item_emb: np.ndarray, histories: list[np.ndarray], L: int, M: int, R: int,
                   mod_emb: np.ndarray | None = None, mod_mask: np.ndarray | None = None):
-    """Builds the fusion input tensors for users (histories: full item-row histories, oldest first)."""
+    """Builds the fusion input tensors for users (histories: full item-row histories, oldest first):
+    history_items are the item tokens (row + TOKEN_OFFSET, 0 = padding)."""
     B, D = len(histories), item_emb.shape[1]
     Lb = max(1, min(L, max((len(h) for h in histories), default=1)))
+    items = np.zeros((B, Lb), dtype=np.int64)
     hist = np.zeros((B, Lb, D), dtype=np.float32)
     hmask = np.zeros((B, Lb), dtype=np.float32)
     used = []
     for b, h in enumerate(histories):
         h = np.asarray(h[-L:], dtype=np.int64)
         used.append(h)
+        items[b, :len(h)] = h + TOKEN_OFFSET
         hist[b, :len(h)] = item_emb[h]
         hmask[b, :len(h)] = 1.0
     if mod_emb is None:
@@ -67,18 +71,23 @@ def fusion_inputs(item_emb: np.ndarray, histories: list[np.ndarray], L: int, M: 
         for j in range(R):
             if ctx_rows[b, j] >= 0:
                 ctx[b, j] = item_emb[ctx_rows[b, j]]
-    return {"history": hist, "history_mask": hmask, "modalities": mod_emb.astype(np.float32),
+    return {"history_items": items, "history": hist, "history_mask": hmask, "modalities": mod_emb.astype(np.float32),
             "modality_mask": mod_mask.astype(np.float32), "context": ctx, "context_mask": cmask}, used, ctx_rows
 
 
-def first_step_scores(export_gen, user_state: torch.Tensor, cfg) -> torch.Tensor:
-    """Generator logits of the first decoding step for item columns: [B, N]."""
+def first_step_scores(export_gen, user_state: torch.Tensor, cfg, steering: torch.Tensor | None = None,
+                      item_emb: torch.Tensor | None = None) -> torch.Tensor:
+    """Generator logits of the first decoding step for item columns: [B, N], plus the request's
+    steering term steering . item_emb_i when given (zero rows add nothing)."""
     B = user_state.shape[0]
     dh = cfg.head_dim
     past = torch.zeros((cfg.gen_layers, B, cfg.gen_heads, 0, dh))
     tokens = torch.full((B, 1), BOS_TOKEN, dtype=torch.int64)
     logits, _, _ = export_gen(user_state, tokens, past, past)
-    return logits[:, TOKEN_OFFSET:]
+    out = logits[:, TOKEN_OFFSET:]
+    if steering is not None:
+        out = out + steering @ item_emb.T
+    return out
 
 
 def top_k(scores: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:

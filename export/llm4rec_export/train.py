@@ -1,21 +1,30 @@
-"""Training of the fusion + generator model on the next-item objective.
+"""Training of the item table, fusion and generator on the next-item objective.
 
-Examples: every position t of a user's training sequence (time order) with history = the items
-before it inside a window of at most max_history items; the generator is teacher-forced on
-[bos, y1, .., y_{K-1}] -> [y1, .., yK], the next K items (first step weighted 1, later 0.5).
-Windows are cut at a random offset every epoch.
+Examples: every position of every user's training sequence (time order) is a target, predicted
+from the items before it. Sequences longer than the history limit L are cut into windows of L
+items with stride L/2; each position's loss is taken in the window where it has the most past,
+so every position sees at least min(position, L/2) and at most L-1 earlier items, and positions
+count from the window's first item as they count from the oldest item given to fusion at serving.
+Windows are built once; an epoch shuffles them (batches of similar length) with no per-sample
+Python loop. The generator is teacher-forced on [bos, y1, .., y_{K-1}] -> [y1, .., yK]: the
+first step on every position, later steps on a random share with a small weight.
 
-IPS: each target item i is weighted by w_i = min(1 / p_i, w_max) renormalised to mean 1 over the
-training targets, with propensity p_i = ((n_i + smoothing) / (max_j n_j + smoothing)) ** power
-clipped to >= clip_min, where n_i is i's training interaction count.
+Requests (steering): at a share of positions a request is simulated that describes the target
+without naming it: a phrase naming one of its categories (from templates), or a sentence of
+its description that is not its title; typed (text slot), spoken (audio slot: the audio encoder
+maps speech into the text space, so the same phrase's text embedding stands for it) or both;
+sometimes with the picture of another item of the same category (image slot). The target's
+own embedding, text or picture never appears. Context is retrieved by the serving rule (the
+request when present, else the history) with the history excluded.
 
-Adversarial debiasing: a gender classifier reads user_state through a gradient-reversal layer
-(scale = adversarial weight); the classifier minimises its loss, fusion maximises it.
+Selection: validation NDCG@10 (history = training items, target = the validation item) every
+`eval_every` epochs; training stops after `patience` evaluations without improvement and the
+best weights are kept.
 
-Query modalities are simulated with modality dropout: for the target y, slot text = text
-embedding of y's category request, image = image embedding of y's picture, audio = the same
-request text embedding (the audio encoder maps speech into the text space); each slot present
-with probability p_modality when available. Context = retrieval rule of rank.py.
+IPS (optional, off by default): each target item i weighted by w_i = min(1 / p_i, w_max)
+renormalised to mean 1 over the training targets, p_i = ((n_i + smoothing) / (max_j n_j +
+smoothing)) ** power. Adversarial debiasing (optional, off by default): a gender classifier
+reads user_state through a gradient-reversal layer.
 """
 from __future__ import annotations
 
@@ -34,27 +43,27 @@ from .model import ModelConfig, Recommender, grad_reverse
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
-    batch: int = 64
+    max_epochs: int = 300
+    batch: int = 128              # windows per batch
     lr: float = 2e-3
-    weight_decay: float = 0.05
+    weight_decay: float = 0.0
     steps_ahead: int = 3
-    later_step_weight: float = 0.5
+    later_step_weight: float = 0.2
     later_step_fraction: float = 0.25
-    ips: bool = True
+    ips: bool = False
     ips_power: float = 0.5
     ips_max_weight: float = 10.0
     ips_smoothing: float = 1.0
     ips_clip_min: float = 1e-4
-    adversarial_weight: float = 0.1
-    p_modality: float = 0.15
-    use_modalities: bool = True
+    adversarial_weight: float = 0.0
+    p_request: float = 0.3        # share of positions with a simulated request
+    p_image: float = 0.3          # of those, share that also carry another item's picture
+    use_requests: bool = True
     use_context: bool = True
-    eval_every: int = 4
-    select_best: bool = False     # False: keep the final weights (the schedule anneals to 0)
+    eval_every: int = 5
+    patience: int = 4             # evaluations without improvement before stopping
+    warmup_epochs: int = 2
     seed: int = 0
-    label_smoothing: float = 0.0
-    item_delta_decay: float = 1.0
 
 
 def ips_weights(counts: np.ndarray, cfg: TrainConfig) -> np.ndarray:
@@ -66,43 +75,96 @@ def ips_weights(counts: np.ndarray, cfg: TrainConfig) -> np.ndarray:
 
 
 @dataclass
+class RequestBank:
+    """Simulated requests. Phrase embeddings are text embeddings [P,D]; each item lists the
+    phrases naming its categories and the sentences of its description (padded with -1)."""
+    phrase_emb: np.ndarray                 # [P,D]
+    item_cat_phrases: np.ndarray           # [N,A] phrase ids naming one of the item's categories, -1 pad
+    item_desc_phrases: np.ndarray          # [N,S] description sentence phrase ids, -1 pad
+    item_cats: np.ndarray                  # [N,C] category ids, -1 pad
+    cat_image_items: np.ndarray            # [nC,K] items of the category with a picture, -1 pad
+    image_emb: np.ndarray | None = None    # [N,D]
+
+
+@dataclass
 class TrainData:
-    train: list[np.ndarray]               # item rows per user
-    item_emb: np.ndarray                  # [N,D] content embeddings
-    mod_tables: np.ndarray                # [N,M,D] modality query embedding of each item as a target
-    mod_avail: np.ndarray                 # [N,M] 1 where available
-    groups: np.ndarray | None = None      # [U] group index (gender) or -1
+    train: list[np.ndarray]                # item rows per user
+    content: np.ndarray                    # [N,D] content embeddings (as served)
+    requests: RequestBank | None = None
+    groups: np.ndarray | None = None       # [U] group index (gender) or -1
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def _windows(train: list[np.ndarray], T: int, rng: np.random.Generator):
-    out = []
+@dataclass
+class Windows:
+    tok: np.ndarray        # [W,L] tokens (rows + offset), 0 = padding
+    tgt: np.ndarray        # [W,L,K] next item rows, -1 = none
+    loss: np.ndarray       # [W,L] bool: position's loss is taken in this window
+    length: np.ndarray     # [W]
+    user: np.ndarray       # [W]
+    first: np.ndarray      # [W,N] int16: first position of each item in the window (L = absent)
+
+
+def make_windows(train: list[np.ndarray], L: int, K: int, n_items: int) -> Windows:
+    S = max(1, L // 2)
+    spans = []                                          # (user, start, end, loss_from)
     for u, s in enumerate(train):
-        n = len(s) - 1                 # positions with a next item
+        n = len(s) - 1                                  # positions with a next item
         if n <= 0:
             continue
-        off = int(rng.integers(0, T))
-        starts = [0] + list(range(off if off > 0 else T, n, T))
-        starts = sorted(set(x for x in starts if x < n))
-        for a, b in zip(starts, starts[1:] + [n]):
-            out.append((u, a, b))
-    return out
-
-
-def _batch(train, wins, K):
-    B = len(wins)
-    T = max(b - a for _, a, b in wins)
-    tok = np.zeros((B, T), dtype=np.int64)
-    tgt = np.full((B, T, K), -1, dtype=np.int64)
-    users = np.zeros(B, dtype=np.int64)
-    for r, (u, a, b) in enumerate(wins):
+        if n <= L:
+            spans.append((u, 0, n, 0))
+            continue
+        starts = list(range(0, n - L + 1, S))
+        if starts[-1] + L < n:
+            starts.append(n - L)
+        prev_end = 0
+        for a in starts:
+            spans.append((u, a, a + L, prev_end))
+            prev_end = a + L
+    W = len(spans)
+    tok = np.zeros((W, L), dtype=np.int64)
+    tgt = np.full((W, L, K), -1, dtype=np.int64)
+    loss = np.zeros((W, L), dtype=bool)
+    length = np.zeros(W, dtype=np.int64)
+    user = np.zeros(W, dtype=np.int64)
+    first = np.full((W, n_items), L, dtype=np.int16)
+    for w, (u, a, b, lf) in enumerate(spans):
         s = train[u]
-        tok[r, :b - a] = s[a:b] + TOKEN_OFFSET
-        for t in range(b - a):
-            nxt = s[a + t + 1:a + t + 1 + K]
-            tgt[r, t, :len(nxt)] = nxt
-        users[r] = u
-    return torch.from_numpy(tok), torch.from_numpy(tgt), torch.from_numpy(users)
+        T = b - a
+        tok[w, :T] = s[a:b] + TOKEN_OFFSET
+        for k in range(K):
+            nxt = s[a + 1 + k:b + 1 + k]
+            tgt[w, :len(nxt), k] = nxt
+        loss[w, max(0, lf - a):T] = True
+        length[w], user[w] = T, u
+        rows = s[a:b][::-1]
+        first[w, rows] = (T - 1 - np.arange(T))        # reversed: the earliest occurrence wins
+    return Windows(tok, tgt, loss, length, user, first)
+
+
+def history_context(win: Windows, content: torch.Tensor, R: int, chunk: int = 64) -> np.ndarray:
+    """Context rows [W,L,R] by the serving retrieval rule with the window prefix as history."""
+    Wn, L = win.tok.shape
+    out = np.full((Wn, L, R), -1, dtype=np.int64)
+    E = content                                                         # [N,D]
+    N = E.shape[0]
+    with torch.no_grad():
+        for s in range(0, Wn, chunk):
+            tok = torch.from_numpy(win.tok[s:s + chunk])
+            B = tok.shape[0]
+            rows = (tok - TOKEN_OFFSET).clamp(min=0)
+            m = (tok > 0).float()
+            hsum = torch.cumsum(E[rows] * m[..., None], dim=1)
+            r = F.normalize(hsum, dim=-1)
+            sc = r @ E.T                                                # [B,L,N]
+            first = torch.from_numpy(win.first[s:s + chunk].astype(np.int64))   # [B,N]
+            seen = first[:, None, :] <= torch.arange(L)[None, :, None]
+            sc = sc.masked_fill(seen, -1e9)
+            top = torch.topk(sc, R, dim=2).indices
+            top = torch.where(m[..., None] > 0, top, torch.full_like(top, -1))
+            out[s:s + B] = top.numpy()
+    return out
 
 
 class Trainer:
@@ -112,169 +174,266 @@ class Trainer:
         self.rng = np.random.default_rng(tcfg.seed)
         self.model = Recommender(mcfg, n_groups if tcfg.adversarial_weight > 0 else 0)
         V = mcfg.num_tokens
-        emb = torch.zeros(V, mcfg.dim)
-        emb[TOKEN_OFFSET:] = torch.from_numpy(data.item_emb)
-        self.model.generator.item_content.copy_(emb)
-        self.item_emb = torch.from_numpy(data.item_emb)                  # [N,D]
-        mt = torch.zeros(V, mcfg.n_modalities, mcfg.dim)
-        mt[TOKEN_OFFSET:] = torch.from_numpy(data.mod_tables)
-        self.mod_tables = mt
-        ma = torch.zeros(V, mcfg.n_modalities)
-        ma[TOKEN_OFFSET:] = torch.from_numpy(data.mod_avail)
-        self.mod_avail = ma
+        N = V - TOKEN_OFFSET
+        c = torch.zeros(V, mcfg.dim)
+        c[TOKEN_OFFSET:] = torch.from_numpy(data.content)
+        self.model.items.content.copy_(c)
+        self.content = torch.from_numpy(data.content)                   # [N,D]
         w = np.ones(V, dtype=np.float32)
         if tcfg.ips:
             w[TOKEN_OFFSET:] = ips_weights(data.counts.astype(np.float64), tcfg)
         self.w = torch.from_numpy(w)
         self.groups = torch.from_numpy(data.groups) if data.groups is not None else None
+        self.win = make_windows(data.train, mcfg.max_history, tcfg.steps_ahead, N)
+        self.use_ctx = mcfg.content and tcfg.use_context and mcfg.max_context > 0
+        self.use_req = mcfg.content and tcfg.use_requests and data.requests is not None
+        self.ctx = history_context(self.win, self.content, mcfg.max_context) if self.use_ctx else None
+        if self.use_req:
+            rb = data.requests
+            self.ph = torch.from_numpy(rb.phrase_emb.astype(np.float32))
+            self.cat_ph = torch.from_numpy(rb.item_cat_phrases)
+            self.desc_ph = torch.from_numpy(rb.item_desc_phrases)
+            self.cats = torch.from_numpy(rb.item_cats)
+            self.cat_img = torch.from_numpy(rb.cat_image_items)
+            self.img = torch.from_numpy(rb.image_emb.astype(np.float32)) if rb.image_emb is not None else None
 
-    def _context(self, tok, hmask, mod_raw, mmask):
-        """Retrieval rule, vectorised over every position: [B,T,R] rows (+offset) and mask."""
-        R = self.m.max_context
-        B, T = tok.shape
-        if R == 0 or not self.t.use_context:
-            return torch.zeros(B, T, max(R, 0), dtype=torch.int64), torch.zeros(B, T, max(R, 0))
-        E = self.model.item_table().detach()                                # [V,D], rows 0,1 zero
-        hsum = torch.cumsum(E[tok] * hmask[..., None], dim=1)               # [B,T,D]
-        msum = (mod_raw * mmask[..., None]).sum(2)
-        has_m = mmask.sum(2) > 0
-        r = torch.where(has_m[..., None], msum, hsum)
-        r = F.normalize(r, dim=-1)
-        s = r @ E.T                                                         # [B,T,V]
-        seen = torch.zeros(B, T, E.shape[0], dtype=torch.bool)
-        onehot = torch.zeros(B, T, E.shape[0])
-        onehot.scatter_(2, tok[..., None], hmask[..., None])
-        seen = torch.cumsum(onehot, dim=1) > 0
-        s = s.masked_fill(seen, -1e9)
-        s[..., :TOKEN_OFFSET] = -1e9
-        top = torch.topk(s, R, dim=2).indices
-        present = (hsum.abs().sum(-1) > 0) | has_m
-        cmask = present[..., None].float().expand(B, T, R).clone()
-        return top, cmask
+    # ---------------------------------------------------------------- requests
+    def _pick(self, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """A random non-padding entry of table[rows] per row (-1 when the row is all padding)."""
+        t = table[rows]                                                   # [n,A]
+        n_ok = (t >= 0).sum(1)
+        j = (torch.rand(len(rows)) * n_ok.clamp(min=1)).long()
+        order = torch.argsort((t < 0).to(torch.int8), dim=1, stable=True)  # valid entries first
+        got = t.gather(1, order.gather(1, j[:, None]))[:, 0]
+        return torch.where(n_ok > 0, got, torch.full_like(got, -1))
 
-    def step_loss(self, tok, tgt, users, train: bool):
-        mc, tc = self.m, self.t
-        model = self.model
-        B, T = tok.shape
+    def _requests(self, y: torch.Tensor):
+        """Simulated requests for targets y [n] (item rows): modality embeddings [n,M,D] and mask
+        [n,M] (slots: text, image, audio)."""
+        n, D, M = len(y), self.m.dim, self.m.n_modalities
+        cat_p = self._pick(self.cat_ph, y)
+        desc_p = self._pick(self.desc_ph, y)
+        use_desc = (torch.rand(n) < 0.3) & (desc_p >= 0) | (cat_p < 0)
+        phrase = torch.where(use_desc, desc_p, cat_p)
+        has = phrase >= 0
+        pe = self.ph[phrase.clamp(min=0)]                                 # [n,D]
+        mode = torch.rand(n)                                              # text, audio or both
+        text_on = has & (mode < 0.7)
+        audio_on = has & (mode >= 0.5)
+        mod = torch.zeros(n, M, D)
+        mask = torch.zeros(n, M)
+        mod[:, 0] = pe
+        mask[:, 0] = text_on.float()
+        if M > 2:
+            mod[:, 2] = pe
+            mask[:, 2] = audio_on.float()
+        if self.img is not None and M > 1:
+            cat = self._pick(self.cats, y)
+            other = self._pick(self.cat_img, cat.clamp(min=0))
+            ok = (cat >= 0) & (other >= 0) & (other != y) & (torch.rand(n) < self.t.p_image)
+            mod[:, 1] = self.img[other.clamp(min=0)]
+            mask[:, 1] = ok.float()
+        return mod, mask
+
+    def _request_context(self, r: torch.Tensor, first: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Context rows [n,R] for request embeddings r [n,D] (the normalised sum of present
+        modalities), excluding items seen at or before each position."""
+        sc = F.normalize(r, dim=-1) @ self.content.T
+        seen = first <= pos[:, None]
+        sc = sc.masked_fill(seen, -1e9)
+        return torch.topk(sc, self.m.max_context, dim=1).indices
+
+    # ---------------------------------------------------------------- loss
+    def step_loss(self, idx: np.ndarray):
+        mc, tc, model = self.m, self.t, self.model
+        T = int(self.win.length[idx].max())
+        tok = torch.from_numpy(self.win.tok[idx, :T])
+        tgt = torch.from_numpy(self.win.tgt[idx, :T])
+        lmask = torch.from_numpy(self.win.loss[idx, :T]) & (tgt[:, :, 0] >= 0)
+        B = tok.shape[0]
         hmask = (tok > 0).float()
-        table = model.item_table()                                          # [V,D]
-        H = model.hist_table(table)                                         # [V,d]
-        h = H[tok]
-        y1 = tgt[:, :, 0].clamp(min=0) + TOKEN_OFFSET                       # next item token
-        M = mc.n_modalities
-        if tc.use_modalities and mc.content:
-            avail = self.mod_avail[y1]                                      # [B,T,M]
-            draw = torch.rand(B, T, M) < tc.p_modality
-            mmask = (avail > 0) & draw & (tgt[:, :, :1] >= 0)
-            mmask = mmask.float()
-            mod_raw = self.mod_tables[y1]                                   # [B,T,M,D]
-        else:
-            mmask = torch.zeros(B, T, M)
-            mod_raw = torch.zeros(B, T, M, mc.dim)
+        table = model.items.table()                                      # [V,d]
+        h = table[tok] * hmask[..., None]
         fz = model.fusion
-        mod_keys = fz.mod_in(mod_raw) + fz.mod_type
-        if mc.content and tc.use_context:
-            ctx_rows, cmask = self._context(tok, hmask, mod_raw, mmask)
-            ctx_tab = fz.ctx_in(table) + fz.ctx_type                       # [V,d]
-            ctx_keys = ctx_tab[ctx_rows]
-        else:
-            R = mc.max_context
-            ctx_keys = torch.zeros(B, T, R, mc.dim_small)
-            cmask = torch.zeros(B, T, R)
-        us = fz.forward_seq(h, hmask, mod_keys, mmask, ctx_keys, cmask)    # [B,T,D]
-        valid = tgt[:, :, 0] >= 0
-        u = us[valid]                                                       # [N,D]
-        tg = tgt[valid]                                                     # [N,K]
+        d, D, M, R = mc.dim_small, mc.dim, mc.n_modalities, mc.max_context
+        mod_keys = ctx_keys = mmask_f = cmask = None
+        steer_rows = steer = None
+        if self.use_ctx:
+            rows = torch.from_numpy(self.ctx[idx, :T])                   # [B,T,R]
+        if self.use_req:
+            req = lmask & (torch.rand(B, T) < tc.p_request)
+            bi, ti = req.nonzero(as_tuple=True)
+            y = tgt[bi, ti, 0]
+            mod, mm = self._requests(y)
+            keep = mm.sum(1) > 0
+            bi, ti, mod, mm = bi[keep], ti[keep], mod[keep], mm[keep]
+            mod_keys = torch.zeros(B, T, M, d)
+            mod_keys[bi, ti] = fz.mod_in(mod) + fz.mod_type[None]
+            mmask_f = torch.zeros(B, T, M)
+            mmask_f[bi, ti] = mm
+            r = (mod * mm[..., None]).sum(1)
+            if self.use_ctx and len(bi):
+                first = torch.from_numpy(self.win.first[idx].astype(np.int64))[bi]
+                rows[bi, ti] = self._request_context(r, first, ti)
+            if fz.steer is not None:
+                steer = fz.steering(mod, mm)                              # [n,D]
+                steer_rows = (bi, ti)
+        if self.use_ctx:
+            ctx_tab = fz.ctx_in(self.content) + fz.ctx_type              # [N,d]
+            cmask = (rows >= 0).float()
+            ctx_keys = ctx_tab[rows.clamp(min=0)]
+        us = fz.forward_seq(h, hmask, mod_keys, mmask_f, ctx_keys, cmask)  # [B,T,D]
+        u = us[lmask]                                                     # [n,D]
+        tg = tgt[lmask]                                                   # [n,K]
         K = tg.shape[1]
-        inp = torch.cat([torch.full((len(tg), 1), 1, dtype=torch.int64), tg[:, :K - 1].clamp(min=0) + TOKEN_OFFSET], 1)
-        hid, table = model.generator.forward_train(u, inp, table if mc.content else None)  # [N,K,d]
+        bos = torch.full((len(tg), 1), 1, dtype=torch.int64)
+        hid0 = model.generator.forward_train(u, bos, table)[:, 0]        # [n,d]: the first step
         ok = tg >= 0
         yt = tg.clamp(min=0) + TOKEN_OFFSET
         bias = model.generator.out_bias
-        # first step: every position; later steps: a random subset (the softmax over the catalog
-        # dominates the cost)
-        ce0 = F.cross_entropy(hid[:, 0] @ table.T + bias, yt[:, 0], reduction="none",
-                              label_smoothing=tc.label_smoothing)
+        logits0 = hid0 @ table.T + bias                                  # [n,V]
+        logits0 = torch.cat([torch.full_like(logits0[:, :TOKEN_OFFSET], NEG_LOGIT), logits0[:, TOKEN_OFFSET:]], 1)
+        if steer is not None and len(steer):
+            # positions with a request: the steering term on item logits
+            pos_id = torch.full((B, T), -1, dtype=torch.int64)
+            pos_id[lmask] = torch.arange(len(tg))
+            at = pos_id[steer_rows]
+            add = F.pad(steer @ self.content.T, (TOKEN_OFFSET, 0))
+            logits0 = logits0.index_add(0, at, add)
+        ce0 = F.cross_entropy(logits0, yt[:, 0], reduction="none")
         w0 = self.w[yt[:, 0]]
         num = (ce0 * w0).sum()
         den = float(len(yt))
         if K > 1 and tc.later_step_weight > 0:
             pick = torch.rand(len(tg)) < tc.later_step_fraction
             if pick.any():
-                hl, yl, okl = hid[pick, 1:], yt[pick, 1:], ok[pick, 1:].float()
+                inp = torch.cat([bos[pick], yt[pick, :K - 1]], 1)           # teacher forcing
+                hl = model.generator.forward_train(u[pick], inp, table)[:, 1:]
+                yl, okl = yt[pick, 1:], ok[pick, 1:].float()
                 cel = F.cross_entropy((hl @ table.T + bias).reshape(-1, table.shape[0]), yl.reshape(-1),
-                                      reduction="none", label_smoothing=tc.label_smoothing).view_as(yl)
+                                      reduction="none").view_as(yl)
                 scale = tc.later_step_weight / tc.later_step_fraction
                 num = num + scale * (cel * self.w[yl] * okl).sum()
                 den = den + scale * float(okl.sum())
         loss = num / max(den, 1.0)
         adv_loss = torch.zeros(())
         if model.adversary is not None and self.groups is not None:
-            g = self.groups[users][:, None].expand(B, T)[valid]
+            users = torch.from_numpy(self.win.user[idx])
+            g = self.groups[users][:, None].expand(B, T)[lmask]
             keep = g >= 0
             if keep.any():
                 z = grad_reverse(u[keep], tc.adversarial_weight)
                 adv_loss = F.cross_entropy(model.adversary(z), g[keep])
         return loss, adv_loss
 
+    def _batches(self):
+        """Window indices per batch: shuffled, then grouped by length so padding stays small."""
+        Wn = len(self.win.length)
+        perm = self.rng.permutation(Wn)
+        chunk = self.t.batch * 8
+        out = []
+        for s in range(0, Wn, chunk):
+            part = perm[s:s + chunk]
+            part = part[np.argsort(-self.win.length[part], kind="stable")]
+            out += [part[i:i + self.t.batch] for i in range(0, len(part), self.t.batch)]
+        self.rng.shuffle(out)
+        return out
+
     def fit(self, evaluate=None, log=print, desc="train"):
         """evaluate(model) -> validation NDCG@10; keeps the best state."""
         from tqdm import tqdm
 
-        mc, tc = self.m, self.t
-        model = self.model
-        decay, no_decay, delta = [], [], []
+        tc, model = self.t, self.model
+        decay, no_decay = [], []
         for n, p in model.named_parameters():
-            if n == "item_delta":
-                delta.append(p)
-            elif p.ndim < 2 or "pos" in n or "norm" in n.lower() or n.startswith("adversary"):
+            if p.ndim < 2 or "pos" in n or "norm" in n.lower() or n.startswith("adversary") or n.startswith("items.id"):
                 no_decay.append(p)
             else:
                 decay.append(p)
-        groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        if delta:
-            groups.append({"params": delta, "weight_decay": tc.item_delta_decay})
-        opt = torch.optim.AdamW(groups, lr=tc.lr, foreach=True)
-        per_epoch = math.ceil(len(_windows(self.d.train, mc.max_history, np.random.default_rng(0))) / tc.batch)
-        total = max(1, tc.epochs * per_epoch)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total + 1, pct_start=0.1)
-        best, best_state, best_epoch, history = -1.0, None, 0, []
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, foreach=True)
+        per_epoch = len(self._batches())
+        warm = max(1, tc.warmup_epochs * per_epoch)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+        best, best_state, best_epoch, history, bad = -1.0, None, 0, [], 0
         t0 = time.time()
-        bar = tqdm(range(tc.epochs), desc=desc, unit="epoch", leave=False)
+        bar = tqdm(range(tc.max_epochs), desc=desc, unit="epoch", leave=False)
         for ep in bar:
             model.train()
-            wins = _windows(self.d.train, mc.max_history, self.rng)
-            self.rng.shuffle(wins)
             tl = ta = 0.0
             nb = 0
-            for s in range(0, len(wins), tc.batch):
-                tok, tgt, users = _batch(self.d.train, wins[s:s + tc.batch], tc.steps_ahead)
-                loss, adv = self.step_loss(tok, tgt, users, True)
+            for idx in self._batches():
+                loss, adv = self.step_loss(idx)
                 opt.zero_grad()
                 (loss + adv).backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
-                if sched.last_epoch < total:
-                    sched.step()
+                sched.step()
                 tl += loss.item()
                 ta += adv.item()
                 nb += 1
-            rec = {"epoch": ep + 1, "loss": tl / max(nb, 1), "adv_loss": ta / max(nb, 1)}
-            if evaluate is not None and ((ep + 1) % tc.eval_every == 0 or ep + 1 == tc.epochs):
+            rec = {"epoch": ep + 1, "loss": tl / max(nb, 1), "adv_loss": ta / max(nb, 1),
+                   "seconds": round(time.time() - t0, 1)}
+            stop = False
+            if evaluate is not None and ((ep + 1) % tc.eval_every == 0 or ep + 1 == tc.max_epochs):
                 model.eval()
                 v = evaluate(model)
                 rec["val_ndcg@10"] = v
-                if v > best or (not tc.select_best and ep + 1 == tc.epochs):
-                    best, best_epoch = v, ep + 1
+                if v > best:
+                    best, best_epoch, bad = v, ep + 1, 0
                     best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad += 1
+                    stop = bad >= tc.patience
+                log(f"{desc}: epoch {ep + 1} loss {rec['loss']:.4f} val NDCG@10 {v:.4f} (best {best:.4f} at "
+                    f"{best_epoch}) {rec['seconds']:.0f}s")
             history.append(rec)
-            bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items() if k != "epoch"})
-        if best_state is not None and tc.select_best:
+            bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items() if k not in ("epoch", "seconds")})
+            if stop:
+                break
+        if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
-        final = history[-1].get("val_ndcg@10", best) if history else best
-        kept = best_epoch if tc.select_best else tc.epochs
-        log(f"{desc}: {tc.epochs} epochs in {time.time() - t0:.0f}s, val NDCG@10 {final if not tc.select_best else best:.4f} "
-            f"(epoch {kept} kept)")
-        return {"history": history, "best_epoch": kept,
-                "best_val_ndcg@10": best if tc.select_best else final, "seconds": time.time() - t0}
+        epochs = len(history)
+        log(f"{desc}: {epochs} epochs in {time.time() - t0:.0f}s, best val NDCG@10 {best:.4f} at epoch {best_epoch}")
+        return {"history": history, "epochs": epochs, "best_epoch": best_epoch,
+                "best_val_ndcg@10": best, "seconds": round(time.time() - t0, 1)}
+
+
+NEG_LOGIT = -1e4
+
+
+def _validation_ndcg(val_hist, val_targets):
+    from . import evaluate as ev
+
+    return lambda model: ev.fast_ndcg(ev.model_scores(model, val_hist), val_hist, val_targets)
+
+
+def _train_one(job):
+    mc, tc, data, n_groups, val, desc, threads = job
+    import sys
+
+    if threads:
+        torch.set_num_threads(threads)
+    tr = Trainer(mc, tc, data, n_groups)
+    lg = tr.fit(_validation_ndcg(data.train, val), log=lambda s: print(f"bundle: {s}", file=sys.stderr, flush=True),
+                desc=desc)
+    return {k: v.detach().clone() for k, v in tr.model.state_dict().items()}, lg
+
+
+def train_runs(jobs: list[tuple], processes: int = 0, threads: int = 0) -> list[tuple[dict, dict]]:
+    """Trains each (model config, train config, data, groups, validation targets, name) job and
+    returns (best state, log) per job, in order. Jobs run in `processes` worker processes
+    (default: one per core, at most one per job), each with `threads` torch threads (default:
+    cores / processes): these small models train faster side by side than with more threads each."""
+    import multiprocessing as mp
+    import os
+
+    cores = os.cpu_count() or 1
+    processes = max(1, min(processes or cores, len(jobs)))
+    threads = threads or max(1, cores // processes)
+    full = [j + (threads,) for j in jobs]
+    if processes == 1:
+        return [_train_one(j) for j in full]
+    with mp.get_context("spawn").Pool(processes) as pool:
+        return pool.map(_train_one, full, chunksize=1)

@@ -15,7 +15,7 @@ from llm4rec_export.bundle import BundleArgs, build
 
 
 def tiny_args(data, out, **kw):
-    a = dict(data=str(data), out=str(out), epochs=2, batch=16, dim_small=16, gen_layers=1, gen_heads=2, head_dim=8,
+    a = dict(data=str(data), out=str(out), max_epochs=2, eval_every=1, seeds=2, jobs=1, batch=16, dim_small=16, gen_layers=1, gen_heads=2,
              max_history=8, max_context=3, max_steps=6, image_epochs=1, image_width=8, audio_epochs=1,
              audio_phrases=8, seed=1, threads=2)
     a.update(kw)
@@ -47,8 +47,17 @@ def test_manifest_and_files(bundle):
     assert all(isinstance(it["popularity"], int) and it["popularity"] >= 0 for it in items)
     assert sum(it["popularity"] for it in items) > 0  # training interactions per item, for IPS
     assert items[0]["title"].startswith("The Space ")
-    assert set(man["metrics"]) >= {"model", "no_ips", "no_adversarial", "id_only", "most_popular", "item_knn"}
-    assert man["training"]["epochs"] == 2 and man["data"]["interactions"] > 0
+    assert set(man["metrics"]) >= {"model", "id_only", "most_popular", "item_knn"}
+    for v in ("model", "id_only"):            # trained variants: mean over seeds, each seed kept
+        m = report["metrics"][v]
+        assert [s["seed"] for s in m["seeds"]] == [1, 2]
+        assert m["ndcg@10"] == pytest.approx(np.mean([s["ndcg@10"] for s in m["seeds"]]))
+        assert all(1 <= s["best_epoch"] <= s["epochs"] <= 2 for s in m["seeds"])
+    ci = report["paired_ndcg_difference_model_minus"]["id_only"]["ci95"]
+    assert ci[0] <= report["paired_ndcg_difference_model_minus"]["id_only"]["diff"] <= ci[1]
+    assert man["training"]["exported_seed"] in (1, 2)
+    assert man["data"]["image_encoder_trained"] is True
+    assert man["training"]["max_epochs"] == 2 and man["data"]["interactions"] > 0
     for k in ("text", "image", "audio"):
         assert man["modalities"][k]
     assert (out / "report.md").read_text().startswith("# Evaluation report")
@@ -152,11 +161,12 @@ def test_tampering_is_detected(bundle, tmp_path):
 def test_generic_catalog_without_images_or_users(tmp_path, minilm):
     data = make_catalog(tmp_path / "data", n_items=25, n_users=12, images=False, users=False, seed=3)
     out = tmp_path / "bundle"
-    report = build(tiny_args(data, out, epochs=1, audio_epochs=0, ablations=False))
+    report = build(tiny_args(data, out, max_epochs=1, seeds=1, audio_epochs=0, ablations=False))
     man = json.loads((out / "manifest.json").read_text())
     assert "untrained" in man["modalities"]["image"]
     assert man["training"]["adversary"] == "off"
-    assert set(man["metrics"]) == {"model", "model_with_text_query"}
+    assert set(man["metrics"]) == {"model", "model_with_category_query", "model_same_users_no_query"}
+    assert man["data"]["image_encoder_trained"] is False
     validate.validate(out)
     assert report["metrics"]["model"]["users"] == 12
 
