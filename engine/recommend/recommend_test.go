@@ -76,6 +76,7 @@ type goldenIndex struct {
 	Recommend []struct {
 		UserID  string    `json:"user_id"`
 		History []string  `json:"history"`
+		Query   string    `json:"query"`
 		Context []string  `json:"context"`
 		Top10   []string  `json:"top10"`
 		Scores  []float64 `json:"scores"`
@@ -177,7 +178,8 @@ func TestTextPreprocessingParity(t *testing.T) {
 }
 
 // End to end: for the golden users the Go engine recommends the same top 10 as the export's
-// PyTorch model (same history, IPS off, seen items excluded), with the same retrieved context.
+// PyTorch model (same history, IPS off, seen items excluded), with the same retrieved context;
+// with a typed query too, where the bundle's fusion steers the list.
 func TestRecommendationsMatchExport(t *testing.T) {
 	e := testEngine(t)
 	g := readGolden(t, e)
@@ -186,7 +188,7 @@ func TestRecommendationsMatchExport(t *testing.T) {
 	}
 	zero := 0.0
 	for _, c := range g.Recommend {
-		resp, err := e.Recommend(context.Background(), Request{History: c.History, K: 10, ExcludeSeen: true, Alpha: &zero})
+		resp, err := e.Recommend(context.Background(), Request{History: c.History, Query: c.Query, K: 10, ExcludeSeen: true, Alpha: &zero})
 		if err != nil {
 			t.Fatal(err)
 		}

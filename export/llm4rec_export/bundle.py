@@ -695,12 +695,36 @@ def _golden(out: Path, ds, sp, specs, modules, tok, item_emb, mcfg, a: BundleArg
                           "context": [ds.items[i].item_id for i in ctx_rows[b] if i >= 0],
                           "top10": [ds.items[i].item_id for i in top[b]],
                           "scores": [float(scores[b, i]) for i in top[b]]})
+    # the same users with a typed request: text encoder -> fusion (request in the text slot,
+    # context retrieved by it) -> generator first step + steering term
+    query = "recommend me something funny for the whole family"
+    qids, qmask = tok([query])
+    qemb = ox.run_torch(modules["text_encoder"], {"input_ids": qids, "attention_mask": qmask},
+                        specs["text_encoder"])["embedding"][0]
+    qm = np.zeros((len(users), M, item_emb.shape[1]), dtype=np.float32)
+    qmm = np.zeros((len(users), M), dtype=np.float32)
+    qm[:, 0], qmm[:, 0] = qemb, 1.0
+    inp, _, ctx_rows = fusion_inputs(item_emb, full_hist, mcfg.max_history, M, mcfg.max_context, qm, qmm)
+    fo = ox.run_torch(modules["fusion"], inp, specs["fusion"])
+    with torch.no_grad():
+        logits, _, _ = gen(torch.from_numpy(fo["user_state"]), torch.full((len(users), 1), BOS_TOKEN, dtype=torch.int64),
+                           past, past)
+    scores = logits.numpy()[:, TOKEN_OFFSET:] + fo["steering"] @ item_emb.T
+    top = top_k(scores, full_hist, 10)
+    for b, u in enumerate(users):
+        recommend.append({"user_id": ds.users[u], "history": [ds.items[i].item_id for i in full_hist[b]],
+                          "query": query, "context": [ds.items[i].item_id for i in ctx_rows[b] if i >= 0],
+                          "top10": [ds.items[i].item_id for i in top[b]],
+                          "scores": [float(scores[b, i]) for i in top[b]]})
     index = {"cases": cases,
              "preprocess": {"text": {"strings": strings, "input_ids": ids.tolist(), "attention_mask": mask.tolist()},
                             "image": {"file": "image.png", "pixels": {"file": pix_ref["file"], "shape": pix_ref["shape"]}},
                             "audio": {"file": "audio.wav", "log_mel": {"file": lm_ref["file"], "shape": lm_ref["shape"]}}},
              "recommend": recommend,
-             "notes": {"recommend": "fusion on the last max_history items of history (oldest first), context by the "
+             "notes": {"recommend": "with a query: the query's text embedding in the text slot, context retrieved by "
+                                    "it, and the fusion's steering output . item embedding added to each item's "
+                                    "logit. Without: "
+                                    "fusion on the last max_history items of history (oldest first), context by the "
                                     "retrieval rule (top max_context items by dot product with the normalised sum of "
                                     "those history embeddings, history excluded), no modalities; generator first step "
                                     "from [[bos]]; whole history excluded; top 10 by logit, ties by lower row"}}

@@ -180,9 +180,11 @@ class Fusion(nn.Module):
         return self.out(h_last + pooled), att, self.steering(modalities, modality_mask)
 
     # -- training: every position of a window is a query
-    def forward_seq(self, h, hmask, mod_keys, mmask, ctx_keys, cmask):
-        """h [B,T,d] item representations of a window; mod_keys [B,T,M,d] (already projected +
-        typed), mmask [B,T,M]; ctx_keys [B,T,R,d], cmask [B,T,R] -> user_state [B,T,D]."""
+    def forward_seq(self, h, hmask, mod_kv, mmask, ctx_kv, cmask):
+        """h [B,T,d] item representations of a window; mod_kv: keys and values [B,T,M,d] of the
+        request modalities (k and v already applied), mmask [B,T,M]; ctx_kv: keys and values
+        [B,T,R,d] of the context items, cmask [B,T,R] -> user_state [B,T,D]. (Keys and values
+        come in projected: training gathers them from per-item tables, ten times cheaper.)"""
         hs = self.encode_history(h, hmask)
         T = h.shape[1]
         q = self.q(hs)                                                  # [B,T,d]
@@ -193,14 +195,14 @@ class Fusion(nn.Module):
         s_h = torch.matmul(q, kh.transpose(1, 2)) * scale + causal[None] + ((1.0 - hmask) * NEG)[:, None, :]
         parts_s, parts_v = [s_h], []
         M = R = 0
-        if mod_keys is not None:
-            km, vm = self.k(mod_keys), self.v(mod_keys)
+        if mod_kv is not None:
+            km, vm = mod_kv
             parts_s.append(torch.einsum("btd,btmd->btm", q, km) * scale + (1.0 - mmask) * NEG)
-            M = mod_keys.shape[2]
-        if ctx_keys is not None:
-            kc, vc = self.k(ctx_keys), self.v(ctx_keys)
+            M = km.shape[2]
+        if ctx_kv is not None:
+            kc, vc = ctx_kv
             parts_s.append(torch.einsum("btd,btrd->btr", q, kc) * scale + (1.0 - cmask) * NEG)
-            R = ctx_keys.shape[2]
+            R = kc.shape[2]
         null = (q * self.null_k).sum(-1, keepdim=True) * scale
         w = torch.softmax(torch.cat(parts_s + [null], dim=2), dim=2)
         pooled = torch.matmul(w[..., :T], vh) + w[..., -1:] * self.null_v

@@ -256,7 +256,7 @@ class Trainer:
         h = table[tok] * hmask[..., None]
         fz = model.fusion
         d, D, M, R = mc.dim_small, mc.dim, mc.n_modalities, mc.max_context
-        mod_keys = ctx_keys = mmask_f = cmask = None
+        mod_kv = ctx_kv = mmask_f = cmask = None
         steer_rows = steer = None
         if self.use_ctx:
             rows = torch.from_numpy(self.ctx[idx, :T])                   # [B,T,R]
@@ -267,8 +267,11 @@ class Trainer:
             mod, mm = self._requests(y)
             keep = mm.sum(1) > 0
             bi, ti, mod, mm = bi[keep], ti[keep], mod[keep], mm[keep]
-            mod_keys = torch.zeros(B, T, M, d)
-            mod_keys[bi, ti] = fz.mod_in(mod) + fz.mod_type[None]
+            mk = fz.mod_in(mod) + fz.mod_type[None]                       # [n,M,d]
+            km, vm = torch.zeros(B, T, M, d), torch.zeros(B, T, M, d)
+            km[bi, ti] = fz.k(mk)
+            vm[bi, ti] = fz.v(mk)
+            mod_kv = (km, vm)
             mmask_f = torch.zeros(B, T, M)
             mmask_f[bi, ti] = mm
             r = (mod * mm[..., None]).sum(1)
@@ -281,8 +284,9 @@ class Trainer:
         if self.use_ctx:
             ctx_tab = fz.ctx_in(self.content) + fz.ctx_type              # [N,d]
             cmask = (rows >= 0).float()
-            ctx_keys = ctx_tab[rows.clamp(min=0)]
-        us = fz.forward_seq(h, hmask, mod_keys, mmask_f, ctx_keys, cmask)  # [B,T,D]
+            r0 = rows.clamp(min=0)
+            ctx_kv = (fz.k(ctx_tab)[r0], fz.v(ctx_tab)[r0])
+        us = fz.forward_seq(h, hmask, mod_kv, mmask_f, ctx_kv, cmask)      # [B,T,D]
         u = us[lmask]                                                     # [n,D]
         tg = tgt[lmask]                                                   # [n,K]
         K = tg.shape[1]

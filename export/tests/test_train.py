@@ -1,0 +1,74 @@
+"""Training pieces: windows cover every position once with its past, the training path of
+fusion equals the serving graph, and requests never name their target."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from llm4rec_export import requests as rq
+from llm4rec_export.data import TOKEN_OFFSET
+from llm4rec_export.model import ModelConfig, Recommender
+from llm4rec_export.train import make_windows
+
+
+def test_windows_cover_every_position_once_with_its_past():
+    rng = np.random.default_rng(0)
+    L, K, N = 10, 2, 30
+    train = [rng.integers(0, N, size=n) for n in (1, 2, 5, 11, 12, 37)]
+    w = make_windows(train, L, K, N)
+    seen = {}
+    for i in range(len(w.length)):
+        u = int(w.user[i])
+        s = train[u]
+        # locate the window in the sequence: tokens are a contiguous slice
+        toks = w.tok[i, :w.length[i]] - TOKEN_OFFSET
+        starts = [a for a in range(len(s)) if np.array_equal(s[a:a + len(toks)], toks)]
+        a = starts[0]
+        for t in np.nonzero(w.loss[i])[0]:
+            p = a + t                                    # absolute position of the input item
+            assert (u, p) not in seen
+            seen[(u, p)] = t
+            assert w.tgt[i, t, 0] == s[p + 1]
+            assert t >= min(p, L // 2)                   # its past inside the window
+        for it in set(toks.tolist()):
+            assert w.first[i, it] == int(np.nonzero(toks == it)[0][0])
+    want = {(u, p) for u, s in enumerate(train) for p in range(len(s) - 1)}
+    assert set(seen) == want
+
+
+def test_training_path_equals_serving_graph():
+    torch.manual_seed(0)
+    N, D, L, M, R = 20, 12, 6, 3, 2
+    cfg = ModelConfig(dim=D, num_tokens=N + TOKEN_OFFSET, dim_small=8, fusion_layers=2, fusion_heads=2,
+                      max_history=L, max_context=R, n_modalities=M, gen_layers=1, gen_heads=2, max_steps=4,
+                      dropout=0.0)
+    m = Recommender(cfg).eval()
+    content = torch.nn.functional.normalize(torch.randn(N, D), dim=1)
+    m.items.content[TOKEN_OFFSET:] = content
+    torch.nn.init.normal_(m.fusion.steer.weight)
+    seq = torch.tensor([3, 7, 1, 12, 5]) + TOKEN_OFFSET
+    T = len(seq)
+    mod = torch.randn(T, M, D)
+    mmask = torch.tensor([[1., 0, 1], [0, 0, 0], [0, 1, 0], [1, 1, 1], [0, 0, 0]])
+    ctx = torch.randint(0, N, (T, R))
+    cmask = torch.ones(T, R)
+    fz = m.fusion
+    with torch.no_grad():
+        tab = fz.ctx_in(content) + fz.ctx_type
+        mk = fz.mod_in(mod) + fz.mod_type[None]
+        us = fz.forward_seq(m.items.table()[seq][None], torch.ones(1, T), (fz.k(mk)[None], fz.v(mk)[None]),
+                            mmask[None], (fz.k(tab)[ctx][None], fz.v(tab)[ctx][None]), cmask[None])[0]
+        for t in range(T):
+            h = seq[None, :t + 1]
+            got, _, steer = fz(h, content[h - TOKEN_OFFSET], torch.ones(1, t + 1), mod[t][None], mmask[t][None],
+                               content[ctx[t]][None], cmask[t][None])
+            assert torch.allclose(got[0], us[t], atol=1e-5), t
+            assert (steer.abs().sum() > 0) == bool(mmask[t].sum() > 0)   # no request, no steering
+
+
+def test_requests_describe_without_naming():
+    text = "Toy Story (1995). Genres: Animation, Children's, Comedy. Directed by John Lasseter. Toy Story is fun."
+    got = rq.description_sentences(text, "Toy Story")
+    assert got == ["Genres: Animation, Children's, Comedy.", "Directed by John Lasseter."]
+    assert rq.category_phrase("Sci-Fi", "movie") == "recommend me a science fiction movie"
+    assert "recommend me" not in " ".join(rq.TRAIN_TEMPLATES)   # evaluation's template is never trained on
