@@ -393,6 +393,9 @@ type QualityConfig struct {
 	// content embeddings the export's ILD uses are recomputed through the bundle's text and
 	// image encoders (once; then cached, see contentEmbeddings).
 	ServedILD bool
+	// NoSteering skips the steering evaluation (RunSteering) that runs by default when the
+	// bundle's manifest has a steering section.
+	NoSteering bool
 	// Progress receives a line per evaluated row; nil writes nothing.
 	Progress io.Writer
 	// Logger receives the engine's load-time logs; nil discards them.
@@ -463,6 +466,9 @@ type QualityReport struct {
 	Export       map[string]Metrics `json:"export,omitempty"`
 	ExportSource string             `json:"export_source,omitempty"`
 	Compare      []MetricDiff       `json:"compare,omitempty"`
+	// Steering is how requests steer the lists (RunSteering), nil when the bundle has no
+	// steering section or NoSteering was set.
+	Steering *SteeringReport `json:"steering,omitempty"`
 	// NDCGDiff is the model's NDCG@10 at ExportAlpha minus the export's; NDCGMet says
 	// whether |NDCGDiff| <= NDCGTolerance.
 	NDCGDiff      *float64           `json:"ndcg_diff,omitempty"`
@@ -591,6 +597,19 @@ func RunQuality(ctx context.Context, cfg QualityConfig) (rep *QualityReport, err
 	rep.Rows = append(rep.Rows, finishRow(QualityRow{Name: RowItemKNN, Metrics: set.metrics(tops)}, t0))
 	progress.printf("quality: item-kNN in %.1fs", time.Since(t0).Seconds())
 
+	switch {
+	case cfg.NoSteering: // skipped on request
+	case m.Steering == nil:
+		rep.Notes = append(rep.Notes, "the bundle has no steering section")
+	default:
+		if rep.Steering, err = RunSteering(ctx, eng, set.users, m.Steering, cfg.Workers, SteeringSeed); err != nil {
+			return nil, err
+		}
+		rep.Steering.Export = exportSteering(cfg.Bundle)
+		rep.Timings["steering"] = rep.Steering.Seconds
+		progress.printf("quality: steering in %.1fs", rep.Steering.Seconds)
+	}
+
 	rep.Export, rep.ExportSource = exportMetrics(cfg.Bundle, m)
 	rep.compare()
 	if !rep.AllUsers && rep.NDCGDiff != nil {
@@ -700,9 +719,10 @@ func openEvalEnv(bundleDir, dataDir string, rto ort.Options, bc batch.Config, lo
 		return nil, err
 	}
 	env = &evalEnv{data: data}
+	opened := env // a failing return sets env to nil before this runs
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, env.Close())
+			err = errors.Join(err, opened.Close())
 			env = nil
 		}
 	}()
@@ -966,6 +986,10 @@ func (rep *QualityReport) WriteTable(w io.Writer) error {
 			state = "NOT met"
 		}
 		fmt.Fprintf(&b, "\ntarget |NDCG@10(go) - NDCG@10(export)| <= %g: %+.6f, %s\n", rep.NDCGTolerance, *rep.NDCGDiff, state)
+	}
+	if rep.Steering != nil {
+		rep.Steering.writeTable(&b)
+		b.WriteByte('\n')
 	}
 	for _, n := range rep.Notes {
 		fmt.Fprintf(&b, "note: %s\n", n)

@@ -23,7 +23,8 @@ const benchUsage = `usage: llm4rec bench throughput|http|quality|online [flags]
               per provider and batch size: ONNX Runtime directly beside the engine's path
   http        load generator for a running server's /v1/recommend and /v1/feedback
   quality     offline full-ranking leave-one-out evaluation through the engine, IPS swept,
-              with baselines, compared with the export's report
+              with baselines and how typed and spoken requests steer the lists, compared
+              with the export's report
   online      prequential replay of held-out interactions with the online learner on and off,
               and the forgetting it causes
 
@@ -285,6 +286,7 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 	users := fs.Int("users", 0, "evaluate only the first N users with a held-out item (0: all)")
 	workers := fs.Int("workers", 32, "recommendations in flight at once (the engine batches across them)")
 	servedILD := fs.Bool("served-ild", false, "diversity on the bundle's served item embeddings even when fine-tuned (default: recompute the export's content embeddings when the data is generic-format)")
+	noSteering := fs.Bool("no-steering", false, "skip the steering evaluation (typed and spoken category requests) that runs when the bundle's manifest has a steering section")
 	var rf runtimeFlags
 	rf.register(fs)
 	var o outputFlags
@@ -292,7 +294,7 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 	if !o.parse(fs, args, stderr) {
 		return 2
 	}
-	cfg := bench.QualityConfig{Bundle: *bundleDir, Data: *dataDir, Users: *users, Workers: *workers, ServedILD: *servedILD}
+	cfg := bench.QualityConfig{Bundle: *bundleDir, Data: *dataDir, Users: *users, Workers: *workers, ServedILD: *servedILD, NoSteering: *noSteering}
 	var err error
 	if cfg.Alphas, err = bench.ParseFloats(*alphas); err != nil {
 		fmt.Fprintf(stderr, "llm4rec bench quality: --alphas: %v\n", err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // FormatVersion is the manifest format this engine reads.
@@ -58,6 +59,8 @@ type Manifest struct {
 	Training      json.RawMessage      `json:"training"`
 	Metrics       json.RawMessage      `json:"metrics"`
 	Golden        GoldenSpec           `json:"golden"`
+	// Steering is how the export evaluated request steering; nil in bundles older than it.
+	Steering *SteeringSpec `json:"steering,omitempty"`
 }
 
 // GraphSpec is one graph's file and I/O contract.
@@ -202,6 +205,50 @@ type GoldenSpec struct {
 	Index string  `json:"index"`
 	ATol  float64 `json:"atol"`
 	RTol  float64 `json:"rtol"`
+}
+
+// SteeringSpec is what an evaluation needs to repeat the export's steering evaluation: typed
+// and spoken requests naming a category (a phrase from Template), given with the last History
+// items of Users users' histories.
+type SteeringSpec struct {
+	// Template is the request phrase, with {c} for the category words and {noun} for Noun.
+	Template string `json:"template"`
+	// Noun names the catalog's items ("movie").
+	Noun string `json:"noun"`
+	// CategoryWords spells every category of the catalog as people say it ("Sci-Fi":
+	// "science fiction").
+	CategoryWords map[string]string `json:"category_words"`
+	// Categories are the evaluated categories.
+	Categories []string `json:"categories"`
+	// History is how many of a user's last items the history holds; Users how many users
+	// are evaluated.
+	History int `json:"history"`
+	Users   int `json:"users"`
+	// Voice is the espeak-ng voice of the spoken requests.
+	Voice SteeringVoice `json:"voice"`
+}
+
+// SteeringVoice is an espeak-ng voice: its name (-v), speed in words per minute (-s) and
+// pitch 0..99 (-p).
+type SteeringVoice struct {
+	Name  string `json:"name"`
+	Speed int    `json:"speed"`
+	Pitch int    `json:"pitch"`
+}
+
+// Phrase fills the template: {c} becomes the words of each category joined by a space, {noun}
+// the noun. A category missing from CategoryWords is spelled as the export spells one: lower
+// case, with "-" and "_" as spaces.
+func (s *SteeringSpec) Phrase(categories []string) string {
+	words := make([]string, len(categories))
+	for i, c := range categories {
+		w, ok := s.CategoryWords[c]
+		if !ok {
+			w = strings.NewReplacer("-", " ", "_", " ").Replace(strings.ToLower(strings.TrimSpace(c)))
+		}
+		words[i] = w
+	}
+	return strings.NewReplacer("{c}", strings.Join(words, " "), "{noun}", s.Noun).Replace(s.Template)
 }
 
 // ReadManifest reads DIR/manifest.json. Unknown fields are errors, so that a typo in a

@@ -27,6 +27,7 @@ from . import textenc, weights
 from .data import BOS_TOKEN, PAD_TOKEN, TOKEN_OFFSET
 from .model import ExportGenerator, ModelConfig, Recommender
 from .rank import fusion_inputs, top_k
+from .steering import manifest_section as steering_section
 from .steering import steering_report
 from .train import RequestBank, TrainConfig, TrainData, train_runs
 
@@ -309,6 +310,9 @@ def build(a: BundleArgs) -> dict:
                 if m is model:
                     tops[vname] = top
             results[vname] = ev.mean_over_seeds(per_seed)
+            if vname == "model":
+                # the served weights' own figures (what `llm4rec bench quality` reproduces)
+                results[vname]["exported"] = next(r for r in per_seed if r["seed"] == best_seed)
             per_user[vname] = np.mean(nd, axis=0)
         if a.ablations:
             sc = ev.pop_scores(counts, len(ds.users))
@@ -454,6 +458,7 @@ def build(a: BundleArgs) -> dict:
         "metrics": {k: {m: v[m] for m in ("hr@10", "ndcg@10", "coverage@10", "ild@10", "arp", "gender_gap", "age_gap")
                         if m in v} for k, v in results.items()},
         "golden": {"index": "golden/index.json", "atol": ATOL, "rtol": RTOL},
+        "steering": steering_section(ds, 20, a.steering_users),
     }
     for p in sorted(out.rglob("*")):
         if p.is_file() and p.name != "manifest.json":

@@ -10,8 +10,8 @@ self-attention (positions counted from the oldest present item); the state of th
 item queries one attention over [history states; query modalities; retrieved context items; a
 learned null slot] and the pooled result becomes `user_state` [B,D]. The attention weights
 (null slot left out) are the `attention` output used for explanations. Every mask may be all
-zero (cold start). A third output, `steering` [B,D], is W * normalise(sum of the present
-request modalities) (zero when none): the engine adds steering . content_i to item i's logit, so
+zero (cold start). A third output, `steering` [B,D], is Up Down normalise(sum of the present
+request modalities) (a rank-d map; zero when none): the engine adds steering . content_i to item i's logit, so
 a typed, pictured or spoken request moves the list while the history keeps it personal; with no
 request it adds nothing.
 
@@ -132,9 +132,12 @@ class Fusion(nn.Module):
         self.null_v = nn.Parameter(torch.zeros(d))
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, D))
         self.drop = nn.Dropout(cfg.dropout)
-        self.steer = nn.Linear(D, D, bias=False) if cfg.steering else None
-        if self.steer is not None:
-            nn.init.zeros_(self.steer.weight)
+        # steering: a rank-d bilinear form between the request and each item's content,
+        # steering . content_i = (down r) . (up^T content_i)
+        self.steer_down = nn.Linear(D, d, bias=False) if cfg.steering else None
+        self.steer_up = nn.Linear(d, D, bias=False) if cfg.steering else None
+        if cfg.steering:
+            nn.init.zeros_(self.steer_up.weight)
 
     # -- shared pieces
     def encode_history(self, h, hmask):
@@ -152,12 +155,16 @@ class Fusion(nn.Module):
 
     def steering(self, modalities, mmask):
         """W * normalise(sum of present modalities) [B,D]; zero rows when none is present."""
-        if self.steer is None:
+        if self.steer_down is None:
             return torch.zeros(modalities.shape[0], modalities.shape[-1], dtype=modalities.dtype)
+        return self.steer_up(self.steering_low(modalities, mmask))
+
+    def steering_low(self, modalities, mmask):
+        """The request in the steering space [B,d] (zero rows when no modality is present)."""
         r = (modalities * mmask[..., None]).sum(-2)
         n = torch.sqrt((r * r).sum(-1, keepdim=True) + 1e-12)
         present = (mmask.sum(-1, keepdim=True) > 0).to(r.dtype)
-        return self.steer(r / n) * present
+        return self.steer_down(r / n) * present
 
     # -- serving graph
     def forward(self, history_items, history, history_mask, modalities, modality_mask, context, context_mask):

@@ -25,23 +25,29 @@ def retrieve_context(item_emb: np.ndarray, hist_rows: list[np.ndarray], mod_emb:
     B = len(hist_rows)
     out = np.full((B, R), -1, dtype=np.int64)
     mask = np.zeros((B, R), dtype=np.float32)
-    if R == 0:
+    if R == 0 or B == 0:
         return out, mask
+    E = item_emb.astype(np.float64)
+    q = np.zeros((B, E.shape[1]), dtype=np.float64)
+    has = np.zeros(B, dtype=bool)
     for b in range(B):
-        r = None
         if mod_mask is not None and mod_mask[b].sum() > 0:
-            r = (mod_emb[b] * mod_mask[b][:, None]).sum(0)
+            q[b] = (mod_emb[b] * mod_mask[b][:, None]).sum(0)
+            has[b] = True
         elif len(hist_rows[b]):
-            r = item_emb[hist_rows[b]].sum(0)
-        if r is None:
+            q[b] = E[hist_rows[b]].sum(0)
+            has[b] = True
+    n = np.linalg.norm(q, axis=1, keepdims=True)
+    q = np.where(n > 0, q / np.where(n > 0, n, 1.0), q)
+    s = q @ E.T
+    for b in range(B):
+        s[b, hist_rows[b]] = -np.inf
+    order = np.argsort(-s, axis=1, kind="stable")[:, :R]          # by score desc, then row asc
+    for b in range(B):
+        if not has[b]:
             continue
-        n = np.linalg.norm(r)
-        r = r / n if n > 0 else r
-        s = item_emb.astype(np.float64) @ r.astype(np.float64)
-        s[hist_rows[b]] = -np.inf
-        order = np.lexsort((np.arange(len(s)), -s))       # by score desc, then row asc
-        k = min(R, int(np.isfinite(s).sum()))
-        out[b, :k] = order[:k]
+        k = min(R, int(np.isfinite(s[b]).sum()))
+        out[b, :k] = order[b, :k]
         mask[b, :k] = 1.0
     return out, mask
 

@@ -33,6 +33,18 @@ def steering_categories(ds) -> list[str]:
     return sorted(ok, key=lambda c: (-count[c], c))[:MAX_CATEGORIES]
 
 
+def manifest_section(ds, history: int, n_users: int) -> dict:
+    """What the engine's `bench quality` needs to repeat this evaluation: the phrase template,
+    the catalog's noun, every category's words, the evaluated categories, the history length,
+    the number of users and the espeak-ng voice of the spoken requests."""
+    cats = sorted({c for it in ds.items for c in it.categories})
+    v, speed, pitch = audio_mod.HELDOUT_VOICE
+    return {"template": rq.EVAL_TEMPLATE, "noun": rq.item_noun(ds),
+            "category_words": {c: rq.category_words(c) for c in cats},
+            "categories": steering_categories(ds), "history": history, "users": n_users,
+            "voice": {"name": v, "speed": speed, "pitch": pitch}}
+
+
 def spoken_embeddings(audio_model, phrases: list[str]) -> np.ndarray | None:
     if not audio_mod.espeak_available():
         return None

@@ -278,8 +278,8 @@ class Trainer:
             if self.use_ctx and len(bi):
                 first = torch.from_numpy(self.win.first[idx].astype(np.int64))[bi]
                 rows[bi, ti] = self._request_context(r, first, ti)
-            if fz.steer is not None:
-                steer = fz.steering(mod, mm)                              # [n,D]
+            if fz.steer_down is not None:
+                steer = fz.steering_low(mod, mm)                          # [n,d]
                 steer_rows = (bi, ti)
         if self.use_ctx:
             ctx_tab = fz.ctx_in(self.content) + fz.ctx_type              # [N,d]
@@ -302,7 +302,7 @@ class Trainer:
             pos_id = torch.full((B, T), -1, dtype=torch.int64)
             pos_id[lmask] = torch.arange(len(tg))
             at = pos_id[steer_rows]
-            add = F.pad(steer @ self.content.T, (TOKEN_OFFSET, 0))
+            add = F.pad(steer @ (self.content @ fz.steer_up.weight).T, (TOKEN_OFFSET, 0))  # (down r) . (up^T c_i)
             logits0 = logits0.index_add(0, at, add)
         ce0 = F.cross_entropy(logits0, yt[:, 0], reduction="none")
         w0 = self.w[yt[:, 0]]

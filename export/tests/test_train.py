@@ -45,7 +45,7 @@ def test_training_path_equals_serving_graph():
     m = Recommender(cfg).eval()
     content = torch.nn.functional.normalize(torch.randn(N, D), dim=1)
     m.items.content[TOKEN_OFFSET:] = content
-    torch.nn.init.normal_(m.fusion.steer.weight)
+    torch.nn.init.normal_(m.fusion.steer_up.weight)
     seq = torch.tensor([3, 7, 1, 12, 5]) + TOKEN_OFFSET
     T = len(seq)
     mod = torch.randn(T, M, D)
@@ -64,6 +64,9 @@ def test_training_path_equals_serving_graph():
                                content[ctx[t]][None], cmask[t][None])
             assert torch.allclose(got[0], us[t], atol=1e-5), t
             assert (steer.abs().sum() > 0) == bool(mmask[t].sum() > 0)   # no request, no steering
+            # the training loss's form of the steering term equals the served one
+            low = fz.steering_low(mod[t][None], mmask[t][None])
+            assert torch.allclose(low @ (content @ fz.steer_up.weight).T, steer @ content.T, atol=1e-5)
 
 
 def test_requests_describe_without_naming():

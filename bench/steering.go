@@ -1,0 +1,404 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/llm4rec/llm4rec/engine/bundle"
+	"github.com/llm4rec/llm4rec/engine/recommend"
+)
+
+// SteeringSeed seeds the choice of the steering evaluation's users in RunQuality. The export
+// picks its users with numpy's generator, so the two evaluate different users of the same
+// kind: their precision figures compare as two estimates, not to the last digit.
+const SteeringSeed uint64 = 0
+
+// espeakTimeout bounds one espeak-ng call: a phrase renders in well under a second, so a call
+// that takes longer is stuck.
+const espeakTimeout = 30 * time.Second
+
+// CategorySteering is one category's precision@10 under each condition: no request (history
+// only), the phrase typed, spoken (nil when not measured) and typed with no history.
+type CategorySteering struct {
+	Phrase         string   `json:"phrase"`
+	None           float64  `json:"none"`
+	Typed          float64  `json:"typed"`
+	Spoken         *float64 `json:"spoken,omitempty"`
+	TypedNoHistory float64  `json:"typed_no_history"`
+}
+
+// SteeringFigures are the steering evaluation's figures under the names of the export's
+// report.json `steering` section (export/llm4rec_export/steering.py), so that the two compare
+// field by field. Absent figures are nil.
+type SteeringFigures struct {
+	// Categories are the evaluated categories; Users how many users' histories were used,
+	// History how many of each user's last items; Template the request phrase.
+	Categories []string `json:"categories,omitempty"`
+	Users      int      `json:"users"`
+	History    int      `json:"history"`
+	Template   string   `json:"template,omitempty"`
+	// Voice is the espeak-ng voice of the spoken requests, "" when none were measured.
+	Voice      string                      `json:"voice,omitempty"`
+	ByCategory map[string]CategorySteering `json:"by_category,omitempty"`
+	// The means over categories of category precision@10: the share of the top 10 (history
+	// excluded) in the requested category.
+	PrecisionNone           *float64 `json:"precision@10_none,omitempty"`
+	PrecisionTyped          *float64 `json:"precision@10_typed,omitempty"`
+	PrecisionSpoken         *float64 `json:"precision@10_spoken,omitempty"`
+	PrecisionTypedNoHistory *float64 `json:"precision@10_typed_no_history,omitempty"`
+	// NDCGWithQuery is NDCG@10 of the held-out item when the request types its own
+	// categories; NDCGHistoryOnly the same users' NDCG@10 without a request; NDCGRatio the
+	// first over the second.
+	NDCGWithQuery   *float64 `json:"ndcg@10_with_category_query,omitempty"`
+	NDCGHistoryOnly *float64 `json:"ndcg@10_history_only,omitempty"`
+	NDCGRatio       *float64 `json:"ndcg_ratio,omitempty"`
+	// Skipped says why the export measured nothing.
+	Skipped string `json:"skipped,omitempty"`
+}
+
+// SteeringReport is the result of RunSteering: the engine's figures, the export's beside them
+// when its report.json has them, and notes on what was left out.
+type SteeringReport struct {
+	SteeringFigures
+	// NDCGUsers is how many users the query-conditioned NDCG@10 averages over: those with a
+	// held-out item that has at least one category.
+	NDCGUsers int `json:"ndcg_users"`
+	// Export holds the export's figures (report.json), nil when it has none.
+	Export  *SteeringFigures `json:"export,omitempty"`
+	Notes   []string         `json:"notes,omitempty"`
+	Seconds float64          `json:"seconds"`
+}
+
+// RunSteering measures how requests steer the engine's lists (the export's steering
+// evaluation, export/llm4rec_export/steering.py), every request at IPS strength 0 with the
+// history's items excluded, workers requests at once:
+//
+//   - category precision@10 for each category of spec.Categories, the request being
+//     spec.Phrase of the category: spec.Users users drawn with seed among those of users with a
+//     held-out item and at least spec.History items before it, each with their last
+//     spec.History items as history; with no request, the phrase typed, the phrase spoken by
+//     espeak-ng in spec.Voice (left out, with a note, when espeak-ng is unavailable), and the
+//     phrase typed with an empty history;
+//   - NDCG@10 of the held-out item of every user of users whose held-out item has a category,
+//     with the item's categories typed as the request (spec.Phrase) and the whole history,
+//     beside the same users' NDCG@10 with the history alone.
+func RunSteering(ctx context.Context, eng *recommend.Engine, users []SplitUser, spec *bundle.SteeringSpec, workers int, seed uint64) (*SteeringReport, error) {
+	if spec == nil {
+		return nil, errors.New("bench: steering: the bundle has no steering section")
+	}
+	if spec.History < 1 || spec.Users < 1 {
+		return nil, fmt.Errorf("bench: steering: the manifest's history (%d) and users (%d) must be positive", spec.History, spec.Users)
+	}
+	t0 := time.Now()
+	workers = max(workers, 1)
+	items := eng.Items()
+	ids := func(rows []int) []string {
+		out := make([]string, len(rows))
+		for i, r := range rows {
+			out[i] = items[r].ID
+		}
+		return out
+	}
+	rep := &SteeringReport{SteeringFigures: SteeringFigures{Categories: spec.Categories, History: spec.History, Template: spec.Template}}
+
+	picked := steeringUsers(users, spec.History, spec.Users, seed)
+	rep.Users = len(picked)
+	switch {
+	case len(spec.Categories) == 0:
+		rep.Notes = append(rep.Notes, "the steering section names no category: category precision not measured")
+	case len(picked) == 0:
+		rep.Notes = append(rep.Notes, fmt.Sprintf("no user has %d items before the held-out one: category precision not measured", spec.History))
+	default:
+		hists := make([][]string, len(picked))
+		for i, u := range picked {
+			h := users[u].TestHistory()
+			hists[i] = ids(h[len(h)-spec.History:])
+		}
+		if err := rep.measurePrecision(ctx, eng, spec, hists, workers); err != nil {
+			return nil, err
+		}
+	}
+
+	var qUsers []SplitUser
+	var queries []string
+	var targets []int
+	for _, su := range users {
+		if su.Test >= 0 && len(items[su.Test].Categories) > 0 {
+			qUsers = append(qUsers, su)
+			queries = append(queries, spec.Phrase(items[su.Test].Categories))
+			targets = append(targets, su.Test)
+		}
+	}
+	rep.NDCGUsers = len(qUsers)
+	if len(qUsers) == 0 {
+		rep.Notes = append(rep.Notes, "no held-out item has a category: query-conditioned NDCG@10 not measured")
+	} else {
+		zero := 0.0
+		withQ, err := requestTops(ctx, eng, len(qUsers), workers, func(i int) recommend.Request {
+			return recommend.Request{History: ids(qUsers[i].TestHistory()), Query: queries[i], K: QualityK, ExcludeSeen: true, Alpha: &zero}
+		})
+		if err != nil {
+			return nil, err
+		}
+		alone, err := modelTops(ctx, eng, qUsers, 0, workers)
+		if err != nil {
+			return nil, err
+		}
+		with, without := meanNDCG(withQ, targets), meanNDCG(alone, targets)
+		rep.NDCGWithQuery, rep.NDCGHistoryOnly, rep.NDCGRatio = &with, &without, ratio(with, without)
+	}
+	rep.Seconds = time.Since(t0).Seconds()
+	return rep, nil
+}
+
+// measurePrecision fills the category precision figures for the histories hists (item ids).
+func (rep *SteeringReport) measurePrecision(ctx context.Context, eng *recommend.Engine, spec *bundle.SteeringSpec, hists [][]string, workers int) error {
+	items := eng.Items()
+	zero := 0.0
+	phrases := make([]string, len(spec.Categories))
+	for j, c := range spec.Categories {
+		phrases[j] = spec.Phrase([]string{c})
+	}
+	spoken, note := speakAll(ctx, spec.Voice, phrases)
+	if note != "" {
+		rep.Notes = append(rep.Notes, note)
+	} else {
+		rep.Voice = spec.Voice.Name
+	}
+	lists := func(query string, audio []byte) ([][]int, error) {
+		return requestTops(ctx, eng, len(hists), workers, func(i int) recommend.Request {
+			return recommend.Request{History: hists[i], Query: query, Audio: audio, K: QualityK, ExcludeSeen: true, Alpha: &zero}
+		})
+	}
+	none, err := lists("", nil) // the same lists whichever category is asked for
+	if err != nil {
+		return err
+	}
+	var sums [4]float64
+	rep.ByCategory = map[string]CategorySteering{}
+	for j, c := range spec.Categories {
+		in := inCategory(items, c)
+		r := CategorySteering{Phrase: phrases[j], None: categoryPrecision(none, in)}
+		typed, err := lists(phrases[j], nil)
+		if err != nil {
+			return err
+		}
+		r.Typed = categoryPrecision(typed, in)
+		if spoken != nil {
+			said, err := lists("", spoken[j])
+			if err != nil {
+				return err
+			}
+			p := categoryPrecision(said, in)
+			r.Spoken = &p
+			sums[2] += p
+		}
+		alone, err := requestTops(ctx, eng, 1, 1, func(int) recommend.Request {
+			return recommend.Request{Query: phrases[j], K: QualityK, ExcludeSeen: true, Alpha: &zero}
+		})
+		if err != nil {
+			return err
+		}
+		r.TypedNoHistory = categoryPrecision(alone, in)
+		sums[0], sums[1], sums[3] = sums[0]+r.None, sums[1]+r.Typed, sums[3]+r.TypedNoHistory
+		rep.ByCategory[c] = r
+	}
+	n := float64(len(spec.Categories))
+	mean := func(s float64) *float64 { m := s / n; return &m }
+	rep.PrecisionNone, rep.PrecisionTyped, rep.PrecisionTypedNoHistory = mean(sums[0]), mean(sums[1]), mean(sums[3])
+	if spoken != nil {
+		rep.PrecisionSpoken = mean(sums[2])
+	}
+	return nil
+}
+
+// steeringUsers returns the positions in users, ascending, of at most n users drawn with seed
+// among those with a held-out item and at least history items before it.
+func steeringUsers(users []SplitUser, history, n int, seed uint64) []int {
+	var cand []int
+	for u, su := range users {
+		if su.Test >= 0 && len(su.TestHistory()) >= history {
+			cand = append(cand, u)
+		}
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x57ee))
+	rng.Shuffle(len(cand), func(i, j int) { cand[i], cand[j] = cand[j], cand[i] })
+	picked := cand[:min(n, len(cand))]
+	slices.Sort(picked)
+	return picked
+}
+
+// inCategory says for every catalog row whether the item is in category c.
+func inCategory(items []recommend.Item, c string) []bool {
+	in := make([]bool, len(items))
+	for i, it := range items {
+		in[i] = slices.Contains(it.Categories, c)
+	}
+	return in
+}
+
+// categoryPrecision is the mean over lists of the share of each list's items for which in is
+// true (an empty list counts 0); 0 without lists.
+func categoryPrecision(tops [][]int, in []bool) float64 {
+	if len(tops) == 0 {
+		return 0
+	}
+	var sum float64
+	for _, top := range tops {
+		if len(top) == 0 {
+			continue
+		}
+		hits := 0
+		for _, r := range top {
+			if in[r] {
+				hits++
+			}
+		}
+		sum += float64(hits) / float64(len(top))
+	}
+	return sum / float64(len(tops))
+}
+
+// meanNDCG is the mean NDCG@10 of each list's target; 0 without lists.
+func meanNDCG(tops [][]int, targets []int) float64 {
+	if len(tops) == 0 {
+		return 0
+	}
+	var sum float64
+	for u, top := range tops {
+		sum += NDCGOfRank(HitRank(top, targets[u]))
+	}
+	return sum / float64(len(tops))
+}
+
+// ratio is a/b, nil when b is 0.
+func ratio(a, b float64) *float64 {
+	if b == 0 {
+		return nil
+	}
+	r := a / b
+	return &r
+}
+
+// requestTops asks the engine for the lists of the requests req(0..n-1), workers at once, as
+// catalog rows.
+func requestTops(ctx context.Context, eng *recommend.Engine, n, workers int, req func(i int) recommend.Request) ([][]int, error) {
+	tops := make([][]int, n)
+	err := parallel(ctx, n, workers, func(i int) error {
+		resp, err := eng.Recommend(ctx, req(i))
+		if err != nil {
+			return fmt.Errorf("steering request %d: %w", i, err)
+		}
+		top := make([]int, len(resp.Items))
+		for k, it := range resp.Items {
+			top[k], _ = eng.Row(it.ItemID)
+		}
+		tops[i] = top
+		return nil
+	})
+	return tops, err
+}
+
+// speakAll renders every phrase with espeak-ng in voice v and returns the WAV files' bytes;
+// nil and a note saying why when espeak-ng is not on PATH or fails.
+func speakAll(ctx context.Context, v bundle.SteeringVoice, phrases []string) ([][]byte, string) {
+	bin, err := exec.LookPath("espeak-ng")
+	if err != nil {
+		return nil, "espeak-ng is not on PATH: spoken requests not measured (install espeak-ng to measure them)"
+	}
+	dir, err := os.MkdirTemp("", "llm4rec-steering-")
+	if err != nil {
+		return nil, fmt.Sprintf("spoken requests not measured: %v", err)
+	}
+	defer os.RemoveAll(dir)
+	out := make([][]byte, len(phrases))
+	for i, p := range phrases {
+		wav := filepath.Join(dir, strconv.Itoa(i)+".wav")
+		cctx, cancel := context.WithTimeout(ctx, espeakTimeout)
+		msg, err := exec.CommandContext(cctx, bin, "-v", v.Name, "-s", strconv.Itoa(v.Speed), "-p", strconv.Itoa(v.Pitch), "-w", wav, p).CombinedOutput()
+		cancel()
+		if err == nil {
+			out[i], err = os.ReadFile(wav)
+		}
+		if err != nil {
+			return nil, fmt.Sprintf("espeak-ng failed on %q in voice %s: %v %s: spoken requests not measured", p, v.Name, err, strings.TrimSpace(string(msg)))
+		}
+	}
+	return out, ""
+}
+
+// exportSteering reads the `steering` section of the bundle's report.json, nil when absent.
+// The export does not write ndcg_ratio; it is computed here from its two NDCG figures.
+func exportSteering(dir string) *SteeringFigures {
+	var rep struct {
+		Steering *SteeringFigures `json:"steering"`
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil || json.Unmarshal(raw, &rep) != nil || rep.Steering == nil {
+		return nil
+	}
+	s := rep.Steering
+	if s.NDCGRatio == nil && s.NDCGWithQuery != nil && s.NDCGHistoryOnly != nil {
+		s.NDCGRatio = ratio(*s.NDCGWithQuery, *s.NDCGHistoryOnly)
+	}
+	return s
+}
+
+// writeTable prints the section for people: precision@10 per category and condition, the
+// means beside the export's, and the query-conditioned NDCG@10.
+func (rep *SteeringReport) writeTable(b *strings.Builder) {
+	voice := "not measured"
+	if rep.Voice != "" {
+		voice = "voice " + rep.Voice
+	}
+	fmt.Fprintf(b, "\nsteering: category precision@10 (share of the top 10 in the asked category), request %q, "+
+		"%d users' last %d items, spoken: %s\n", rep.Template, rep.Users, rep.History, voice)
+	f := func(p *float64) string {
+		if p == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.4f", *p)
+	}
+	if len(rep.ByCategory) > 0 {
+		t := newTable("category", "phrase", ">none", ">typed", ">spoken", ">typed, no history")
+		for _, c := range rep.Categories {
+			r, ok := rep.ByCategory[c]
+			if !ok {
+				continue
+			}
+			none, typed, alone := r.None, r.Typed, r.TypedNoHistory
+			t.add(c, r.Phrase, f(&none), f(&typed), f(r.Spoken), f(&alone))
+		}
+		t.gap()
+		t.add("mean", "", f(rep.PrecisionNone), f(rep.PrecisionTyped), f(rep.PrecisionSpoken), f(rep.PrecisionTypedNoHistory))
+		if e := rep.Export; e != nil && e.PrecisionNone != nil {
+			t.add(fmt.Sprintf("export (%d users)", e.Users), "", f(e.PrecisionNone), f(e.PrecisionTyped), f(e.PrecisionSpoken), f(e.PrecisionTypedNoHistory))
+		}
+		t.write(b)
+	}
+	if rep.NDCGWithQuery != nil {
+		fmt.Fprintf(b, "\nNDCG@10 with the held-out item's categories typed as the request (%q filled), beside the history alone:\n", rep.Template)
+		t := newTable("", ">with category query", ">history only", ">ratio", ">users")
+		t.add("engine", f(rep.NDCGWithQuery), f(rep.NDCGHistoryOnly), f(rep.NDCGRatio), strconv.Itoa(rep.NDCGUsers))
+		if e := rep.Export; e != nil && e.NDCGWithQuery != nil {
+			t.add("export", f(e.NDCGWithQuery), f(e.NDCGHistoryOnly), f(e.NDCGRatio), "")
+		}
+		t.write(b)
+	}
+	if e := rep.Export; e != nil && e.Skipped != "" {
+		fmt.Fprintf(b, "the export skipped steering: %s\n", e.Skipped)
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(b, "note: %s\n", n)
+	}
+}

@@ -1,0 +1,176 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"math"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/llm4rec/llm4rec/engine/batch"
+	"github.com/llm4rec/llm4rec/engine/ort"
+	"github.com/llm4rec/llm4rec/engine/recommend"
+)
+
+// The steering users are drawn among those with a held-out item and enough history, the same
+// for the same seed, in ascending order, all of them when fewer than asked.
+func TestSteeringUsers(t *testing.T) {
+	var users []SplitUser
+	for u := 0; u < 200; u++ {
+		su := SplitUser{Train: make([]int, u%30), Val: 1, Test: 2}
+		if u%7 == 0 {
+			su.Val, su.Test = -1, -1 // no held-out item: never drawn, however long the history
+			su.Train = make([]int, 40)
+		}
+		users = append(users, su)
+	}
+	a := steeringUsers(users, 20, 25, 3)
+	if len(a) != 25 || !slices.IsSorted(a) || !slices.Equal(a, steeringUsers(users, 20, 25, 3)) {
+		t.Fatalf("drawn %v", a)
+	}
+	for _, u := range a {
+		if users[u].Test < 0 || len(users[u].TestHistory()) < 20 {
+			t.Errorf("user %d drawn with test %d and %d history items", u, users[u].Test, len(users[u].TestHistory()))
+		}
+	}
+	if slices.Equal(a, steeringUsers(users, 20, 25, 4)) {
+		t.Error("another seed drew the same users")
+	}
+	eligible := 0
+	for _, su := range users {
+		if su.Test >= 0 && len(su.TestHistory()) >= 20 {
+			eligible++
+		}
+	}
+	if all := steeringUsers(users, 20, 1000, 3); len(all) != eligible {
+		t.Errorf("asked for more than the %d eligible users, got %d", eligible, len(all))
+	}
+	if got := steeringUsers(users, 1000, 5, 3); len(got) != 0 {
+		t.Errorf("no user has 1000 items, drew %v", got)
+	}
+}
+
+// Category precision and NDCG on lists worked out by hand.
+func TestSteeringPrecisionByHand(t *testing.T) {
+	items := []recommend.Item{{Categories: []string{"Drama"}}, {Categories: []string{"Comedy", "Drama"}}, {}, {Categories: []string{"Comedy"}}}
+	in := inCategory(items, "Drama")
+	if !slices.Equal(in, []bool{true, true, false, false}) {
+		t.Fatalf("in Drama: %v", in)
+	}
+	// lists: 2 of 4, 0 of 2, 1 of 1 in Drama; an empty list counts 0
+	tops := [][]int{{0, 1, 2, 3}, {2, 3}, {1}, {}}
+	if p := categoryPrecision(tops, in); !near(p, (0.5+0+1+0)/4) {
+		t.Errorf("precision %v", p)
+	}
+	if p := categoryPrecision(tops[:3], inCategory(items, "Comedy")); !near(p, (0.5+0.5+1)/3) {
+		t.Errorf("Comedy precision %v", p)
+	}
+	if categoryPrecision(nil, in) != 0 || meanNDCG(nil, nil) != 0 {
+		t.Error("no lists")
+	}
+	if n := meanNDCG(tops[:3], []int{1, 3, 0}); !near(n, (1/math.Log2(3)+1/math.Log2(3)+0)/3) {
+		t.Errorf("NDCG %v", n)
+	}
+	if ratio(1, 0) != nil || *ratio(1, 4) != 0.25 {
+		t.Error("ratio")
+	}
+}
+
+// The section reads the export's figures, encodes under the export's names and prints.
+func TestSteeringReportOutputs(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"report.json": `{"steering": {"categories": ["Drama", "Comedy"], "users": 50, "history": 20,
+		"template": "recommend me a {c} {noun}", "voice": null, "by_category": {"Drama": {"phrase": "recommend me a drama movie",
+		"none": 0.4, "typed": 0.7, "typed_no_history": 0.9}}, "precision@10_none": 0.3, "precision@10_typed": 0.6,
+		"precision@10_typed_no_history": 0.8, "ndcg@10_with_category_query": 0.12, "ndcg@10_history_only": 0.08}}`})
+	e := exportSteering(dir)
+	if e == nil || e.Users != 50 || e.Voice != "" || e.PrecisionSpoken != nil || !near(*e.NDCGRatio, 1.5) || e.ByCategory["Drama"].Typed != 0.7 {
+		t.Fatalf("export figures %+v", e)
+	}
+	if exportSteering(t.TempDir()) != nil {
+		t.Error("figures without a report.json")
+	}
+	p, q, r := 0.5, 0.1, 0.05
+	rep := &SteeringReport{NDCGUsers: 9, Export: e, Notes: []string{"a note"}}
+	rep.Categories, rep.Users, rep.History, rep.Template = []string{"Drama"}, 8, 20, "{c}"
+	rep.ByCategory = map[string]CategorySteering{"Drama": {Phrase: "drama", None: 0.25, Typed: 0.5, Spoken: &p, TypedNoHistory: 0.75}}
+	rep.PrecisionNone, rep.PrecisionTyped, rep.PrecisionSpoken, rep.PrecisionTypedNoHistory = &p, &p, &p, &p
+	rep.NDCGWithQuery, rep.NDCGHistoryOnly, rep.NDCGRatio = &q, &r, ratio(q, r)
+	raw, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back map[string]any
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"categories", "users", "history", "template", "by_category", "precision@10_none", "precision@10_typed",
+		"precision@10_spoken", "precision@10_typed_no_history", "ndcg@10_with_category_query", "ndcg@10_history_only", "ndcg_ratio", "export"} {
+		if _, ok := back[k]; !ok {
+			t.Errorf("JSON lacks %q: %s", k, raw)
+		}
+	}
+	var b strings.Builder
+	rep.writeTable(&b)
+	for _, want := range []string{"typed, no history", "0.7500", "export (50 users)", "ratio", "2.0000", "note: a note"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// RunSteering through the engine on the test bundle, kept small (2 categories, 8 users,
+// query-conditioned NDCG on the first 60 users): every figure is a share, typed requests move
+// the lists towards the category, spoken ones are measured when espeak-ng is installed.
+func TestRunSteeringOnBundle(t *testing.T) {
+	dir := evalBundle(t)
+	data := testData(t)
+	env, err := openEvalEnv(dir, data, ort.Options{Provider: ort.ProviderCPU}, batch.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)), recommend.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	m := env.eng.Manifest()
+	// Bundles exported before the steering evaluation have no steering section (the committed
+	// bundle until it is re-exported): nothing to repeat.
+	if m.Steering == nil {
+		t.Skipf("the bundle %s has no steering section in its manifest (exported before the steering evaluation); re-export it to run this test", dir)
+	}
+	spec := *m.Steering
+	if len(spec.Categories) < 2 {
+		t.Skipf("the steering section names %d categories", len(spec.Categories))
+	}
+	spec.Categories, spec.Users = spec.Categories[:2], 8
+	users := env.set.users[:min(60, len(env.set.users))]
+	rep, err := RunSteering(context.Background(), env.eng, users, &spec, 8, SteeringSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	rep.writeTable(&b)
+	t.Logf("\n%s", b.String())
+	if rep.Users != 8 || len(rep.ByCategory) != 2 || rep.PrecisionTyped == nil || rep.NDCGWithQuery == nil || rep.NDCGUsers == 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	for c, r := range rep.ByCategory {
+		for _, v := range []float64{r.None, r.Typed, r.TypedNoHistory} {
+			if v < 0 || v > 1 {
+				t.Errorf("%s: precision %v outside [0, 1]", c, v)
+			}
+		}
+		if r.Phrase != spec.Phrase([]string{c}) {
+			t.Errorf("%s: phrase %q", c, r.Phrase)
+		}
+	}
+	if *rep.PrecisionTyped <= *rep.PrecisionNone {
+		t.Errorf("typed requests did not steer: precision@10 typed %.4f, none %.4f", *rep.PrecisionTyped, *rep.PrecisionNone)
+	}
+	_, lookErr := exec.LookPath("espeak-ng")
+	if (lookErr == nil) != (rep.PrecisionSpoken != nil) {
+		t.Errorf("espeak-ng found: %v, spoken measured: %v (notes %v)", lookErr == nil, rep.PrecisionSpoken != nil, rep.Notes)
+	}
+}
