@@ -857,6 +857,19 @@ func exportMetrics(dir string, m *bundle.Manifest) (map[string]Metrics, string) 
 		Metrics map[string]Metrics `json:"metrics"`
 	}
 	if raw, err := os.ReadFile(filepath.Join(dir, "report.json")); err == nil && json.Unmarshal(raw, &rep) == nil && len(rep.Metrics) > 0 {
+		// the model's row is the mean over seeds; the served weights' own figures are under
+		// metrics.model.exported, which is what the engine reproduces
+		var served struct {
+			Metrics struct {
+				Model struct {
+					Exported *Metrics `json:"exported"`
+				} `json:"model"`
+			} `json:"metrics"`
+		}
+		if json.Unmarshal(raw, &served) == nil && served.Metrics.Model.Exported != nil {
+			rep.Metrics[RowModel] = *served.Metrics.Model.Exported
+			return rep.Metrics, "report.json (the exported seed's own figures for the model)"
+		}
 		return rep.Metrics, "report.json"
 	}
 	var mm map[string]Metrics
