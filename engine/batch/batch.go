@@ -84,7 +84,10 @@ type Batcher struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
-	waiting atomic.Int64 // requests inside Submit (queued or running)
+	// waiting counts requests accepted and not yet answered (queued or running). The loop
+	// decrements it as it answers, so that when it forms the next batch the count holds no
+	// caller that has its answer but has not yet returned from Submit.
+	waiting atomic.Int64
 
 	closeOnce sync.Once
 	mu        sync.RWMutex // Submit holds it shared while enqueueing; Close exclusively
@@ -128,11 +131,11 @@ func (b *Batcher) Submit(ctx context.Context, inputs []ort.Tensor) ([]ort.Tensor
 		return nil, ErrClosed
 	}
 	b.waiting.Add(1)
-	defer b.waiting.Add(-1)
 	select {
 	case b.queue <- req:
 		b.mu.RUnlock()
 	default:
+		b.waiting.Add(-1)
 		b.mu.RUnlock()
 		return nil, ErrQueueFull
 	}
@@ -212,8 +215,8 @@ func (b *Batcher) loop() {
 		}
 	collect:
 		for rows < b.cfg.MaxBatch {
-			// Every caller now inside Submit is in this batch: waiting longer cannot add
-			// anyone who is already here, so a lone caller does not pay MaxWait.
+			// Every caller accepted and not yet answered is in this batch: waiting longer
+			// cannot add anyone who is already here, so a lone caller does not pay MaxWait.
 			if int64(len(batch)) >= b.waiting.Load() {
 				break
 			}
@@ -247,7 +250,7 @@ func (b *Batcher) run(batch []*request) {
 	live := batch[:0]
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
-			r.done <- result{err: fmt.Errorf("%w: %w", ErrDeadline, err)}
+			b.answer(r, result{err: fmt.Errorf("%w: %w", ErrDeadline, err)})
 			continue
 		}
 		live = append(live, r)
@@ -264,11 +267,17 @@ func (b *Batcher) run(batch []*request) {
 	release()
 	if err != nil {
 		for _, r := range live {
-			r.done <- result{err: err}
+			b.answer(r, result{err: err})
 		}
 		return
 	}
 	b.split(live, outputs)
+}
+
+// answer gives r its result and stops counting it as waiting.
+func (b *Batcher) answer(r *request, res result) {
+	b.waiting.Add(-1)
+	r.done <- res
 }
 
 func totalRows(rs []*request) int {
@@ -410,7 +419,7 @@ func (b *Batcher) split(rs []*request, outputs []ort.Tensor) {
 			mine[i] = t
 		}
 		off += r.rows
-		r.done <- result{outputs: mine}
+		b.answer(r, result{outputs: mine})
 	}
 }
 

@@ -277,3 +277,34 @@ func TestCloseDrainsAccepted(t *testing.T) {
 	}
 	b.Close()
 }
+
+// A request queued behind a running batch runs as soon as that batch ends when it is the only
+// caller left: callers already answered do not count as waiting, so it does not pay MaxWait.
+func TestNextBatchDoesNotWaitForAnsweredCallers(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		f := &fakeRunner{hold: make(chan struct{}), started: make(chan struct{}, 8)}
+		b := New(f, Config{MaxBatch: 4, MaxWait: time.Second})
+		first := make(chan error, 1)
+		go func() { _, err := b.Submit(context.Background(), x(1, 1)); first <- err }()
+		<-f.started
+		second := make(chan time.Duration, 1)
+		go func() {
+			start := time.Now()
+			if _, err := b.Submit(context.Background(), x(2, 2)); err != nil {
+				t.Error(err)
+			}
+			second <- time.Since(start)
+		}()
+		for b.QueueDepth() < 1 {
+			time.Sleep(time.Millisecond)
+		}
+		close(f.hold)
+		if err := <-first; err != nil {
+			t.Fatal(err)
+		}
+		if d := <-second; d > 500*time.Millisecond {
+			t.Fatalf("round %d: the second request waited %v behind an answered caller (MaxWait 1s)", i, d)
+		}
+		b.Close()
+	}
+}
