@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -41,51 +42,101 @@ func embedRequest(rng *rand.Rand, rows, seq int) []ort.Tensor {
 	}
 }
 
+// gatedRunner holds every Run until open is closed and reports whether any batch was padded
+// (the test inputs' mask is 1 on every real position, so a 0 is padding).
+type gatedRunner struct {
+	Runner
+	open   chan struct{}
+	padded atomic.Bool
+}
+
+func (g *gatedRunner) Run(in []ort.Tensor) ([]ort.Tensor, error) {
+	<-g.open
+	for _, t := range in {
+		if t.Name == "mask" && slices.Contains(t.Float32, 0) {
+			g.padded.Store(true)
+		}
+	}
+	return g.Runner.Run(in)
+}
+
+// waitForCallers waits until n callers are inside b.Submit, so that whatever runs next is
+// batched from a queue that holds them all, however the goroutines were scheduled.
+func waitForCallers(t *testing.T, b *Batcher, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for b.waiting.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d callers reached Submit", b.waiting.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // An input's output through the batcher, padded among other requests of other lengths, equals
-// its output run alone.
+// its output run alone. The first Run is held until all 64 callers are waiting: a batcher runs
+// a lone caller at once, so without the hold whether requests share a batch would depend on
+// how the goroutines happen to be scheduled.
 func TestBatchInvariance(t *testing.T) {
 	sess := embedSession(t)
+	const callers = 64
+	reqs := make([][]ort.Tensor, callers)
+	alone := make([][]ort.Tensor, callers)
+	for g := range reqs {
+		rng := rand.New(rand.NewPCG(uint64(g), 9))
+		reqs[g] = embedRequest(rng, 1+g%3, 1+rng.IntN(12))
+		out, err := sess.Run(reqs[g])
+		if err != nil {
+			t.Fatal(err)
+		}
+		alone[g] = out
+	}
+	gate := &gatedRunner{Runner: sess, open: make(chan struct{})}
 	var batches, batchedRows atomic.Int64
-	b := New(sess, Config{MaxBatch: 16, MaxWait: 2 * time.Millisecond,
+	// MaxWait only matters while a caller counted as waiting is still on its way into the
+	// queue; a long one keeps a descheduled caller from closing a batch early.
+	b := New(gate, Config{MaxBatch: 16, MaxWait: time.Second,
 		Observe: func(rows int, _ time.Duration, _ error) { batches.Add(1); batchedRows.Add(int64(rows)) }})
 	defer b.Close()
 	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for g := 0; g < 64; g++ {
+	errs := make(chan error, callers)
+	for g := range reqs {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(g), 9))
-			req := embedRequest(rng, 1+g%3, 1+rng.IntN(12))
-			alone, err := sess.Run(req)
+			got, err := b.Submit(context.Background(), reqs[g])
 			if err != nil {
 				errs <- err
 				return
 			}
-			got, err := b.Submit(context.Background(), req)
-			if err != nil {
-				errs <- err
+			want := alone[g]
+			if fmt.Sprint(got[0].Shape) != fmt.Sprint(want[0].Shape) {
+				errs <- fmt.Errorf("request %d: shape %v, alone %v", g, got[0].Shape, want[0].Shape)
 				return
 			}
-			if fmt.Sprint(got[0].Shape) != fmt.Sprint(alone[0].Shape) {
-				errs <- fmt.Errorf("shape %v, alone %v", got[0].Shape, alone[0].Shape)
-				return
-			}
-			for i := range alone[0].Float32 {
-				if math.Abs(float64(got[0].Float32[i]-alone[0].Float32[i])) > 1e-6 {
-					errs <- fmt.Errorf("request %d: batched %v alone %v", g, got[0].Float32, alone[0].Float32)
+			for i := range want[0].Float32 {
+				if math.Abs(float64(got[0].Float32[i]-want[0].Float32[i])) > 1e-6 {
+					errs <- fmt.Errorf("request %d: batched %v alone %v", g, got[0].Float32, want[0].Float32)
 					return
 				}
 			}
 		}(g)
 	}
+	waitForCallers(t, b, callers)
+	close(gate.open)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if batches.Load() >= 64 || batchedRows.Load() != 127 { // sum of 1+g%3 over g < 64
-		t.Fatalf("%d batches for 64 requests (%d rows): nothing was batched", batches.Load(), batchedRows.Load())
+	// 127 rows (the sum of 1+g%3 over g < 64). Once all callers wait, every batch but the last
+	// closes at 14 rows or more (a request has at most 3), so the first batch, whatever it
+	// held, and at most ceil(127/14) = 10 more make 11 runs.
+	if batchedRows.Load() != 127 || batches.Load() > 11 {
+		t.Fatalf("%d batches for %d callers (%d rows): want at most 11", batches.Load(), callers, batchedRows.Load())
+	}
+	if !gate.padded.Load() {
+		t.Fatal("no batch mixed sequence lengths: padding was not exercised")
 	}
 }
 
@@ -184,8 +235,10 @@ func TestDeadlineNeverReachesRun(t *testing.T) {
 }
 
 func TestBatchesFormUpToMaxBatch(t *testing.T) {
-	f := &fakeRunner{}
-	b := New(f, Config{MaxBatch: 8, MaxWait: 20 * time.Millisecond})
+	// The first Run is held until all 32 callers wait, so batches form from a full queue
+	// rather than from however the goroutines happened to be scheduled.
+	f := &fakeRunner{hold: make(chan struct{})}
+	b := New(f, Config{MaxBatch: 8, MaxWait: time.Second})
 	defer b.Close()
 	var wg sync.WaitGroup
 	for i := 0; i < 32; i++ {
@@ -198,6 +251,8 @@ func TestBatchesFormUpToMaxBatch(t *testing.T) {
 			}
 		}(i)
 	}
+	waitForCallers(t, b, 32)
+	close(f.hold)
 	wg.Wait()
 	rows := 0
 	for _, bt := range f.batches {
@@ -206,8 +261,9 @@ func TestBatchesFormUpToMaxBatch(t *testing.T) {
 		}
 		rows += int(bt[0].Shape[0])
 	}
-	if rows != 32 || len(f.batches) > 16 {
-		t.Fatalf("%d batches, %d rows: want batching", len(f.batches), rows)
+	// The held first batch, whatever it holds, then full batches of 8: at most 1+ceil(31/8).
+	if rows != 32 || len(f.batches) > 5 {
+		t.Fatalf("%d batches, %d rows: want at most 5", len(f.batches), rows)
 	}
 }
 
