@@ -15,6 +15,7 @@ package recommend
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -360,7 +361,7 @@ func (c catalogView) Similarity(a, b int) float32 {
 // warmUp runs every graph once so that the first request does not pay for lazy allocation.
 func (e *Engine) warmUp() error {
 	start := time.Now()
-	ctx := contextBackground()
+	ctx := context.Background()
 	if _, err := e.embedTexts(ctx, []string{"warm up"}); err != nil {
 		return err
 	}

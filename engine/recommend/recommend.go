@@ -14,8 +14,6 @@ import (
 	"github.com/llm4rec/llm4rec/engine/retrieval"
 )
 
-func contextBackground() context.Context { return context.Background() }
-
 // ErrRequest is wrapped by every error caused by the request itself (unknown item, limits,
 // undecodable media); the server answers them with 400 or 413.
 var ErrRequest = errors.New("recommend: bad request")
@@ -343,10 +341,13 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 		for _, r := range used {
 			inHist[r] = true
 		}
-		for j, h := range e.searchRaw(query, R, func(i int) bool { return inHist[i] }) {
-			copy(context[j*D:(j+1)*D], e.itemEmb[h*D:(h+1)*D])
+		// The index ranks by cosine with its normalised rows; the export ranks by dot product
+		// with the item embeddings as stored. The rankings agree because the export writes
+		// unit-norm item embeddings.
+		for j, h := range e.index.Search(query, R, func(i int) bool { return inHist[i] }) {
+			copy(context[j*D:(j+1)*D], e.itemEmb[h.Item*D:(h.Item+1)*D])
 			cmask[j] = 1
-			rows = append(rows, h)
+			rows = append(rows, h.Item)
 		}
 	}
 	in := make([]ort.Tensor, 0, 7)
@@ -389,17 +390,6 @@ func (e *Engine) addSteering(logits, steer []float32) {
 	for i := range items {
 		items[i] += retrieval.Dot(steer, e.itemEmb[i*D:(i+1)*D])
 	}
-}
-
-// searchRaw ranks items by dot product with the raw (unnormalised) item embeddings, as the
-// export's retrieval rule does; with unit-norm item embeddings it equals the cosine index.
-func (e *Engine) searchRaw(query []float32, k int, skip func(int) bool) []int {
-	hits := e.index.Search(query, k, skip)
-	out := make([]int, len(hits))
-	for i, h := range hits {
-		out[i] = h.Item
-	}
-	return out
 }
 
 // firstStepLogits runs the generator's first step from [BOS] through its batcher.
