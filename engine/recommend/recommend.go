@@ -196,7 +196,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		picks = e.rankTopK(logits, seen, alpha, k)
 		resp.Timings.Rank = time.Since(t4).Microseconds()
 	} else {
-		picks, err = e.decodeSlate(userState, steer, seen, alpha, k)
+		picks, err = e.decodeSlate(ctx, userState, steer, seen, alpha, k)
 		if err != nil {
 			return nil, err
 		}
@@ -490,13 +490,18 @@ func (e *Engine) rankTopK(logits []float32, seen []bool, alpha float64, k int) [
 }
 
 // decodeSlate decodes k steps: each step's best unseen, not yet chosen item is fed back as the
-// next token with the key-value cache, so later picks are conditioned on earlier ones.
-func (e *Engine) decodeSlate(userState, steer []float32, seen []bool, alpha float64, k int) ([]pick, error) {
+// next token with the key-value cache, so later picks are conditioned on earlier ones. Steps
+// run outside the batchers, so ctx is checked before each one: a cancelled or expired request
+// stops between steps (a running step always finishes).
+func (e *Engine) decodeSlate(ctx context.Context, userState, steer []float32, seen []bool, alpha float64, k int) ([]pick, error) {
 	seen = slices.Clone(seen)
 	var pastK, pastV []float32
 	token, past := e.bos, 0
 	out := make([]pick, 0, k)
 	for step := 0; step < k; step++ {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("recommend: slate stopped before step %d of %d: %w", step+1, k, err)
+		}
 		logits, pk, pv, err := e.generate(userState, token, pastK, pastV, past)
 		if err != nil {
 			return nil, err
