@@ -162,14 +162,12 @@ type Store struct {
 	cur *txState
 
 	appended, duplicates, conflicts, commits atomic.Uint64
-	commitLat, ackLat                        histogram
 }
 
-// txState follows one write transaction of Append so that its commit can be counted and
-// timed once, however many Appends it carries.
+// txState follows one write transaction of Append so that its commit can be counted once,
+// however many Appends it carries.
 type txState struct {
 	tx     *bolt.Tx
-	start  time.Time
 	maxSeq uint64
 }
 
@@ -366,7 +364,6 @@ func (s *Store) Append(ctx context.Context, events ...Event) (Result, error) {
 	}
 	s.appended.Add(uint64(res.Accepted))
 	s.duplicates.Add(uint64(res.Duplicates))
-	s.ackLat.observe(time.Since(start))
 	return res, nil
 }
 
@@ -376,13 +373,12 @@ func (s *Store) txState(tx *bolt.Tx) *txState {
 	if s.cur != nil && s.cur.tx == tx {
 		return s.cur
 	}
-	st := &txState{tx: tx, start: time.Now()}
+	st := &txState{tx: tx}
 	s.cur = st
 	// Commit hooks run after the fsync and after bbolt releases its writer lock, so they
 	// can run out of order with the next commit's: lastSeq only moves forward.
 	tx.OnCommit(func() {
 		s.commits.Add(1)
-		s.commitLat.observe(time.Since(st.start))
 		s.advance(st.maxSeq)
 	})
 	return st
@@ -426,14 +422,12 @@ func (s *Store) Err() error {
 // Stats returns a copy of the store's counters.
 func (s *Store) Stats() Stats {
 	return Stats{
-		Appended:      s.appended.Load(),
-		Duplicates:    s.duplicates.Load(),
-		Conflicts:     s.conflicts.Load(),
-		Commits:       s.commits.Load(),
-		CommitLatency: s.commitLat.snapshot(),
-		AckLatency:    s.ackLat.snapshot(),
-		LastSeq:       s.lastSeq.Load(),
-		Healthy:       s.Healthy(),
+		Appended:   s.appended.Load(),
+		Duplicates: s.duplicates.Load(),
+		Conflicts:  s.conflicts.Load(),
+		Commits:    s.commits.Load(),
+		LastSeq:    s.lastSeq.Load(),
+		Healthy:    s.Healthy(),
 	}
 }
 

@@ -328,11 +328,7 @@ func TestConcurrentAppends(t *testing.T) {
 	if st.Appended != total || st.Duplicates != total-workers || st.Commits == 0 || st.Commits > total {
 		t.Fatalf("stats %+v", st)
 	}
-	if st.AckLatency.Count != total || st.CommitLatency.Count != st.Commits {
-		t.Fatalf("latency counts: ack %d, commit %d of %d commits", st.AckLatency.Count, st.CommitLatency.Count, st.Commits)
-	}
-	t.Logf("%d events in %d commits (%.1f per commit); commit mean %v, ack p99 <= %v",
-		st.Appended, st.Commits, float64(st.Appended)/float64(st.Commits), st.CommitLatency.Mean(), st.AckLatency.Quantile(0.99))
+	t.Logf("%d events in %d commits (%.1f per commit)", st.Appended, st.Commits, float64(st.Appended)/float64(st.Commits))
 }
 
 func TestSnapshot(t *testing.T) {
@@ -549,22 +545,5 @@ func TestCloseWaitsForAppends(t *testing.T) {
 	s = openTest(t, dir, Config{})
 	if s.LastSeq() != uint64(len(acked)) {
 		t.Fatalf("LastSeq %d, acknowledged %d", s.LastSeq(), len(acked))
-	}
-}
-
-func TestHistogram(t *testing.T) {
-	var h histogram
-	for range 98 {
-		h.observe(300 * time.Microsecond)
-	}
-	h.observe(7 * time.Millisecond)
-	h.observe(3 * time.Second)
-	got := h.snapshot()
-	if got.Count != 100 || got.Quantile(0.5) != 500*time.Microsecond || got.Quantile(0.99) != 10*time.Millisecond ||
-		got.Quantile(1) != 2*time.Second {
-		t.Fatalf("histogram %+v: p50 %v p99 %v max %v", got, got.Quantile(0.5), got.Quantile(0.99), got.Quantile(1))
-	}
-	if (Histogram{}).Quantile(0.5) != 0 || (Histogram{}).Mean() != 0 {
-		t.Fatal("empty histogram")
 	}
 }
