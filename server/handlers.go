@@ -100,6 +100,7 @@ type route struct {
 	fn           func(*fasthttp.RequestCtx) error
 }
 
+// routes lists the API's routes; New builds them once into s.router.
 func (s *Server) routes() []route {
 	health := scopeInference
 	if *s.cfg.OpenHealth {
@@ -120,7 +121,8 @@ func (s *Server) routes() []route {
 
 func (s *Server) match(method, path string) (*route, bool) {
 	pathKnown := false
-	for _, r := range s.routes() {
+	for i := range s.router {
+		r := &s.router[i]
 		ok := r.path == path
 		if strings.HasSuffix(r.path, "/") && strings.HasPrefix(path, r.path) {
 			rest := path[len(r.path):]
@@ -131,8 +133,7 @@ func (s *Server) match(method, path string) (*route, bool) {
 		}
 		pathKnown = true
 		if r.method == method {
-			r := r
-			return &r, true
+			return r, true
 		}
 	}
 	return nil, pathKnown

@@ -44,7 +44,8 @@ type Server struct {
 	learnSeq  atomic.Uint64 // newest event applied by the learner
 	snapMu    sync.Mutex
 
-	http *fasthttp.Server
+	router []route // built once by New
+	http   *fasthttp.Server
 }
 
 // New builds a server: opens the feedback log in cfg.DataDir, loads the bundle on rt and
@@ -60,6 +61,7 @@ func New(cfg Config, rt *ort.Runtime, logger *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: logger, rt: rt, users: newUsers(),
 		slots: make(chan struct{}, cfg.MaxInFlight), learnWake: make(chan struct{}, 1), learnStop: make(chan struct{})}
 	s.m = newMetrics(s)
+	s.router = s.routes()
 	if cfg.APIKey == "" && cfg.AdminKey == "" {
 		logger.Warn("no API keys configured (LLM4REC_API_KEY, LLM4REC_ADMIN_KEY): every endpoint is open")
 	}

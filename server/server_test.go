@@ -515,3 +515,18 @@ func TestConfigSources(t *testing.T) {
 		t.Fatal("equal keys accepted")
 	}
 }
+
+// Routing a request allocates nothing: the route table is built once, by New.
+func TestMatchDoesNotAllocate(t *testing.T) {
+	s := &Server{cfg: Defaults()}
+	s.router = s.routes()
+	if r, _ := s.match("GET", "/v1/items/42"); r == nil || r.name != "items" {
+		t.Fatalf("GET /v1/items/42 routed to %+v", r)
+	}
+	if r, known := s.match("GET", "/v1/recommend"); r != nil || !known {
+		t.Fatalf("GET /v1/recommend: %+v %v, want a known path without the method", r, known)
+	}
+	if n := testing.AllocsPerRun(100, func() { s.match("POST", "/v1/recommend") }); n != 0 {
+		t.Fatalf("match allocates %v times per request", n)
+	}
+}
