@@ -281,16 +281,6 @@ func (s *Server) Serve(ln net.Listener) error {
 	return s.http.Serve(ln)
 }
 
-// ListenAndServe listens on cfg.Addr.
-func (s *Server) ListenAndServe() error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("server: listen %s: %w", s.cfg.Addr, err)
-	}
-	s.log.Info("listening", "addr", ln.Addr().String(), "bundle", s.cfg.Bundle, "provider", s.rt.Provider())
-	return s.Serve(ln)
-}
-
 // Shutdown stops the server gracefully: not ready at once, no new connections, in-flight
 // requests finish (within cfg.ShutdownTimeout), the learner stops after a last snapshot, the
 // engine drains and the feedback log closes (every acknowledged event is already durable).
