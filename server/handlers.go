@@ -328,7 +328,7 @@ func (s *Server) handleRecommend(ctx *fasthttp.RequestCtx) error {
 	m := l.eng.Manifest()
 	writeJSON(ctx, 200, map[string]any{"user_id": req.UserID, "items": resp.Items, "ips_alpha": resp.Alpha,
 		"mode": resp.Mode, "context_items": resp.Context, "timings_us": resp.Timings,
-		"model": map[string]string{"name": m.Name, "version": m.Version}, "provider": s.rt.Provider()})
+		"model": map[string]string{"name": m.Name, "version": m.Version}, "provider": s.backend.Provider()})
 	return nil
 }
 

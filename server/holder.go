@@ -3,14 +3,12 @@ package server
 import (
 	"sync"
 	"sync/atomic"
-
-	"github.com/llm4rec/llm4rec/engine/recommend"
 )
 
 // loaded is one engine with the requests using it counted, so that a reload can swap in a
 // new engine at once and close the old one only after its last request is done.
 type loaded struct {
-	eng    *recommend.Engine
+	eng    Recommender
 	bundle string
 
 	mu       sync.Mutex

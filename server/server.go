@@ -24,12 +24,12 @@ import (
 // Server is the HTTP API. Lifecycle: New (opens the feedback log, loads and warms the bundle,
 // replays the log), Serve, Shutdown.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	rt    *ort.Runtime
-	store *feedback.Store
-	users *users
-	m     *metrics
+	cfg     Config
+	log     *slog.Logger
+	backend Backend
+	store   *feedback.Store
+	users   *users
+	m       *metrics
 
 	engines  holder
 	reloadMu sync.Mutex
@@ -48,9 +48,14 @@ type Server struct {
 	http   *fasthttp.Server
 }
 
-// New builds a server: opens the feedback log in cfg.DataDir, loads the bundle on rt and
-// rebuilds live state from the log. The server is ready once New returns.
+// New builds a server that serves bundles on rt: NewWithBackend with RuntimeBackend(rt).
 func New(cfg Config, rt *ort.Runtime, logger *slog.Logger) (*Server, error) {
+	return NewWithBackend(cfg, RuntimeBackend(rt), logger)
+}
+
+// NewWithBackend builds a server: opens the feedback log in cfg.DataDir, loads cfg.Bundle
+// with backend and rebuilds live state from the log. The server is ready once it returns.
+func NewWithBackend(cfg Config, backend Backend, logger *slog.Logger) (*Server, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -58,7 +63,7 @@ func New(cfg Config, rt *ort.Runtime, logger *slog.Logger) (*Server, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: logger, rt: rt, users: newUsers(),
+	s := &Server{cfg: cfg, log: logger, backend: backend, users: newUsers(),
 		slots: make(chan struct{}, cfg.MaxInFlight), learnWake: make(chan struct{}, 1), learnStop: make(chan struct{})}
 	s.m = newMetrics(s)
 	s.router = s.routes()
@@ -122,13 +127,13 @@ func (s *Server) loadEngine(dir string) (*loaded, error) {
 		Image:   preprocess.ImageConfig{MaxBytes: s.cfg.MaxImageBytes},
 		Audio:   preprocess.AudioConfig{MaxBytes: s.cfg.MaxAudioBytes},
 		Online:  online.Config{Rate: s.cfg.OnlineRate, Penalty: s.cfg.OnlinePenalty},
-		Observe: s.m.observeGraph(string(s.rt.Provider())),
+		Observe: s.m.observeGraph(s.backend.Provider()),
 		Logger:  s.log,
 	}
 	if !*s.cfg.OnlineLearning {
 		cfg.Online.Rate = -1
 	}
-	eng, err := recommend.Open(dir, s.rt, cfg)
+	eng, err := s.backend.Open(dir, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +141,7 @@ func (s *Server) loadEngine(dir string) (*loaded, error) {
 }
 
 // snapshotName keys the learner's snapshot by bundle identity: a new model starts fresh.
-func snapshotName(eng *recommend.Engine) string {
+func snapshotName(eng Recommender) string {
 	m := eng.Manifest()
 	return "online/" + m.Name + "/" + m.Version + "/" + m.Files[m.Graphs["generator"].File].SHA256
 }
@@ -314,7 +319,7 @@ func (s *Server) Shutdown() error {
 // rebuilds its live statistics from the log and swaps it in. Requests in flight finish on
 // the old engine, which is closed once they are done. On any error the old engine keeps
 // serving.
-func (s *Server) Reload(dir string) (*recommend.Engine, error) {
+func (s *Server) Reload(dir string) (Recommender, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	if dir == "" {
