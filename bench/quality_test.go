@@ -161,25 +161,6 @@ func TestSplitMovieLens(t *testing.T) {
 	}
 }
 
-// Item texts and pictures as the export embeds them: text, else "title. categories", else the id;
-// a picture only when its file exists.
-func TestReadContentItems(t *testing.T) {
-	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
-		"items.jsonl": `{"item_id": "1", "title": "T", "categories": ["A", "B"]}` + "\n" + `{"item_id": 2}` + "\n" +
-			`{"item_id": "3", "text": "hello", "title": "x", "image": "img/3.jpg"}` + "\n" + `{"item_id": "4", "categories": ["C"], "image": "no.jpg"}` + "\n",
-		"img/3.jpg": "not really a jpeg",
-	})
-	items, err := readContentItems(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []contentItem{{"1", "T. A, B", ""}, {"2", "2", ""}, {"3", "hello", filepath.Join(dir, "img", "3.jpg")}, {"4", "C", ""}}
-	if !slices.Equal(items, want) {
-		t.Errorf("items %+v, want %+v", items, want)
-	}
-}
-
 // The export's fingerprint of a folder (computed by data.fingerprint of the export, which sorts
 // paths part by part).
 func TestFingerprintMatchesExport(t *testing.T) {

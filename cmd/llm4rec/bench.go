@@ -285,7 +285,6 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 	alphas := fs.String("alphas", "0,0.5,1", "IPS strengths to evaluate the model at (0, the export's, is always included)")
 	users := fs.Int("users", 0, "evaluate only the first N users with a held-out item (0: all)")
 	workers := fs.Int("workers", 32, "recommendations in flight at once (the engine batches across them)")
-	servedILD := fs.Bool("served-ild", false, "diversity on the bundle's served item embeddings even when fine-tuned (default: recompute the export's content embeddings when the data is generic-format)")
 	noSteering := fs.Bool("no-steering", false, "skip the steering evaluation (typed and spoken category requests) that runs when the bundle's manifest has a steering section")
 	var rf runtimeFlags
 	rf.register(fs)
@@ -294,7 +293,7 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 	if !o.parse(fs, args, stderr) {
 		return 2
 	}
-	cfg := bench.QualityConfig{Bundle: *bundleDir, Data: *dataDir, Users: *users, Workers: *workers, ServedILD: *servedILD, NoSteering: *noSteering}
+	cfg := bench.QualityConfig{Bundle: *bundleDir, Data: *dataDir, Users: *users, Workers: *workers, NoSteering: *noSteering}
 	var err error
 	if cfg.Alphas, err = bench.ParseFloats(*alphas); err != nil {
 		fmt.Fprintf(stderr, "llm4rec bench quality: --alphas: %v\n", err)

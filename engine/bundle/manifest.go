@@ -55,12 +55,25 @@ type Manifest struct {
 	Generator     GeneratorSpec        `json:"generator"`
 	IPS           IPSSpec              `json:"ips"`
 	Modalities    map[string]string    `json:"modalities"`
-	Data          json.RawMessage      `json:"data"`
+	Data          DataSpec             `json:"data"`
 	Training      json.RawMessage      `json:"training"`
 	Metrics       json.RawMessage      `json:"metrics"`
 	Golden        GoldenSpec           `json:"golden"`
 	// Steering is how the export evaluated request steering; nil in bundles older than it.
 	Steering *SteeringSpec `json:"steering,omitempty"`
+}
+
+// DataSpec is the manifest's data section: what the bundle was trained on.
+type DataSpec struct {
+	Name string `json:"name"`
+	// Fingerprint is the sha256 over the dataset folder's files (export/llm4rec_export/data.py).
+	Fingerprint  string `json:"fingerprint"`
+	Users        int    `json:"users"`
+	Items        int    `json:"items"`
+	Interactions int    `json:"interactions"`
+	// ImageEncoderTrained is false when the catalog had too few item images: the image
+	// encoder is untrained and the content embeddings are text only (absent in older bundles).
+	ImageEncoderTrained *bool `json:"image_encoder_trained,omitempty"`
 }
 
 // GraphSpec is one graph's file and I/O contract.

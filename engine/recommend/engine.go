@@ -187,6 +187,12 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	if e.itemEmb, err = readFloat32s(filepath.Join(dir, m.Items.Embeddings), len(e.items)*e.dim); err != nil {
 		return nil, err
 	}
+	for i := range e.items {
+		// retrieval ranks by cosine and the export by dot product: the same only for unit rows
+		if n := math.Sqrt(float64(retrieval.Dot(e.itemEmb[i*e.dim:(i+1)*e.dim], e.itemEmb[i*e.dim:(i+1)*e.dim]))); math.Abs(n-1) > 1e-3 {
+			return nil, fmt.Errorf("recommend: %s: row %d has norm %.4f, want unit rows", m.Items.Embeddings, i, n)
+		}
+	}
 	if e.index, err = retrieval.NewExact(e.itemEmb, e.dim); err != nil {
 		return nil, err
 	}

@@ -26,6 +26,9 @@ func testBundle(t testing.TB) string {
 	}
 	for _, f := range []string{"manifest.json", "text_encoder.weights"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			if os.Getenv("LLM4REC_REQUIRE_BUNDLE") == "1" {
+				t.Fatalf("bundle %s not installed (%v) and LLM4REC_REQUIRE_BUNDLE=1: run `make weights`", dir, err)
+			}
 			t.Skipf("bundle %s not installed (%v): run `make weights`", dir, err)
 		}
 	}
@@ -181,7 +184,35 @@ func TestTextPreprocessingParity(t *testing.T) {
 // PyTorch model (same history, IPS off, seen items excluded), with the same retrieved context;
 // with a typed query too, where the bundle's fusion steers the list.
 func TestRecommendationsMatchExport(t *testing.T) {
-	e := testEngine(t)
+	checkRecommendations(t, testEngine(t))
+}
+
+// Every other committed bundle (models/NAME/VERSION) serves what its export computed: its
+// graphs match their goldens and its golden recommendations come out of the engine.
+func TestCommittedBundlesMatchTheirExports(t *testing.T) {
+	dirs, _ := filepath.Glob("../../models/*/*/manifest.json")
+	def, _ := filepath.Abs(testBundle(t))
+	for _, m := range dirs {
+		dir, _ := filepath.Abs(filepath.Dir(m))
+		if dir == def {
+			continue
+		}
+		t.Run(filepath.Base(filepath.Dir(dir)), func(t *testing.T) {
+			if _, err := os.Stat(filepath.Join(dir, "text_encoder.weights")); err != nil {
+				t.Skipf("bundle %s not installed (%v): run `make weights`", dir, err)
+			}
+			testEngine(t) // the shared runtime
+			e, err := Open(dir, rt, Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			checkRecommendations(t, e)
+		})
+	}
+}
+
+func checkRecommendations(t *testing.T, e *Engine) {
 	g := readGolden(t, e)
 	if len(g.Recommend) == 0 {
 		t.Fatal("no golden recommendation cases")
