@@ -14,7 +14,6 @@ package recommend
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -285,51 +284,22 @@ func (e *Engine) Close() error {
 	return errors.Join(errs...)
 }
 
-// ReadItems reads a catalog in the items.jsonl format (item_id as a string or a number).
+// ReadItems reads a catalog in the items.jsonl format (item_id as a string or a number) with
+// bundle.ReadItems, the one reader of that format.
 func ReadItems(path string) ([]Item, error) {
-	f, err := os.Open(path)
+	its, err := bundle.ReadItems(path)
 	if err != nil {
-		return nil, fmt.Errorf("recommend: %w", err)
+		return nil, err
 	}
-	defer f.Close()
-	var items []Item
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for line := 1; sc.Scan(); line++ {
-		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
-			continue
-		}
-		var raw struct {
-			ID         json.RawMessage `json:"item_id"`
-			Title      string          `json:"title"`
-			Categories []string        `json:"categories"`
-			Text       string          `json:"text"`
-			Popularity float64         `json:"popularity"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &raw); err != nil {
-			return nil, fmt.Errorf("recommend: %s line %d: %w", path, line, err)
-		}
-		id, err := ParseItemID(raw.ID)
-		if err != nil {
-			return nil, fmt.Errorf("recommend: %s line %d: %w", path, line, err)
-		}
-		items = append(items, Item{ID: id, Title: raw.Title, Categories: raw.Categories, Text: raw.Text, Popularity: raw.Popularity})
+	items := make([]Item, len(its))
+	for i, it := range its {
+		items[i] = Item(it)
 	}
-	return items, sc.Err()
+	return items, nil
 }
 
-// ParseItemID accepts an item id written as a JSON string or number.
-func ParseItemID(raw json.RawMessage) (string, error) {
-	var s string
-	if err := json.Unmarshal(raw, &s); err == nil && s != "" {
-		return s, nil
-	}
-	var n json.Number
-	if err := json.Unmarshal(raw, &n); err == nil {
-		return n.String(), nil
-	}
-	return "", fmt.Errorf("item_id %s: want a non-empty string or a number", raw)
-}
+// ParseItemID accepts an item id written as a JSON string or number (bundle.ParseItemID).
+func ParseItemID(raw json.RawMessage) (string, error) { return bundle.ParseItemID(raw) }
 
 func readFloat32s(path string, n int) ([]float32, error) {
 	f, err := os.Open(path)
