@@ -1,6 +1,13 @@
 // Package popularity keeps live item statistics that the engine reweights and explains with:
 // interaction counts (and from them inverse propensities), a trending score that decays with
 // time, and item co-occurrence within users' histories. Feedback updates them at once.
+//
+// Live holds the statistics keyed by item id, so that they outlive a model: a server keeps one
+// Live for its lifetime and binds every engine it loads to it. Stats is one catalog's view of
+// a Live, by catalog row, with the catalog's own seed counts (the training interactions a
+// bundle ships) and propensity settings. A reload to a bundle with another catalog order, or
+// with items the previous one lacked, reads the same counts; feedback observed through any
+// view is seen by every other.
 package popularity
 
 import (
@@ -8,6 +15,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -43,109 +51,268 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Stats are the live statistics of a catalog of n items (rows 0..n-1). Safe for concurrent use.
-type Stats struct {
+// Live is the statistics of every item that has an id, keyed by id: counts, trending scores
+// and co-occurrence. It uses its Config's HalfLife and CoWindow; the propensity settings
+// belong to each Stats bound to it. Safe for concurrent use.
+type Live struct {
 	cfg Config
 
-	mu       sync.RWMutex
-	counts   []float64
-	total    float64
-	trend    []float64 // in units of 2^((t - epoch)/HalfLife)
-	epoch    time.Time
-	co       []map[int32]float32 // co[i][j]: users who had both i and j (within CoWindow)
-	logProps []float64           // cached -log p_i, rebuilt lazily
-	dirty    bool
+	mu     sync.RWMutex
+	slots  map[string]int32 // item id -> slot
+	counts []float64
+	trend  []float64 // in units of 2^((t - epoch)/HalfLife)
+	epoch  time.Time
+	co     []map[int32]float32 // co[i][j]: users who had both i and j (within CoWindow)
+	// version grows with every observation; views rebuild their caches when it moved.
+	version atomic.Uint64
 }
 
-// New returns empty statistics for n items.
-func New(n int, cfg Config) *Stats {
-	s := &Stats{cfg: cfg.withDefaults(), counts: make([]float64, n), trend: make([]float64, n),
-		co: make([]map[int32]float32, n), dirty: true}
-	return s
+// NewLive returns empty statistics.
+func NewLive(cfg Config) *Live {
+	return &Live{cfg: cfg.withDefaults(), slots: map[string]int32{}}
 }
 
-// Config returns the estimator settings (defaults filled in).
-func (s *Stats) Config() Config { return s.cfg }
+// Config returns the settings (defaults filled in).
+func (l *Live) Config() Config { return l.cfg }
 
-// Len is the number of items.
-func (s *Stats) Len() int { return len(s.counts) }
+// Len is the number of items known: observed or bound by a catalog.
+func (l *Live) Len() int {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return len(l.counts)
+}
 
-// Observe records that a user with the given earlier items (oldest first) interacted with item
-// at time t. It updates the count, the trending score and co-occurrence with the user's last
-// CoWindow items.
-func (s *Stats) Observe(item int, t time.Time, earlier []int) error {
-	if item < 0 || item >= len(s.counts) {
-		return fmt.Errorf("popularity: item %d out of range [0,%d)", item, len(s.counts))
+// slot returns id's slot, creating it. The write lock is held.
+func (l *Live) slot(id string) int32 {
+	if i, ok := l.slots[id]; ok {
+		return i
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.counts[item]++
-	s.total++
-	if s.epoch.IsZero() {
-		s.epoch = t
+	i := l.newSlot()
+	l.slots[id] = i
+	return i
+}
+
+// newSlot adds an item without an id (the write lock is held).
+func (l *Live) newSlot() int32 {
+	l.counts = append(l.counts, 0)
+	l.trend = append(l.trend, 0)
+	l.co = append(l.co, nil)
+	return int32(len(l.counts) - 1)
+}
+
+// Observe records that a user whose earlier items (oldest first) are given interacted with
+// item at time t: the item's count and trending score grow, and it co-occurs with the user's
+// last CoWindow earlier items. Ids need not belong to any catalog: a catalog loaded later
+// finds their counts.
+func (l *Live) Observe(item string, t time.Time, earlier []string) {
+	if len(earlier) > l.cfg.CoWindow {
+		earlier = earlier[len(earlier)-l.cfg.CoWindow:]
 	}
-	e := float64(t.Sub(s.epoch)) / float64(s.cfg.HalfLife)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := l.slot(item)
+	l.observe(i, t)
+	for _, id := range earlier {
+		if id != item {
+			l.addCo(i, l.slot(id))
+		}
+	}
+	l.version.Add(1)
+}
+
+// observe counts one interaction with slot i at t (the write lock is held).
+func (l *Live) observe(i int32, t time.Time) {
+	l.counts[i]++
+	if l.epoch.IsZero() {
+		l.epoch = t
+	}
+	e := float64(t.Sub(l.epoch)) / float64(l.cfg.HalfLife)
 	if e > 60 { // keep the scores finite: move the epoch to t and rescale
 		scale := math.Exp2(-e)
-		for i := range s.trend {
-			s.trend[i] *= scale
+		for j := range l.trend {
+			l.trend[j] *= scale
 		}
-		s.epoch, e = t, 0
+		l.epoch, e = t, 0
 	}
-	s.trend[item] += math.Exp2(e)
+	l.trend[i] += math.Exp2(e)
+}
+
+func (l *Live) addCo(i, j int32) {
+	for _, p := range [2][2]int32{{i, j}, {j, i}} {
+		if l.co[p[0]] == nil {
+			l.co[p[0]] = map[int32]float32{}
+		}
+		l.co[p[0]][p[1]]++
+	}
+}
+
+// Count is the number of interactions observed with item id.
+func (l *Live) Count(id string) float64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if i, ok := l.slots[id]; ok {
+		return l.counts[i]
+	}
+	return 0
+}
+
+// CoOccurrence is the number of users (within the window) who had both items.
+func (l *Live) CoOccurrence(a, b string) float64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	i, ok1 := l.slots[a]
+	j, ok2 := l.slots[b]
+	if !ok1 || !ok2 {
+		return 0
+	}
+	return float64(l.co[i][j])
+}
+
+// Bind returns the view of the catalog ids (ids[row] is the item of catalog row row) with
+// cfg's propensity settings and no seed counts. Binding is linear in len(ids).
+func (l *Live) Bind(ids []string, cfg Config) *Stats {
+	l.mu.Lock()
+	slot := make([]int32, len(ids))
+	for r, id := range ids {
+		slot[r] = l.slot(id)
+	}
+	l.mu.Unlock()
+	return l.view(slot, cfg)
+}
+
+func (l *Live) view(slot []int32, cfg Config) *Stats {
+	cfg = cfg.withDefaults()
+	cfg.HalfLife, cfg.CoWindow = l.cfg.HalfLife, l.cfg.CoWindow
+	return &Stats{live: l, cfg: cfg, slot: slot, seed: make([]float64, len(slot))}
+}
+
+// Stats are the live statistics of a catalog of n items (rows 0..n-1): a view of a Live with
+// the catalog's seed counts. Safe for concurrent use.
+type Stats struct {
+	live *Live
+	cfg  Config
+	slot []int32 // row -> the Live's slot
+
+	mu        sync.Mutex // held by Seed and while the cache is rebuilt
+	seed      []float64
+	seedTotal float64
+	seeds     atomic.Uint64 // grows with every Seed
+	cache     atomic.Pointer[propCache]
+}
+
+// propCache is a view's propensity state as of a Live version and a seed generation; it is
+// replaced, never modified, so readers need no lock.
+type propCache struct {
+	version, seeds uint64
+	total          float64   // seeds and live counts of the catalog's items
+	logProps       []float64 // log p_i by row
+}
+
+// New returns empty statistics for n items of their own: a view of a fresh Live whose items
+// have no ids.
+func New(n int, cfg Config) *Stats {
+	l := NewLive(cfg)
+	slot := make([]int32, n)
+	l.mu.Lock()
+	for r := range slot {
+		slot[r] = l.newSlot()
+	}
+	l.mu.Unlock()
+	return l.view(slot, cfg)
+}
+
+// Config returns the estimator settings (defaults filled in; HalfLife and CoWindow are the
+// Live's).
+func (s *Stats) Config() Config { return s.cfg }
+
+// Live is the id-keyed statistics the view reads.
+func (s *Stats) Live() *Live { return s.live }
+
+// Len is the number of items.
+func (s *Stats) Len() int { return len(s.slot) }
+
+// Observe records that a user with the given earlier items (catalog rows, oldest first)
+// interacted with item at time t: Live.Observe by row.
+func (s *Stats) Observe(item int, t time.Time, earlier []int) error {
+	if item < 0 || item >= len(s.slot) {
+		return fmt.Errorf("popularity: item %d out of range [0,%d)", item, len(s.slot))
+	}
 	if len(earlier) > s.cfg.CoWindow {
 		earlier = earlier[len(earlier)-s.cfg.CoWindow:]
 	}
-	for _, j := range earlier {
-		if j == item || j < 0 || j >= len(s.counts) {
-			continue
+	l := s.live
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := s.slot[item]
+	l.observe(i, t)
+	for _, r := range earlier {
+		if r != item && r >= 0 && r < len(s.slot) {
+			l.addCo(i, s.slot[r])
 		}
-		s.addCo(item, j)
-		s.addCo(j, item)
 	}
-	s.dirty = true
+	l.version.Add(1)
 	return nil
 }
 
-func (s *Stats) addCo(i, j int) {
-	if s.co[i] == nil {
-		s.co[i] = map[int32]float32{}
-	}
-	s.co[i][int32(j)]++
-}
-
-// Count is item i's number of interactions.
+// Count is item i's number of interactions: its seed and what the Live observed.
 func (s *Stats) Count(i int) float64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.counts[i]
+	s.mu.Lock()
+	seed := s.seed[i]
+	s.mu.Unlock()
+	s.live.mu.RLock()
+	defer s.live.mu.RUnlock()
+	return seed + s.live.counts[s.slot[i]]
 }
 
-// Propensity is the smoothed, clipped share of interactions that item i has.
+// Propensity is the smoothed, clipped share of the catalog's interactions that item i has.
 func (s *Stats) Propensity(i int) float64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.propensity(i)
+	return s.propensity(s.Count(i), s.current().total)
 }
 
-func (s *Stats) propensity(i int) float64 {
-	n := float64(len(s.counts))
-	p := (s.counts[i] + s.cfg.Smoothing) / (s.total + s.cfg.Smoothing*n)
+func (s *Stats) propensity(count, total float64) float64 {
+	n := float64(len(s.slot))
+	p := (count + s.cfg.Smoothing) / (total + s.cfg.Smoothing*n)
 	return max(p, s.cfg.ClipMin)
 }
 
-// Seed sets item i's count from earlier data (the training interactions a bundle ships) before
-// live feedback adds to it. It does not touch trending or co-occurrence.
+// Seed adds earlier data to item i's count (the training interactions a bundle ships). Seeds
+// belong to this view: other catalogs bound to the same Live do not see them. It does not
+// touch trending or co-occurrence.
 func (s *Stats) Seed(i int, count float64) {
-	if count <= 0 || i < 0 || i >= len(s.counts) {
+	if count <= 0 || i < 0 || i >= len(s.slot) {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.counts[i] += count
-	s.total += count
-	s.dirty = true
+	s.seed[i] += count
+	s.seedTotal += count
+	s.seeds.Add(1)
 }
+
+// current returns the propensity cache, rebuilt when the seeds or the Live changed since it
+// was built: linear in the catalog, once per change; otherwise two atomic loads.
+func (s *Stats) current() *propCache {
+	if c := s.cache.Load(); c != nil && c.version == s.live.version.Load() && c.seeds == s.seeds.Load() {
+		return c
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.live.mu.RLock()
+	defer s.live.mu.RUnlock()
+	c := &propCache{version: s.live.version.Load(), seeds: s.seeds.Load(), total: s.seedTotal,
+		logProps: make([]float64, len(s.slot))}
+	for _, i := range s.slot {
+		c.total += s.live.counts[i]
+	}
+	for r, i := range s.slot {
+		c.logProps[r] = math.Log(s.propensity(s.seed[r]+s.live.counts[i], c.total))
+	}
+	s.cache.Store(c)
+	return c
+}
+
+// logPropensities returns log p_i for every item by row; the slice must not be modified.
+func (s *Stats) logPropensities() []float64 { return s.current().logProps }
 
 // ReweightAll is Reweight for every item: scores[i] belongs to item i.
 func (s *Stats) ReweightAll(scores []float32, alpha float64) {
@@ -156,28 +323,6 @@ func (s *Stats) ReweightAll(scores []float32, alpha float64) {
 	for i := range scores {
 		scores[i] -= float32(alpha * lp[i])
 	}
-}
-
-// logPropensities returns log p_i for every item, recomputed only after counts changed. The
-// returned slice is replaced, never modified, so it may be read without the lock.
-func (s *Stats) logPropensities() []float64 {
-	s.mu.RLock()
-	if !s.dirty && s.logProps != nil {
-		lp := s.logProps
-		s.mu.RUnlock()
-		return lp
-	}
-	s.mu.RUnlock()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.dirty || s.logProps == nil {
-		lp := make([]float64, len(s.counts))
-		for i := range s.counts {
-			lp[i] = math.Log(s.propensity(i))
-		}
-		s.logProps, s.dirty = lp, false
-	}
-	return s.logProps
 }
 
 // Reweight applies inverse-propensity reweighting to scores of items:
@@ -193,19 +338,21 @@ func (s *Stats) Reweight(items []int, scores []float32, alpha float64) {
 	}
 }
 
-// Trending returns the top k items by decayed recent popularity, highest first.
+// Trending returns the top k items (rows) by decayed recent popularity, highest first.
 func (s *Stats) Trending(k int) []int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	idx := make([]int, 0, len(s.trend))
-	for i, v := range s.trend {
-		if v > 0 {
-			idx = append(idx, i)
+	s.live.mu.RLock()
+	defer s.live.mu.RUnlock()
+	trend := s.live.trend
+	idx := make([]int, 0, len(s.slot))
+	for r, i := range s.slot {
+		if trend[i] > 0 {
+			idx = append(idx, r)
 		}
 	}
 	slices.SortFunc(idx, func(a, b int) int {
-		if s.trend[a] != s.trend[b] {
-			if s.trend[a] > s.trend[b] {
+		ta, tb := trend[s.slot[a]], trend[s.slot[b]]
+		if ta != tb {
+			if ta > tb {
 				return -1
 			}
 			return 1
@@ -218,9 +365,9 @@ func (s *Stats) Trending(k int) []int {
 	return idx
 }
 
-// CoOccurrence is the number of users (within the window) who had both i and j.
+// CoOccurrence is the number of users (within the window) who had both i and j (rows).
 func (s *Stats) CoOccurrence(i, j int) float64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return float64(s.co[i][int32(j)])
+	s.live.mu.RLock()
+	defer s.live.mu.RUnlock()
+	return float64(s.live.co[s.slot[i]][s.slot[j]])
 }

@@ -3,6 +3,7 @@ package popularity
 import (
 	"math"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -74,5 +75,84 @@ func TestCoOccurrenceWindow(t *testing.T) {
 	s.Observe(4, t0, []int{0, 1, 2}) // only the last 2 earlier items count
 	if s.CoOccurrence(4, 2) != 1 || s.CoOccurrence(1, 4) != 1 || s.CoOccurrence(4, 0) != 0 {
 		t.Fatalf("co-occurrence %v %v %v", s.CoOccurrence(4, 2), s.CoOccurrence(1, 4), s.CoOccurrence(4, 0))
+	}
+}
+
+// Two catalogs bound to one Live in different orders read the same counts, trending and
+// co-occurrence by id; what one observes the other sees at once, and each keeps its own seeds.
+func TestLiveSharedByCatalogs(t *testing.T) {
+	live := NewLive(Config{})
+	t0 := time.Unix(1e9, 0)
+	live.Observe("b", t0, nil) // before any catalog knows "b"
+	a := live.Bind([]string{"a", "b", "c"}, Config{Smoothing: 1})
+	z := live.Bind([]string{"c", "b", "a", "d"}, Config{Smoothing: 1})
+	a.Seed(0, 10)
+	if a.Count(1) != 1 || z.Count(1) != 1 {
+		t.Fatalf("count of b: %v %v", a.Count(1), z.Count(1))
+	}
+	before := z.Propensity(0)
+	if err := a.Observe(2, t0.Add(time.Hour), []int{0, 1}); err != nil { // c, after a and b
+		t.Fatal(err)
+	}
+	if z.Count(0) != 1 || z.CoOccurrence(0, 2) != 1 || z.CoOccurrence(1, 0) != 1 || live.CoOccurrence("a", "c") != 1 {
+		t.Fatalf("z sees c %v, c~a %v, b~c %v", z.Count(0), z.CoOccurrence(0, 2), z.CoOccurrence(1, 0))
+	}
+	if z.Propensity(0) <= before {
+		t.Fatalf("z's propensity of c did not move: %v -> %v", before, z.Propensity(0))
+	}
+	if got := z.Trending(2); !slices.Equal(got, []int{0, 1}) {
+		t.Fatalf("z trending %v, want c then b", got)
+	}
+	if a.Count(0) != 10 || z.Count(2) != 0 {
+		t.Fatalf("seeds leaked: a's a %v, z's a %v", a.Count(0), z.Count(2))
+	}
+	// p = (count + 1) / (catalog total + n): a's total is 10 seeded + b + c
+	if got, want := a.Propensity(0), 11.0/(12+3); math.Abs(got-want) > 1e-12 {
+		t.Fatalf("a's propensity of a %v, want %v", got, want)
+	}
+	if got, want := z.Propensity(3), 1.0/(2+4); math.Abs(got-want) > 1e-12 {
+		t.Fatalf("z's propensity of d %v, want %v", got, want)
+	}
+	lp := []float32{0, 0, 0, 0}
+	z.ReweightAll(lp, 1)
+	if want := -math.Log(2.0 / 6); math.Abs(float64(lp[0])-want) > 1e-6 {
+		t.Fatalf("z reweights c by %v, want %v", lp[0], want)
+	}
+}
+
+// Observations through the Live and through views race with reads of every kind; counts add
+// up and the propensity cache follows the last change.
+func TestLiveConcurrent(t *testing.T) {
+	live := NewLive(Config{})
+	ids := []string{"a", "b", "c", "d"}
+	a := live.Bind(ids, Config{})
+	z := live.Bind([]string{"d", "c", "b", "a"}, Config{})
+	t0 := time.Unix(1e9, 0)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 200 {
+				if w%2 == 0 {
+					live.Observe(ids[i%4], t0.Add(time.Duration(i)*time.Minute), ids[:i%4])
+				} else {
+					a.Observe(i%4, t0, []int{(i + 1) % 4})
+				}
+				sc := make([]float32, 4)
+				z.ReweightAll(sc, 1)
+				_ = z.Propensity(i%4) + a.CoOccurrence(0, 1)
+				_ = z.Trending(2)
+			}
+		})
+	}
+	wg.Wait()
+	var total float64
+	for r := range 4 {
+		total += z.Count(r)
+	}
+	if total != 800 {
+		t.Fatalf("%v interactions counted, want 800", total)
+	}
+	if got, want := z.Propensity(0), (z.Count(0)+1)/(800+4); math.Abs(got-want) > 1e-12 {
+		t.Fatalf("propensity %v, want %v", got, want)
 	}
 }

@@ -58,6 +58,10 @@ type Config struct {
 	// Popularity configures the live statistics (default: smoothing and clip from the
 	// manifest's ips section).
 	Popularity popularity.Config
+	// Live, when set, is the id-keyed statistics the engine's view reads and feedback updates,
+	// shared with other engines (a server's, which outlive a reload); nil: the engine keeps
+	// its own.
+	Live *popularity.Live
 	// Online configures the online-learned item bias; Online.Rate < 0 turns it off.
 	Online online.Config
 	// Observe, when set, is told of every graph run: the graph, its rows, its run time and
@@ -196,7 +200,15 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 		return nil, err
 	}
 	e.cache = retrieval.NewEmbeddingCache(cfg.CacheSize)
-	e.stats = popularity.New(len(e.items), cfg.Popularity)
+	live := cfg.Live
+	if live == nil {
+		live = popularity.NewLive(cfg.Popularity)
+	}
+	ids := make([]string, len(e.items))
+	for i, it := range e.items {
+		ids[i] = it.ID
+	}
+	e.stats = live.Bind(ids, cfg.Popularity)
 	for i, it := range e.items {
 		e.stats.Seed(i, it.Popularity)
 	}
@@ -251,7 +263,8 @@ func (e *Engine) Row(id string) (int, bool) {
 }
 
 // Stats are the live item statistics (popularity, trending, co-occurrence) the engine
-// reweights and explains with; feedback updates them.
+// reweights and explains with, by catalog row: a view of Config.Live seeded with the
+// bundle's training interactions.
 func (e *Engine) Stats() *popularity.Stats { return e.stats }
 
 // Learner is the online-learned item bias, nil when online learning is off.
