@@ -19,6 +19,8 @@ import (
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/llm4rec/llm4rec/eval"
 )
 
 // Request kinds of the HTTP load: four kinds of /v1/recommend and /v1/feedback.
@@ -99,7 +101,7 @@ type HTTPConfig struct {
 	// above 1: {"events":[...]}).
 	FeedbackBatch int
 	// Data is where histories, queries and feedback come from (default: SyntheticDataset(1682)).
-	Data *Dataset
+	Data *eval.Dataset
 	// Key is sent as "Authorization: Bearer KEY" when set.
 	Key string
 	// K is the items each recommendation asks for (default 10).
@@ -343,8 +345,8 @@ func (g *requestGen) user(rng *rand.Rand) (string, []string) {
 		return "bench-user-" + strconv.Itoa(rng.IntN(1000)), h
 	}
 	u := d.Users[rng.IntN(len(d.Users))]
-	end := 1 + rng.IntN(len(u.History))
-	return u.ID, u.History[max(0, end-g.cfg.MaxHistory):end]
+	end := 1 + rng.IntN(len(u.Items))
+	return u.ID, u.Items[max(0, end-g.cfg.MaxHistory):end]
 }
 
 // target fills t with the next request; vegeta calls it from many workers at once.
@@ -380,7 +382,7 @@ func (g *requestGen) recommend(rng *rand.Rand, kind string, n uint64) ([]byte, e
 	switch kind {
 	case KindQuery:
 		it := g.cfg.Data.Items[rng.IntN(len(g.cfg.Data.Items))]
-		req.Query = it.QueryText()
+		req.Query = queryText(it)
 		if unique {
 			req.Query = fmt.Sprintf("%s, %s", req.Query, RandomText(rng, 3))
 		}

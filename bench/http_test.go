@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/llm4rec/llm4rec/engine/preprocess"
+	"github.com/llm4rec/llm4rec/eval"
 )
 
 // stubServer answers /v1/recommend and /v1/feedback like the engine's server would, checking
@@ -272,7 +273,8 @@ func TestRequestKindsFollowTheMix(t *testing.T) {
 	}
 }
 
-func TestDatasets(t *testing.T) {
+// The load generator's queries and its restriction of a dataset (eval.Load) to a catalog.
+func TestRequestDataset(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, content string) {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
@@ -285,48 +287,24 @@ func TestDatasets(t *testing.T) {
 {"item_id":"c","title":"Gamma"}
 `)
 	write("interactions.csv", "user_id,item_id,timestamp,rating\nu1,c,30,5\nu1,a,10,4\nu2,7,5,1\nu1,7,10,3\n")
-	d, err := LoadDataset(dir)
+	d, err := eval.Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(d.Items) != 3 || d.Items[1].ID != "7" || len(d.Users) != 2 {
-		t.Fatalf("dataset %+v", d)
-	}
-	// u1: a and 7 at t=10 (ties by id: numeric ids first compare as strings "7" < "a"), then c
-	if got := strings.Join(d.Users[0].History, ","); got != "7,a,c" {
-		t.Errorf("u1 history %s, want 7,a,c", got)
-	}
-	if q := d.Items[0].QueryText(); q != "a drama film like Alpha" {
+	if q := queryText(d.Items[0]); q != "a drama film like Alpha" {
 		t.Errorf("query of a titled item: %q", q)
 	}
-	if q := d.Items[1].QueryText(); q != "a long plot about seven people" {
+	if q := queryText(d.Items[1]); q != "a long plot about seven people" {
 		t.Errorf("query of an item with text: %q", q)
 	}
-	if err := d.Restrict([]string{"a", "c"}); err != nil {
+	if err := restrict(d, []string{"a", "c"}); err != nil {
 		t.Fatal(err)
 	}
-	if len(d.Items) != 2 || len(d.Users) != 1 || strings.Join(d.Users[0].History, ",") != "a,c" {
+	if len(d.Items) != 2 || len(d.Users) != 1 || strings.Join(d.Users[0].Items, ",") != "a,c" {
 		t.Errorf("restricted: %+v", d)
 	}
-	if err := d.Restrict([]string{"zzz"}); err == nil {
+	if err := restrict(d, []string{"zzz"}); err == nil {
 		t.Error("restricting to nothing: want an error")
-	}
-
-	ml := t.TempDir()
-	os.WriteFile(filepath.Join(ml, "u.item"), []byte("1|Toy Story (1995)|01-Jan-1995||http://x|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n2|Caf\xe9 (1995)|||x|0|1|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0\n"), 0o644)
-	os.WriteFile(filepath.Join(ml, "u.data"), []byte("196\t2\t3\t881250949\n196\t1\t3\t881250900\n22\t1\t1\t878887116\n"), 0o644)
-	d, err = LoadDataset(ml)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(d.Items) != 2 || d.Items[1].Title != "Café (1995)" || strings.Join(d.Items[0].Categories, ",") != "Animation,Children's,Comedy" {
-		t.Errorf("movielens items %+v", d.Items)
-	}
-	if len(d.Users) != 2 || d.Users[0].ID != "196" || strings.Join(d.Users[0].History, ",") != "1,2" {
-		t.Errorf("movielens users %+v", d.Users)
-	}
-	if _, err := LoadDataset(t.TempDir()); err == nil {
-		t.Error("an empty folder: want an error")
 	}
 	if s := SyntheticDataset(5); len(s.Items) != 5 || s.Items[4].ID != "5" {
 		t.Errorf("synthetic %+v", s.Items)
@@ -396,7 +374,7 @@ func TestLoadRequestData(t *testing.T) {
 	os.WriteFile(filepath.Join(ml, "u.item"), []byte("1|One|||x|0\n2|Two|||x|0\n3|Three|||x|0\n"), 0o644)
 	os.WriteFile(filepath.Join(ml, "u.data"), []byte("9\t3\t5\t1\n9\t1\t5\t2\n8\t3\t5\t1\n"), 0o644)
 	d, err = LoadRequestData(ml, bundle, 10)
-	if err != nil || len(d.Items) != 2 || len(d.Users) != 1 || strings.Join(d.Users[0].History, ",") != "1" ||
+	if err != nil || len(d.Items) != 2 || len(d.Users) != 1 || strings.Join(d.Users[0].Items, ",") != "1" ||
 		!strings.Contains(d.Source, "restricted") {
 		t.Fatalf("data restricted to the bundle: %+v, %v", d, err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/llm4rec/llm4rec/engine/online"
 	"github.com/llm4rec/llm4rec/engine/ort"
 	"github.com/llm4rec/llm4rec/engine/recommend"
+	"github.com/llm4rec/llm4rec/eval"
 )
 
 // File names written by the online bench.
@@ -256,7 +257,7 @@ func RunOnline(ctx context.Context, cfg OnlineConfig) (rep *OnlineReport, err er
 		"(rate %g, penalty %g), as the server does; without learning, no update; live popularity is not updated (IPS is "+
 		"off, so it would not rank). Earlier set: each user's validation item, history = training items, before and "+
 		"after the replay",
-		len(users), QualityK, cfg.Rate, cfg.Penalty)
+		len(users), eval.K, cfg.Rate, cfg.Penalty)
 	rep.Timings["load"] = time.Since(start).Seconds()
 
 	testEv := timeOrder(len(users), func(u int) (int, int64) { return users[u].Test, users[u].TestTime })
@@ -300,7 +301,7 @@ func RunOnline(ctx context.Context, cfg OnlineConfig) (rep *OnlineReport, err er
 		for j, r := range hist {
 			ids[j] = items[r].ID
 		}
-		resp, err := eng.Recommend(ctx, recommend.Request{History: ids, K: QualityK, ExcludeSeen: true, Alpha: &zero})
+		resp, err := eng.Recommend(ctx, recommend.Request{History: ids, K: eval.K, ExcludeSeen: true, Alpha: &zero})
 		if err != nil {
 			return nil, fmt.Errorf("bench: recommend for user %s: %w", users[e.user].ID, err)
 		}
@@ -326,7 +327,7 @@ func RunOnline(ctx context.Context, cfg OnlineConfig) (rep *OnlineReport, err er
 		return nil, err
 	}
 	rep.Timings["earlier_after"] = time.Since(t0).Seconds()
-	res.ValUsers = countTrue(users, func(u SplitUser) bool { return u.Val >= 0 })
+	res.ValUsers = countTrue(users, func(u eval.SplitUser) bool { return u.Val >= 0 })
 	res.ValBefore = float64(countHits(valBefore)) / float64(max(res.ValUsers, 1))
 	res.ValAfter = float64(countHits(valAfter)) / float64(max(res.ValUsers, 1))
 	for i := 0; i < n; i++ {
@@ -408,7 +409,7 @@ func (r *OnlineResult) finish() {
 	r.Forgetting = r.ValBefore - r.ValAfter
 }
 
-func countTrue(users []SplitUser, f func(SplitUser) bool) int {
+func countTrue(users []eval.SplitUser, f func(eval.SplitUser) bool) int {
 	n := 0
 	for _, u := range users {
 		if f(u) {
@@ -444,7 +445,7 @@ func engineHits(ctx context.Context, eng *recommend.Engine, n int, hist func(int
 		for i, r := range h {
 			ids[i] = items[r].ID
 		}
-		resp, err := eng.Recommend(ctx, recommend.Request{History: ids, K: QualityK, ExcludeSeen: true, Alpha: &zero})
+		resp, err := eng.Recommend(ctx, recommend.Request{History: ids, K: eval.K, ExcludeSeen: true, Alpha: &zero})
 		if err != nil {
 			return err
 		}
@@ -535,7 +536,7 @@ func (r replaySpec) run(s OnlineSetting, seed uint64) (OnlineResult, []bool) {
 			score[i] = float64(v)
 		}
 		mark(seen, hist, true)
-		top := TopK(score, seen, QualityK)
+		top := eval.TopK(score, seen, eval.K)
 		mark(seen, hist, false)
 		return slices.Contains(top, target)
 	}
@@ -715,4 +716,11 @@ func (rep *OnlineReport) WritePlots(dir string) ([]string, error) {
 		return nil, err
 	}
 	return []string{path}, nil
+}
+
+// mark sets b[r] to v for every row r of rows.
+func mark(b []bool, rows []int, v bool) {
+	for _, r := range rows {
+		b[r] = v
+	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/llm4rec/llm4rec/engine/bundle"
 	"github.com/llm4rec/llm4rec/engine/ort"
 	"github.com/llm4rec/llm4rec/engine/recommend"
+	"github.com/llm4rec/llm4rec/eval"
 )
 
 // File names written by the quality bench.
@@ -35,9 +36,6 @@ const (
 	QualityJSON = "quality.json"
 	QualityPlot = "quality.png"
 )
-
-// QualityK is the length of every evaluated list.
-const QualityK = 10
 
 // ExportAlpha is the IPS strength of the export's own evaluation: it ranks by the generator's
 // logits with no reweighting, so the Go engine is compared with it at alpha 0.
@@ -52,319 +50,6 @@ const (
 	RowMostPopular = "most_popular"
 	RowItemKNN     = "item_knn"
 )
-
-// Metrics are the offline metrics of a set of top-K lists, under the export's JSON names
-// (export/llm4rec_export/evaluate.py).
-type Metrics struct {
-	// Users is how many users were evaluated (those with a held-out item).
-	Users int `json:"users"`
-	// HR is the share of users whose held-out item is in their list.
-	HR float64 `json:"hr@10"`
-	// NDCG is the mean of 1/log2(rank+2) of the held-out item (rank from 0), 0 when absent.
-	NDCG float64 `json:"ndcg@10"`
-	// Coverage is the number of distinct items in all lists over the catalog size.
-	Coverage float64 `json:"coverage@10"`
-	// ILD is the intra-list diversity: 1 - the mean cosine of the item embeddings over the
-	// pairs of a list, averaged over lists.
-	ILD float64 `json:"ild@10"`
-	// ARP is the average recommendation popularity: the mean over lists of the mean training
-	// popularity (training interactions / users) of their items.
-	ARP float64 `json:"arp"`
-	// NDCGByGender and NDCGByAge are NDCG per group, present with at least two groups.
-	NDCGByGender map[string]float64 `json:"ndcg@10_by_gender,omitempty"`
-	// GenderGap is the NDCG of the first gender minus the second, in sorted order
-	// (GenderGapPair names them, e.g. "F-M").
-	GenderGap     *float64           `json:"gender_gap,omitempty"`
-	GenderGapPair string             `json:"gender_gap_pair,omitempty"`
-	NDCGByAge     map[string]float64 `json:"ndcg@10_by_age,omitempty"`
-	// AgeGap is the largest minus the smallest NDCG over age bands.
-	AgeGap *float64 `json:"age_gap,omitempty"`
-}
-
-// HitRank is the 0-based position of target in top, -1 when absent.
-func HitRank(top []int, target int) int {
-	return slices.Index(top, target)
-}
-
-// NDCGOfRank is 1/log2(rank+2) for a hit at 0-based rank, 0 for a miss (rank < 0).
-func NDCGOfRank(rank int) float64 {
-	if rank < 0 {
-		return 0
-	}
-	return 1 / math.Log2(float64(rank)+2)
-}
-
-// Coverage is the number of distinct items in tops over the catalog size n.
-func Coverage(tops [][]int, n int) float64 {
-	if n <= 0 {
-		return 0
-	}
-	seen := map[int]bool{}
-	for _, t := range tops {
-		for _, i := range t {
-			seen[i] = true
-		}
-	}
-	return float64(len(seen)) / float64(n)
-}
-
-// IntraListDiversity is 1 - the mean cosine similarity over the pairs of distinct positions
-// of top, with emb the item embeddings (row-major, dim values per item); 0 for lists shorter
-// than 2.
-func IntraListDiversity(top []int, emb []float32, dim int) float64 {
-	k := len(top)
-	if k < 2 {
-		return 0
-	}
-	unit := make([][]float64, k)
-	for a, i := range top {
-		v := emb[i*dim : (i+1)*dim]
-		var n float64
-		for _, x := range v {
-			n += float64(x) * float64(x)
-		}
-		n = math.Max(math.Sqrt(n), 1e-12)
-		unit[a] = make([]float64, dim)
-		for d, x := range v {
-			unit[a][d] = float64(x) / n
-		}
-	}
-	var sum float64
-	for a := 0; a < k; a++ {
-		for b := a + 1; b < k; b++ {
-			var dot float64
-			for d := range unit[a] {
-				dot += unit[a][d] * unit[b][d]
-			}
-			sum += 2 * dot
-		}
-	}
-	return 1 - sum/float64(k*(k-1))
-}
-
-// AverageRecommendationPopularity is the mean popularity of the items of all lists (the mean
-// over lists of their mean when lists have equal length).
-func AverageRecommendationPopularity(tops [][]int, pop []float64) float64 {
-	var sum float64
-	n := 0
-	for _, t := range tops {
-		for _, i := range t {
-			sum += pop[i]
-			n++
-		}
-	}
-	if n == 0 {
-		return 0
-	}
-	return sum / float64(n)
-}
-
-// GroupNDCG averages per-user NDCG by group ("" = unknown, left out) and returns the groups'
-// means, or nil when fewer than two groups are present.
-func GroupNDCG(ndcg []float64, group []string) map[string]float64 {
-	sum, cnt := map[string]float64{}, map[string]int{}
-	for u, g := range group {
-		if g == "" {
-			continue
-		}
-		sum[g] += ndcg[u]
-		cnt[g]++
-	}
-	if len(sum) < 2 {
-		return nil
-	}
-	out := make(map[string]float64, len(sum))
-	for g, s := range sum {
-		out[g] = s / float64(cnt[g])
-	}
-	return out
-}
-
-// GenderGap is the first gender's NDCG minus the second's, in sorted order, with their pair
-// name ("F-M").
-func GenderGap(by map[string]float64) (float64, string) {
-	keys := sortedKeys(by)
-	return by[keys[0]] - by[keys[1]], keys[0] + "-" + keys[1]
-}
-
-// SpreadGap is the largest minus the smallest value.
-func SpreadGap(by map[string]float64) float64 {
-	lo, hi := math.Inf(1), math.Inf(-1)
-	for _, v := range by {
-		lo, hi = math.Min(lo, v), math.Max(hi, v)
-	}
-	return hi - lo
-}
-
-// ListMetrics computes every metric of the lists tops of users with held-out items targets
-// (-1: the user is skipped); emb are the item embeddings for diversity, pop the items'
-// training popularity, gender and age each user's group ("" unknown; nil: no groups).
-func ListMetrics(tops [][]int, targets []int, emb []float32, dim int, pop []float64, gender, age []string) Metrics {
-	var kept [][]int
-	var ndcg []float64
-	var g, a []string
-	var hits, ild float64
-	for u, top := range tops {
-		if targets[u] < 0 {
-			continue
-		}
-		kept = append(kept, top)
-		r := HitRank(top, targets[u])
-		if r >= 0 {
-			hits++
-		}
-		ndcg = append(ndcg, NDCGOfRank(r))
-		ild += IntraListDiversity(top, emb, dim)
-		if gender != nil {
-			g = append(g, gender[u])
-		}
-		if age != nil {
-			a = append(a, age[u])
-		}
-	}
-	m := Metrics{Users: len(kept)}
-	if len(kept) == 0 {
-		return m
-	}
-	n := float64(len(kept))
-	var sum float64
-	for _, v := range ndcg {
-		sum += v
-	}
-	m.HR, m.NDCG, m.ILD = hits/n, sum/n, ild/n
-	m.Coverage = Coverage(kept, len(pop))
-	m.ARP = AverageRecommendationPopularity(kept, pop)
-	if by := GroupNDCG(ndcg, g); by != nil {
-		gap, pair := GenderGap(by)
-		m.NDCGByGender, m.GenderGap, m.GenderGapPair = by, &gap, pair
-	}
-	if by := GroupNDCG(ndcg, a); by != nil {
-		gap := SpreadGap(by)
-		m.NDCGByAge, m.AgeGap = by, &gap
-	}
-	return m
-}
-
-// TopK returns the k rows with the highest score, ties by the lower row, skipping excluded
-// rows (the export's rank.top_k).
-func TopK(score []float64, excluded []bool, k int) []int {
-	best := make([]int, 0, k+1)
-	better := func(a, b int) bool { return score[a] > score[b] || (score[a] == score[b] && a < b) }
-	for i := range score {
-		if excluded != nil && excluded[i] {
-			continue
-		}
-		if len(best) == k && !better(i, best[k-1]) {
-			continue
-		}
-		if len(best) < k {
-			best = append(best, i)
-		} else {
-			best[k-1] = i
-		}
-		for j := len(best) - 1; j > 0 && better(best[j], best[j-1]); j-- {
-			best[j], best[j-1] = best[j-1], best[j]
-		}
-	}
-	return best
-}
-
-// TrainCounts is each catalog row's number of training interactions.
-func TrainCounts(users []SplitUser, n int) []float64 {
-	c := make([]float64, n)
-	for _, u := range users {
-		for _, r := range u.Train {
-			c[r]++
-		}
-	}
-	return c
-}
-
-// ItemKNN is the export's item-kNN baseline: the cosine similarity of items' training user
-// vectors, shrunk (co / (|a||b| + shrink)), keeping per item the similarities at least as high
-// as its neighbours-th highest; a user's score for item i is the sum of i's similarities to
-// the distinct items of the history. Similarities are float32 as numpy computes them.
-type ItemKNN struct {
-	n int
-	// simT[j*n+i] is item i's kept similarity to item j, so that one history item adds a
-	// contiguous row.
-	simT []float32
-}
-
-// NewItemKNN builds the model from the training rows of every user (neighbours 100, shrink 10
-// in the export).
-func NewItemKNN(train [][]int, n, neighbours int, shrink float32) *ItemKNN {
-	co := make([]float32, n*n)
-	for _, s := range train {
-		u := distinct(s)
-		for _, a := range u {
-			row := co[a*n:]
-			for _, b := range u {
-				row[b]++
-			}
-		}
-	}
-	norm := make([]float32, n)
-	for i := range norm {
-		norm[i] = float32(math.Sqrt(float64(co[i*n+i])))
-	}
-	sim := co // overwritten row by row: co[i][j] is read only for computing sim[i][j]
-	for i := 0; i < n; i++ {
-		for j := 0; j < n; j++ {
-			den := float32(norm[i]*norm[j]) + shrink
-			den = float32(den + 1e-9)
-			sim[i*n+j] = float32(co[i*n+j] / den)
-		}
-		sim[i*n+i] = 0
-	}
-	if neighbours < n {
-		buf := make([]float32, n)
-		for i := 0; i < n; i++ {
-			row := sim[i*n : (i+1)*n]
-			copy(buf, row)
-			slices.SortFunc(buf, func(a, b float32) int { return cmpDesc(a, b) })
-			thr := buf[neighbours-1]
-			for j, v := range row {
-				if v < thr {
-					row[j] = 0
-				}
-			}
-		}
-	}
-	m := &ItemKNN{n: n, simT: make([]float32, n*n)}
-	for i := 0; i < n; i++ {
-		for j := 0; j < n; j++ {
-			m.simT[j*n+i] = sim[i*n+j]
-		}
-	}
-	return m
-}
-
-func cmpDesc(a, b float32) int {
-	switch {
-	case a > b:
-		return -1
-	case a < b:
-		return 1
-	}
-	return 0
-}
-
-func distinct(rows []int) []int {
-	u := slices.Clone(rows)
-	slices.Sort(u)
-	return slices.Compact(u)
-}
-
-// Scores writes into out (length n) the user's score of every item.
-func (m *ItemKNN) Scores(history []int, out []float64) {
-	clear(out)
-	for _, j := range distinct(history) {
-		for i, v := range m.simT[j*m.n : (j+1)*m.n] {
-			out[i] += float64(v)
-		}
-	}
-}
 
 // QualityConfig configures RunQuality. Bundle and Data are required; zero fields take the
 // documented defaults.
@@ -417,7 +102,7 @@ type QualityRow struct {
 	Name string `json:"name"`
 	// Alpha is the IPS strength of the model's rows (nil for baselines).
 	Alpha *float64 `json:"ips_alpha,omitempty"`
-	Metrics
+	eval.Metrics
 	// Seconds is the time the row took; UsersPerSec its rate.
 	Seconds     float64 `json:"seconds"`
 	UsersPerSec float64 `json:"users_per_s"`
@@ -456,9 +141,9 @@ type QualityReport struct {
 	AllUsers bool         `json:"all_users"`
 	Rows     []QualityRow `json:"rows"`
 	// Export holds the export's metrics (ExportSource: report.json or manifest.json).
-	Export       map[string]Metrics `json:"export,omitempty"`
-	ExportSource string             `json:"export_source,omitempty"`
-	Compare      []MetricDiff       `json:"compare,omitempty"`
+	Export       map[string]eval.Metrics `json:"export,omitempty"`
+	ExportSource string                  `json:"export_source,omitempty"`
+	Compare      []MetricDiff            `json:"compare,omitempty"`
 	// Steering is how requests steer the lists (RunSteering), nil when the bundle has no
 	// steering section or NoSteering was set.
 	Steering *SteeringReport `json:"steering,omitempty"`
@@ -483,8 +168,8 @@ func (rep *QualityReport) Row(name string, alpha float64) *QualityRow {
 
 // evalSet is what every ranker of one run is evaluated on.
 type evalSet struct {
-	users   []SplitUser // evaluated users (each with a held-out item)
-	all     []SplitUser // every user of the split (baselines train on them)
+	users   []eval.SplitUser // evaluated users (each with a held-out item)
+	all     []eval.SplitUser // every user of the split (baselines train on them)
 	n       int
 	pop     []float64 // training popularity: training interactions / users
 	counts  []float64
@@ -495,8 +180,8 @@ type evalSet struct {
 	dim     int
 }
 
-func (s *evalSet) metrics(tops [][]int) Metrics {
-	return ListMetrics(tops, s.targets, s.emb, s.dim, s.pop, s.gender, s.age)
+func (s *evalSet) metrics(tops [][]int) eval.Metrics {
+	return eval.ListMetrics(tops, s.targets, s.emb, s.dim, s.pop, s.gender, s.age)
 }
 
 // RunQuality evaluates the bundle through the engine on data: full-ranking leave-one-out by
@@ -530,7 +215,7 @@ func RunQuality(ctx context.Context, cfg QualityConfig) (rep *QualityReport, err
 	}
 	rep.AllUsers = len(set.users) == len(env.set.users)
 	rep.Protocol = fmt.Sprintf("leave-one-out by time (ties by item id); history = training + validation items; full ranking "+
-		"of the catalog minus the history; k=%d; %d users with a held-out item", QualityK, len(set.users))
+		"of the catalog minus the history; k=%d; %d users with a held-out item", eval.K, len(set.users))
 	rep.Propensities = env.propensities
 	rep.Embeddings = "the bundle's item_embeddings.f32: the content embeddings the export's ILD uses"
 
@@ -545,28 +230,11 @@ func RunQuality(ctx context.Context, cfg QualityConfig) (rep *QualityReport, err
 		progress.printf("quality: model at alpha %g: %d users in %.1fs", alpha, len(tops), time.Since(t0).Seconds())
 	}
 	t0 := time.Now()
-	excl := make([]bool, set.n)
-	tops := make([][]int, len(set.users))
-	for u, su := range set.users {
-		mark(excl, su.TestHistory(), true)
-		tops[u] = TopK(set.counts, excl, QualityK)
-		mark(excl, su.TestHistory(), false)
-	}
+	tops := eval.MostPopular(set.users, set.counts, eval.K)
 	rep.Rows = append(rep.Rows, finishRow(QualityRow{Name: RowMostPopular, Metrics: set.metrics(tops)}, t0))
 	progress.printf("quality: most popular in %.1fs", time.Since(t0).Seconds())
 	t0 = time.Now()
-	train := make([][]int, len(set.all))
-	for i, u := range set.all {
-		train[i] = u.Train
-	}
-	knn := NewItemKNN(train, set.n, 100, 10)
-	score := make([]float64, set.n)
-	for u, su := range set.users {
-		knn.Scores(su.TestHistory(), score)
-		mark(excl, su.TestHistory(), true)
-		tops[u] = TopK(score, excl, QualityK)
-		mark(excl, su.TestHistory(), false)
-	}
+	tops = eval.NewItemKNNOf(set.all, set.n).Tops(set.users, eval.K)
 	rep.Rows = append(rep.Rows, finishRow(QualityRow{Name: RowItemKNN, Metrics: set.metrics(tops)}, t0))
 	progress.printf("quality: item-kNN in %.1fs", time.Since(t0).Seconds())
 
@@ -601,15 +269,9 @@ func finishRow(r QualityRow, t0 time.Time) QualityRow {
 	return r
 }
 
-func mark(b []bool, rows []int, v bool) {
-	for _, r := range rows {
-		b[r] = v
-	}
-}
-
 // modelTops asks the engine for every user's top-K list (history: training + validation,
 // seen items excluded) at IPS strength alpha, workers requests at once.
-func modelTops(ctx context.Context, eng *recommend.Engine, users []SplitUser, alpha float64, workers int) ([][]int, error) {
+func modelTops(ctx context.Context, eng *recommend.Engine, users []eval.SplitUser, alpha float64, workers int) ([][]int, error) {
 	items := eng.Items()
 	tops := make([][]int, len(users))
 	var next atomic.Int64
@@ -630,7 +292,7 @@ func modelTops(ctx context.Context, eng *recommend.Engine, users []SplitUser, al
 					ids[i] = items[r].ID
 				}
 				a := alpha
-				resp, err := eng.Recommend(ctx, recommend.Request{History: ids, K: QualityK, ExcludeSeen: true, Alpha: &a})
+				resp, err := eng.Recommend(ctx, recommend.Request{History: ids, K: eval.K, ExcludeSeen: true, Alpha: &a})
 				if err != nil {
 					errs[w] = fmt.Errorf("bench: recommend for user %s: %w", users[u].ID, err)
 					next.Store(int64(len(users)))
@@ -655,7 +317,7 @@ func modelTops(ctx context.Context, eng *recommend.Engine, users []SplitUser, al
 type evalEnv struct {
 	rt           *ort.Runtime
 	eng          *recommend.Engine
-	data         *EvalData
+	data         *eval.Dataset
 	set          evalSet
 	matches      bool
 	matchNote    string
@@ -683,7 +345,7 @@ func openEvalEnv(bundleDir, dataDir string, rto ort.Options, bc batch.Config, lo
 	if err := BundleReady(bundleDir); err != nil {
 		return nil, err
 	}
-	data, err := LoadEvalData(dataDir)
+	data, err := eval.Load(dataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -717,11 +379,8 @@ func openEvalEnv(bundleDir, dataDir string, rto ort.Options, bc batch.Config, lo
 	}
 	n := len(env.eng.Items())
 	set := evalSet{all: all, n: n, dim: m.EmbeddingDim}
-	set.counts = TrainCounts(all, n)
-	set.pop = make([]float64, n)
-	for i, c := range set.counts {
-		set.pop[i] = c / float64(max(len(all), 1))
-	}
+	set.counts = eval.TrainCounts(all, n)
+	set.pop = eval.Popularity(set.counts, len(all))
 	for _, u := range all {
 		if u.Test >= 0 {
 			set.users = append(set.users, u)
@@ -753,7 +412,7 @@ func openEvalEnv(bundleDir, dataDir string, rto ort.Options, bc batch.Config, lo
 			"smoothing %g, clip %g", pc.Smoothing, pc.ClipMin)
 	}
 	if data.Generic {
-		if env.fingerprint, err = Fingerprint(dataDir); err != nil {
+		if env.fingerprint, err = eval.Fingerprint(dataDir); err != nil {
 			return nil, err
 		}
 	}
@@ -766,7 +425,7 @@ func openEvalEnv(bundleDir, dataDir string, rto ort.Options, bc batch.Config, lo
 
 // dataMatchesBundle compares the data with the manifest's "data" section: the fingerprint fp
 // of a generic folder, else the counts of users, items and interactions.
-func dataMatchesBundle(d *EvalData, users []SplitUser, m *bundle.Manifest, fp string) (bool, string) {
+func dataMatchesBundle(d *eval.Dataset, users []eval.SplitUser, m *bundle.Manifest, fp string) (bool, string) {
 	md := m.Data
 	if md.Fingerprint == "" && md.Users == 0 {
 		return false, "the manifest has no data section"
@@ -784,9 +443,9 @@ func dataMatchesBundle(d *EvalData, users []SplitUser, m *bundle.Manifest, fp st
 		}
 		return false, fmt.Sprintf("fingerprint %s, the manifest's %s", fp[:12], md.Fingerprint[:min(12, len(md.Fingerprint))])
 	}
-	same := len(users) == md.Users && len(d.ItemIDs) == md.Items && inter == md.Interactions
+	same := len(users) == md.Users && len(d.Items) == md.Items && inter == md.Interactions
 	note := fmt.Sprintf("%d users, %d items, %d interactions; the manifest's %d, %d, %d (raw folder: counts compared, not fingerprinted)",
-		len(users), len(d.ItemIDs), inter, md.Users, md.Items, md.Interactions)
+		len(users), len(d.Items), inter, md.Users, md.Items, md.Interactions)
 	return same, note
 }
 
@@ -807,9 +466,9 @@ func readEmbeddings(path string, n int) ([]float32, error) {
 
 // exportMetrics reads the export's metrics: report.json's when present (with groups), else
 // the manifest's.
-func exportMetrics(dir string, m *bundle.Manifest) (map[string]Metrics, string) {
+func exportMetrics(dir string, m *bundle.Manifest) (map[string]eval.Metrics, string) {
 	var rep struct {
-		Metrics map[string]Metrics `json:"metrics"`
+		Metrics map[string]eval.Metrics `json:"metrics"`
 	}
 	if raw, err := os.ReadFile(filepath.Join(dir, "report.json")); err == nil && json.Unmarshal(raw, &rep) == nil && len(rep.Metrics) > 0 {
 		// the model's row is the mean over seeds; the served weights' own figures are under
@@ -817,7 +476,7 @@ func exportMetrics(dir string, m *bundle.Manifest) (map[string]Metrics, string) 
 		var served struct {
 			Metrics struct {
 				Model struct {
-					Exported *Metrics `json:"exported"`
+					Exported *eval.Metrics `json:"exported"`
 				} `json:"model"`
 			} `json:"metrics"`
 		}
@@ -827,7 +486,7 @@ func exportMetrics(dir string, m *bundle.Manifest) (map[string]Metrics, string) 
 		}
 		return rep.Metrics, "report.json"
 	}
-	var mm map[string]Metrics
+	var mm map[string]eval.Metrics
 	if len(m.Metrics) > 0 && json.Unmarshal(m.Metrics, &mm) == nil && len(mm) > 0 {
 		return mm, "manifest.json"
 	}

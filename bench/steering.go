@@ -16,6 +16,7 @@ import (
 
 	"github.com/llm4rec/llm4rec/engine/bundle"
 	"github.com/llm4rec/llm4rec/engine/recommend"
+	"github.com/llm4rec/llm4rec/eval"
 )
 
 // SteeringSeed seeds the choice of the steering evaluation's users in RunQuality. The export
@@ -92,7 +93,7 @@ type SteeringReport struct {
 //   - NDCG@10 of the held-out item of every user of users whose held-out item has a category,
 //     with the item's categories typed as the request (spec.Phrase) and the whole history,
 //     beside the same users' NDCG@10 with the history alone.
-func RunSteering(ctx context.Context, eng *recommend.Engine, users []SplitUser, spec *bundle.SteeringSpec, workers int, seed uint64) (*SteeringReport, error) {
+func RunSteering(ctx context.Context, eng *recommend.Engine, users []eval.SplitUser, spec *bundle.SteeringSpec, workers int, seed uint64) (*SteeringReport, error) {
 	if spec == nil {
 		return nil, errors.New("bench: steering: the bundle has no steering section")
 	}
@@ -129,7 +130,7 @@ func RunSteering(ctx context.Context, eng *recommend.Engine, users []SplitUser, 
 		}
 	}
 
-	var qUsers []SplitUser
+	var qUsers []eval.SplitUser
 	var queries []string
 	var targets []int
 	for _, su := range users {
@@ -145,7 +146,7 @@ func RunSteering(ctx context.Context, eng *recommend.Engine, users []SplitUser, 
 	} else {
 		zero := 0.0
 		withQ, err := requestTops(ctx, eng, len(qUsers), workers, func(i int) recommend.Request {
-			return recommend.Request{History: ids(qUsers[i].TestHistory()), Query: queries[i], K: QualityK, ExcludeSeen: true, Alpha: &zero}
+			return recommend.Request{History: ids(qUsers[i].TestHistory()), Query: queries[i], K: eval.K, ExcludeSeen: true, Alpha: &zero}
 		})
 		if err != nil {
 			return nil, err
@@ -154,7 +155,7 @@ func RunSteering(ctx context.Context, eng *recommend.Engine, users []SplitUser, 
 		if err != nil {
 			return nil, err
 		}
-		with, without := meanNDCG(withQ, targets), meanNDCG(alone, targets)
+		with, without := eval.MeanNDCG(withQ, targets), eval.MeanNDCG(alone, targets)
 		rep.NDCGWithQuery, rep.NDCGHistoryOnly, rep.NDCGRatio = &with, &without, ratio(with, without)
 	}
 	rep.Seconds = time.Since(t0).Seconds()
@@ -177,7 +178,7 @@ func (rep *SteeringReport) measurePrecision(ctx context.Context, eng *recommend.
 	}
 	lists := func(query string, audio []byte) ([][]int, error) {
 		return requestTops(ctx, eng, len(hists), workers, func(i int) recommend.Request {
-			return recommend.Request{History: hists[i], Query: query, Audio: audio, K: QualityK, ExcludeSeen: true, Alpha: &zero}
+			return recommend.Request{History: hists[i], Query: query, Audio: audio, K: eval.K, ExcludeSeen: true, Alpha: &zero}
 		})
 	}
 	none, err := lists("", nil) // the same lists whichever category is asked for
@@ -204,7 +205,7 @@ func (rep *SteeringReport) measurePrecision(ctx context.Context, eng *recommend.
 			sums[2] += p
 		}
 		alone, err := requestTops(ctx, eng, 1, 1, func(int) recommend.Request {
-			return recommend.Request{Query: phrases[j], K: QualityK, ExcludeSeen: true, Alpha: &zero}
+			return recommend.Request{Query: phrases[j], K: eval.K, ExcludeSeen: true, Alpha: &zero}
 		})
 		if err != nil {
 			return err
@@ -224,7 +225,7 @@ func (rep *SteeringReport) measurePrecision(ctx context.Context, eng *recommend.
 
 // steeringUsers returns the positions in users, ascending, of at most n users drawn with seed
 // among those with a held-out item and at least history items before it.
-func steeringUsers(users []SplitUser, history, n int, seed uint64) []int {
+func steeringUsers(users []eval.SplitUser, history, n int, seed uint64) []int {
 	var cand []int
 	for u, su := range users {
 		if su.Test >= 0 && len(su.TestHistory()) >= history {
@@ -265,18 +266,6 @@ func categoryPrecision(tops [][]int, in []bool) float64 {
 			}
 		}
 		sum += float64(hits) / float64(len(top))
-	}
-	return sum / float64(len(tops))
-}
-
-// meanNDCG is the mean NDCG@10 of each list's target; 0 without lists.
-func meanNDCG(tops [][]int, targets []int) float64 {
-	if len(tops) == 0 {
-		return 0
-	}
-	var sum float64
-	for u, top := range tops {
-		sum += NDCGOfRank(HitRank(top, targets[u]))
 	}
 	return sum / float64(len(tops))
 }

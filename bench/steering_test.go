@@ -6,7 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -14,14 +16,15 @@ import (
 	"github.com/llm4rec/llm4rec/engine/batch"
 	"github.com/llm4rec/llm4rec/engine/ort"
 	"github.com/llm4rec/llm4rec/engine/recommend"
+	"github.com/llm4rec/llm4rec/eval"
 )
 
 // The steering users are drawn among those with a held-out item and enough history, the same
 // for the same seed, in ascending order, all of them when fewer than asked.
 func TestSteeringUsers(t *testing.T) {
-	var users []SplitUser
+	var users []eval.SplitUser
 	for u := 0; u < 200; u++ {
-		su := SplitUser{Train: make([]int, u%30), Val: 1, Test: 2}
+		su := eval.SplitUser{Train: make([]int, u%30), Val: 1, Test: 2}
 		if u%7 == 0 {
 			su.Val, su.Test = -1, -1 // no held-out item: never drawn, however long the history
 			su.Train = make([]int, 40)
@@ -69,10 +72,10 @@ func TestSteeringPrecisionByHand(t *testing.T) {
 	if p := categoryPrecision(tops[:3], inCategory(items, "Comedy")); !near(p, (0.5+0.5+1)/3) {
 		t.Errorf("Comedy precision %v", p)
 	}
-	if categoryPrecision(nil, in) != 0 || meanNDCG(nil, nil) != 0 {
+	if categoryPrecision(nil, in) != 0 || eval.MeanNDCG(nil, nil) != 0 {
 		t.Error("no lists")
 	}
-	if n := meanNDCG(tops[:3], []int{1, 3, 0}); !near(n, (1/math.Log2(3)+1/math.Log2(3)+0)/3) {
+	if n := eval.MeanNDCG(tops[:3], []int{1, 3, 0}); !near(n, (1/math.Log2(3)+1/math.Log2(3)+0)/3) {
 		t.Errorf("NDCG %v", n)
 	}
 	if ratio(1, 0) != nil || *ratio(1, 4) != 0.25 {
@@ -172,5 +175,20 @@ func TestRunSteeringOnBundle(t *testing.T) {
 	_, lookErr := exec.LookPath("espeak-ng")
 	if (lookErr == nil) != (rep.PrecisionSpoken != nil) {
 		t.Errorf("espeak-ng found: %v, spoken measured: %v (notes %v)", lookErr == nil, rep.PrecisionSpoken != nil, rep.Notes)
+	}
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

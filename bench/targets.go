@@ -243,7 +243,7 @@ func newBundleRig(cfg ThroughputConfig, rt *ort.Runtime) (r *bundleRig, err erro
 		}
 	}
 	if len(r.ids) == 0 {
-		items, err := readCatalog(filepath.Join(cfg.Bundle, m.Items.File))
+		items, err := bundle.ReadItems(filepath.Join(cfg.Bundle, m.Items.File))
 		if err != nil {
 			return nil, err
 		}

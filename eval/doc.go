@@ -1,0 +1,13 @@
+// Package eval is the offline evaluation protocol of the export
+// (export/llm4rec_export/data.py and evaluate.py) in Go: one dataset model and loader (the
+// generic format and raw MovieLens-100K), one id-ordering rule, the leave-one-out split by
+// time, one top-k, the metrics (HR and NDCG@10, coverage, intra-list diversity, average
+// recommendation popularity, NDCG by user group and its gaps), the dataset fingerprint and
+// the baselines (most-popular, item-kNN).
+//
+// It sits beside engine/, not inside it: the engine serves requests and never evaluates,
+// while this package is what bench's quality, online and steering evaluations and the
+// protocol tests share. It imports only engine/bundle, for the catalog reader. The fixtures
+// in testdata/protocol at the repository root pin it and the export to the same figures
+// (TestProtocolFixtures here, export/tests/test_protocol.py there).
+package eval
