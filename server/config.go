@@ -1,6 +1,3 @@
-// Package server is the engine's HTTP API on fasthttp: recommendations, durable feedback with
-// real-time learning, item and user lookups, health, Prometheus metrics and model hot reload,
-// behind API keys and hard limits.
 package server
 
 import (

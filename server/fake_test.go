@@ -17,8 +17,13 @@ import (
 	"github.com/llm4rec/llm4rec/engine/retrieval"
 )
 
-// fakeBundle is the only bundle directory fakeBackend opens as a fakeEngine.
-const fakeBundle = "fake-bundle"
+// fakeBundle and fakeBundleReversed are the bundle directories fakeBackend opens as
+// fakeEngines: the same items, the second in the opposite catalog order (another model of the
+// same catalog).
+const (
+	fakeBundle         = "fake-bundle"
+	fakeBundleReversed = "fake-bundle-reversed"
+)
 
 // fakeItems is the size of the fake catalog; item ids are "1" to "100".
 const fakeItems = 100
@@ -28,19 +33,25 @@ const fakeItems = 100
 // it fails in production.
 type fakeBackend struct {
 	opened atomic.Int64
+	// onOpen, when set, runs in Open before the engine is returned: what happens while a
+	// bundle loads.
+	onOpen func()
 }
 
 func (b *fakeBackend) Provider() string { return "cpu" }
 
 func (b *fakeBackend) Open(dir string, cfg recommend.Config) (Recommender, error) {
-	if dir != fakeBundle {
+	if dir != fakeBundle && dir != fakeBundleReversed {
 		if _, err := bundle.Validate(dir, nil); err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("fake backend: opens only %q, not %s", fakeBundle, dir)
+		return nil, fmt.Errorf("fake backend: opens only %q and %q, not %s", fakeBundle, fakeBundleReversed, dir)
 	}
 	b.opened.Add(1)
-	return newFakeEngine(cfg), nil
+	if b.onOpen != nil {
+		b.onOpen()
+	}
+	return newFakeEngine(cfg, dir == fakeBundleReversed), nil
 }
 
 // fakeEngine is a Recommender over a fixed catalog. It keeps the engine's contract that the
@@ -62,7 +73,9 @@ type fakeEngine struct {
 
 var _ Recommender = (*fakeEngine)(nil)
 
-func newFakeEngine(cfg recommend.Config) *fakeEngine {
+// newFakeEngine is the fake catalog, in reverse order when reversed, bound to cfg.Live when
+// given.
+func newFakeEngine(cfg recommend.Config, reversed bool) *fakeEngine {
 	m := &bundle.Manifest{Name: "fake", Version: "1",
 		Graphs: map[string]bundle.GraphSpec{bundle.Generator: {File: "generator.onnx"}},
 		Files:  map[string]bundle.FileSpec{"generator.onnx": {SHA256: "fake"}},
@@ -77,13 +90,26 @@ func newFakeEngine(cfg recommend.Config) *fakeEngine {
 		a := m.IPS.DefaultAlpha
 		cfg.DefaultAlpha = &a
 	}
-	f := &fakeEngine{cfg: cfg, manifest: m, byID: map[string]int{},
-		stats: popularity.New(fakeItems, cfg.Popularity), cache: retrieval.NewEmbeddingCache(64)}
-	for i := range fakeItems {
-		id := strconv.Itoa(i + 1)
-		f.items = append(f.items, recommend.Item{ID: id, Title: "Item " + id, Categories: []string{"Genre " + strconv.Itoa(i%5)}})
-		f.byID[id] = i
+	if reversed {
+		m.Version = "1-reversed"
 	}
+	f := &fakeEngine{cfg: cfg, manifest: m, byID: map[string]int{}, cache: retrieval.NewEmbeddingCache(64)}
+	ids := make([]string, fakeItems)
+	for i := range fakeItems {
+		n := i + 1
+		if reversed {
+			n = fakeItems - i
+		}
+		id := strconv.Itoa(n)
+		f.items = append(f.items, recommend.Item{ID: id, Title: "Item " + id, Categories: []string{"Genre " + strconv.Itoa((n-1)%5)}})
+		f.byID[id] = i
+		ids[i] = id
+	}
+	liveItems := cfg.Live
+	if liveItems == nil {
+		liveItems = popularity.NewLive(cfg.Popularity)
+	}
+	f.stats = liveItems.Bind(ids, cfg.Popularity)
 	if cfg.Online.Rate >= 0 {
 		f.bias = online.NewBias(fakeItems, cfg.Online)
 	}

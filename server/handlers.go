@@ -301,12 +301,8 @@ func (s *Server) handleRecommend(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	history := req.History
-	if req.UserID != "" {
-		live := s.users.history(req.UserID)
-		if len(live)+len(history) > s.cfg.MaxHistory {
-			live = live[max(0, len(live)-(s.cfg.MaxHistory-len(history))):]
-		}
-		history = append(live, history...)
+	if room := s.cfg.MaxHistory - len(history); req.UserID != "" && room > 0 {
+		history = append(s.live.History(req.UserID, room), history...)
 	}
 	r := recommend.Request{History: history, Query: req.Query, Image: img, Audio: aud, K: req.K,
 		ExcludeSeen: req.ExcludeSeen == nil || *req.ExcludeSeen, Alpha: req.IPSAlpha, Explain: req.Explain, Mode: recommend.Mode(req.Mode)}
@@ -391,24 +387,12 @@ func (s *Server) handleFeedback(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	s.m.feedbackAck.Observe(time.Since(start).Seconds())
-	// Durable: apply to live state (histories, popularity, trending, co-occurrence) at once.
-	l := s.engines.acquire()
-	for i, e := range events {
-		if !res.New[i] {
-			continue
-		}
-		before := s.users.add(e)
-		if l != nil {
-			s.observe(l, e, before)
-		}
-		if res.Seqs[i] > s.lastSeq.Load() {
-			s.lastSeq.Store(res.Seqs[i])
-		}
+	// Durable: apply to live state (histories, popularity, trending, co-occurrence) before
+	// answering, so that the next request sees it. Should that fail, the follower applies it.
+	if _, err := s.live.CatchUp(s.store); err != nil {
+		s.log.Warn("live state: catching up with the feedback log", "err", err)
 	}
-	if l != nil {
-		l.release()
-	}
-	s.wakeLearner()
+	s.wakeFollower()
 	writeJSON(ctx, 200, map[string]any{"accepted": res.Accepted, "duplicates": res.Duplicates})
 	return nil
 }
@@ -433,7 +417,7 @@ func (s *Server) handleItem(ctx *fasthttp.RequestCtx) error {
 
 func (s *Server) handleUser(ctx *fasthttp.RequestCtx) error {
 	id := strings.TrimPrefix(string(ctx.Path()), "/v1/users/")
-	v, ok := s.users.view(id, s.cfg.MaxHistory)
+	v, ok := s.live.User(id, s.cfg.MaxHistory)
 	if !ok {
 		return &apiError{status: 404, code: "not_found", msg: fmt.Sprintf("no feedback for user %q", id)}
 	}
@@ -457,6 +441,11 @@ func (s *Server) handleReady(ctx *fasthttp.RequestCtx) error {
 		}
 		ctx.Response.Header.Set("Retry-After", "1")
 		writeJSON(ctx, 503, map[string]string{"status": "not ready", "reason": reason})
+		return nil
+	}
+	if msg := s.snapErr.Load(); msg != nil {
+		// serving, with a learner that lost its snapshot: ready, and says so
+		writeJSON(ctx, 200, map[string]string{"status": "ready", "online_snapshot": *msg})
 		return nil
 	}
 	writeJSON(ctx, 200, map[string]string{"status": "ready"})

@@ -10,6 +10,9 @@ import (
 type loaded struct {
 	eng    Recommender
 	bundle string
+	// learned is the sequence number of the last event the engine's learner took, or that
+	// the snapshot it was restored from covers; each engine keeps its own.
+	learned atomic.Uint64
 
 	mu       sync.Mutex
 	inFlight int
@@ -37,6 +40,13 @@ func (h *holder) acquire() *loaded {
 		}
 		l.mu.Unlock() // swapped out between Load and Lock: take the new one
 	}
+}
+
+// retired reports whether l was swapped out.
+func (l *loaded) retired() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.retiring
 }
 
 func (l *loaded) release() {

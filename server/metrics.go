@@ -18,6 +18,8 @@ type metrics struct {
 	runSeconds  *prometheus.HistogramVec
 	feedbackAck prometheus.Histogram
 	reloads     *prometheus.CounterVec
+	// snapshotErrors counts learner snapshots that could not be read or decoded.
+	snapshotErrors prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -34,7 +36,9 @@ func newMetrics(s *Server) *metrics {
 		Help: "Time from a feedback request's arrival to its events being durable.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llm4rec_model_reloads_total",
 		Help: "Model reloads by result."}, []string{"result"})
-	m.reg.MustRegister(m.requests, m.latency, m.batchSize, m.runSeconds, m.feedbackAck, m.reloads)
+	m.snapshotErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "llm4rec_online_snapshot_errors_total",
+		Help: "Online learner snapshots that could not be read or decoded at start-up or reload (the learner then started fresh)."})
+	m.reg.MustRegister(m.requests, m.latency, m.batchSize, m.runSeconds, m.feedbackAck, m.reloads, m.snapshotErrors)
 	for _, g := range []string{"text_encoder", "image_encoder", "audio_encoder", "fusion", "generator"} {
 		g := g
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llm4rec_batch_queue_depth",
@@ -68,14 +72,14 @@ func newMetrics(s *Server) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llm4rec_in_flight_requests", Help: "Recommendations being served."},
 			func() float64 { return float64(len(s.slots)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llm4rec_feedback_log_lag_events",
-			Help: "Durable feedback events not yet applied to the online learner."},
+			Help: "Feedback events applied to live state that the serving engine's online learner has yet to take."},
 			func() float64 { return float64(s.learnLag()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "llm4rec_feedback_events_total", Help: "Feedback events made durable."},
 			func() float64 { return float64(s.store.Stats().Appended) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "llm4rec_feedback_duplicates_total", Help: "Feedback events ignored as retries of an earlier event_id."},
 			func() float64 { return float64(s.store.Stats().Duplicates) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llm4rec_users", Help: "Users with feedback."},
-			func() float64 { return float64(s.users.count()) }),
+			func() float64 { return float64(s.live.Users()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "llm4rec_online_updates_total", Help: "Online learner updates applied."},
 			func() float64 {
 				l := s.engines.acquire()

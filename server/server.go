@@ -16,19 +16,21 @@ import (
 	"github.com/llm4rec/llm4rec/engine/batch"
 	"github.com/llm4rec/llm4rec/engine/online"
 	"github.com/llm4rec/llm4rec/engine/ort"
+	"github.com/llm4rec/llm4rec/engine/popularity"
 	"github.com/llm4rec/llm4rec/engine/preprocess"
 	"github.com/llm4rec/llm4rec/engine/recommend"
 	"github.com/llm4rec/llm4rec/server/feedback"
+	"github.com/llm4rec/llm4rec/server/live"
 )
 
-// Server is the HTTP API. Lifecycle: New (opens the feedback log, loads and warms the bundle,
-// replays the log), Serve, Shutdown.
+// Server is the HTTP API. Lifecycle: New (opens the feedback log, rebuilds live state from
+// it, loads and warms the bundle), Serve, Shutdown.
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	backend Backend
 	store   *feedback.Store
-	users   *users
+	live    *live.State // users' histories and item statistics, shared by every engine loaded
 	m       *metrics
 
 	engines  holder
@@ -37,12 +39,11 @@ type Server struct {
 	ready    atomic.Bool
 	stopping atomic.Bool
 
-	learnWake chan struct{} // nudges the learner after new events are durable
-	learnWG   sync.WaitGroup
-	learnStop chan struct{}
-	lastSeq   atomic.Uint64 // newest durable event applied to live state
-	learnSeq  atomic.Uint64 // newest event applied by the learner
-	snapMu    sync.Mutex
+	followWake chan struct{} // nudges the follower after new events are durable
+	followWG   sync.WaitGroup
+	followStop chan struct{}
+	snapMu     sync.Mutex
+	snapErr    atomic.Pointer[string] // why the serving engine's learner snapshot was unusable; nil: it was fine
 
 	router []route // built once by New
 	http   *fasthttp.Server
@@ -53,8 +54,9 @@ func New(cfg Config, rt *ort.Runtime, logger *slog.Logger) (*Server, error) {
 	return NewWithBackend(cfg, RuntimeBackend(rt), logger)
 }
 
-// NewWithBackend builds a server: opens the feedback log in cfg.DataDir, loads cfg.Bundle
-// with backend and rebuilds live state from the log. The server is ready once it returns.
+// NewWithBackend builds a server: opens the feedback log in cfg.DataDir, rebuilds live state
+// from it, loads cfg.Bundle with backend bound to that state and starts the follower. The
+// server is ready once it returns.
 func NewWithBackend(cfg Config, backend Backend, logger *slog.Logger) (*Server, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -63,8 +65,8 @@ func NewWithBackend(cfg Config, backend Backend, logger *slog.Logger) (*Server, 
 	if logger == nil {
 		logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: logger, backend: backend, users: newUsers(),
-		slots: make(chan struct{}, cfg.MaxInFlight), learnWake: make(chan struct{}, 1), learnStop: make(chan struct{})}
+	s := &Server{cfg: cfg, log: logger, backend: backend, live: live.New(popularity.Config{}),
+		slots: make(chan struct{}, cfg.MaxInFlight), followWake: make(chan struct{}, 1), followStop: make(chan struct{})}
 	s.m = newMetrics(s)
 	s.router = s.routes()
 	if cfg.APIKey == "" && cfg.AdminKey == "" {
@@ -75,21 +77,19 @@ func NewWithBackend(cfg Config, backend Backend, logger *slog.Logger) (*Server, 
 		return nil, err
 	}
 	s.store = store
+	start := time.Now()
+	n, err := s.live.CatchUp(store)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("server: replay the feedback log: %w", err), store.Close())
+	}
+	logger.Info("feedback log replayed", "events", n, "users", s.live.Users(), "took", time.Since(start))
 	eng, err := s.loadEngine(cfg.Bundle)
 	if err != nil {
 		return nil, errors.Join(err, store.Close())
 	}
 	s.engines.swap(eng)
-	s.learnWG.Add(1)
-	go s.learner()
-	start := time.Now()
-	n, err := s.replay(eng)
-	if err != nil {
-		close(s.learnStop)
-		s.learnWG.Wait()
-		return nil, errors.Join(err, eng.eng.Close(), store.Close())
-	}
-	logger.Info("feedback log replayed", "events", n, "users", s.users.count(), "took", time.Since(start))
+	s.followWG.Add(1)
+	go s.follow()
 	s.http = &fasthttp.Server{
 		Handler:                       s.handle,
 		Name:                          "llm4rec",
@@ -118,7 +118,9 @@ type fasthttpLogger struct{ l *slog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) { f.l.Warn(fmt.Sprintf(format, args...)) }
 
-// loadEngine opens, validates and warms a bundle with the server's settings.
+// loadEngine opens, validates and warms a bundle with the server's settings, bound to the
+// server's live item statistics, and restores its online learner from its snapshot. Start-up
+// and reload both load this way.
 func (s *Server) loadEngine(dir string) (*loaded, error) {
 	cfg := recommend.Config{
 		Batch: batch.Config{MaxBatch: s.cfg.BatchMaxSize, MaxWait: time.Duration(s.cfg.BatchMaxWaitMicros) * time.Microsecond,
@@ -126,6 +128,7 @@ func (s *Server) loadEngine(dir string) (*loaded, error) {
 		MaxHistory: s.cfg.MaxHistory, MaxK: s.cfg.MaxK, DefaultAlpha: s.cfg.IPSAlpha,
 		Image:   preprocess.ImageConfig{MaxBytes: s.cfg.MaxImageBytes},
 		Audio:   preprocess.AudioConfig{MaxBytes: s.cfg.MaxAudioBytes},
+		Live:    s.live.Items(),
 		Online:  online.Config{Rate: s.cfg.OnlineRate, Penalty: s.cfg.OnlinePenalty},
 		Observe: s.m.observeGraph(s.backend.Provider()),
 		Logger:  s.log,
@@ -137,7 +140,9 @@ func (s *Server) loadEngine(dir string) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &loaded{eng: eng, bundle: dir}, nil
+	l := &loaded{eng: eng, bundle: dir}
+	s.restoreLearner(l)
+	return l, nil
 }
 
 // snapshotName keys the learner's snapshot by bundle identity: a new model starts fresh.
@@ -146,124 +151,136 @@ func snapshotName(eng Recommender) string {
 	return "online/" + m.Name + "/" + m.Version + "/" + m.Files[m.Graphs["generator"].File].SHA256
 }
 
-// replay rebuilds users and the engine's live statistics from the log, restores the online
-// learner from its latest snapshot and queues the events after it for learning.
-func (s *Server) replay(l *loaded) (int, error) {
-	var fromSeq uint64
-	if lr := l.eng.Learner(); lr != nil {
-		if seq, data, ok, err := s.store.GetSnapshot(snapshotName(l.eng)); err != nil {
-			return 0, err
-		} else if ok {
-			if err := lr.UnmarshalBinary(data); err != nil {
-				s.log.Warn("online learner snapshot ignored", "err", err)
-			} else {
-				fromSeq = seq
-			}
-		}
+// restoreLearner loads l's learner from its snapshot and sets l.learned to the sequence the
+// snapshot covers; the follower learns what came after. A snapshot that cannot be read or
+// decoded is reported (an error in the log, llm4rec_online_snapshot_errors_total, the
+// readiness answer) and the learner starts fresh, relearning the whole log: it never runs on
+// biases from one snapshot and a sequence from another.
+func (s *Server) restoreLearner(l *loaded) {
+	lr := l.eng.Learner()
+	if lr == nil {
+		s.snapErr.Store(nil)
+		return
 	}
-	s.learnSeq.Store(fromSeq)
-	n := 0
-	err := s.store.Replay(0, func(seq uint64, e feedback.Event) error {
-		before := s.users.add(e)
-		s.observe(l, e, before)
-		n++
-		s.lastSeq.Store(seq)
-		return nil
-	})
-	return n, err
+	name := snapshotName(l.eng)
+	seq, data, ok, err := s.store.GetSnapshot(name)
+	if err == nil && ok && seq > s.store.LastSeq() {
+		err = fmt.Errorf("snapshot at seq %d is past the log's last seq %d", seq, s.store.LastSeq())
+	}
+	if err == nil && ok {
+		err = lr.UnmarshalBinary(data) // checks before it changes anything: on an error the biases stay 0
+	}
+	if err != nil {
+		s.log.Error("online learner snapshot unusable: the learner starts fresh and relearns the feedback log", "snapshot", name, "err", err)
+		s.m.snapshotErrors.Inc()
+		msg := fmt.Sprintf("snapshot %s unusable, learner started fresh: %v", name, err)
+		s.snapErr.Store(&msg)
+		return
+	}
+	s.snapErr.Store(nil)
+	if ok {
+		l.learned.Store(seq)
+	}
 }
 
-// observe applies one event to an engine's live statistics.
-func (s *Server) observe(l *loaded, e feedback.Event, before []string) {
-	row, ok := l.eng.Row(e.ItemID)
-	if !ok {
-		return // an item this model does not know: kept in the log and the history only
-	}
-	earlier := make([]int, 0, len(before))
-	for _, id := range before {
-		if r, ok := l.eng.Row(id); ok {
-			earlier = append(earlier, r)
-		}
-	}
-	l.eng.Stats().Observe(row, e.Timestamp, earlier)
-}
-
-// wakeLearner tells the learner that new events are durable.
-func (s *Server) wakeLearner() {
+// wakeFollower tells the follower that new events are durable.
+func (s *Server) wakeFollower() {
 	select {
-	case s.learnWake <- struct{}{}:
+	case s.followWake <- struct{}{}:
 	default:
 	}
 }
 
+// learnLag is how many events applied to live state the serving engine's learner has yet to
+// take.
 func (s *Server) learnLag() uint64 {
-	last, learned := s.lastSeq.Load(), s.learnSeq.Load()
-	if !*s.cfg.OnlineLearning || learned >= last {
+	if !*s.cfg.OnlineLearning {
 		return 0
 	}
-	return last - learned
+	l := s.engines.acquire()
+	if l == nil {
+		return 0
+	}
+	defer l.release()
+	applied, learned := s.live.Applied(), l.learned.Load()
+	if learned >= applied {
+		return 0
+	}
+	return applied - learned
 }
 
-// errStopLearning ends a learner pass early at shutdown.
+// errStopLearning ends a learner pass early: at shutdown, or when its engine was swapped out.
 var errStopLearning = errors.New("server: learner stopping")
 
-// learner follows the feedback log: for every durable event after the last one it learned
-// from, it computes the model's log-probabilities for the user's history before the event and
-// takes one SGD step towards the chosen item. It runs behind the request path, so learning
-// never delays an acknowledgement; the lag is a metric. Start-up restores the last snapshot
-// and learns only what came after it.
-func (s *Server) learner() {
-	defer s.learnWG.Done()
+// follow is the loop that follows the feedback log, behind the request path: on every nudge
+// and every second it catches live state up with the log (the same CatchUp that start-up,
+// feedback and reload use, so an event whose request could not apply it is applied here), then
+// lets the serving engine's learner learn the events it has not yet. Learning never delays an
+// acknowledgement; the lag is a metric.
+func (s *Server) follow() {
+	defer s.followWG.Done()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	since := 0
 	for {
 		select {
-		case <-s.learnWake:
+		case <-s.followWake:
 		case <-tick.C:
-		case <-s.learnStop:
+		case <-s.followStop:
 			return
 		}
-		if !*s.cfg.OnlineLearning || s.learnSeq.Load() >= s.lastSeq.Load() {
+		if _, err := s.live.CatchUp(s.store); err != nil && !errors.Is(err, feedback.ErrClosed) {
+			s.log.Warn("live state: catching up with the feedback log", "err", err)
+		}
+		if !*s.cfg.OnlineLearning {
 			continue
 		}
-		l := s.engines.acquire()
-		if l == nil {
-			continue
+		if l := s.engines.acquire(); l != nil {
+			s.learn(l, &since)
+			l.release()
 		}
-		lr := l.eng.Learner()
-		err := s.store.Replay(s.learnSeq.Load()+1, func(seq uint64, e feedback.Event) error {
-			select {
-			case <-s.learnStop:
-				return errStopLearning
-			default:
-			}
-			if seq > s.lastSeq.Load() {
-				return errStopLearning // not yet applied to live state
-			}
-			if row, ok := l.eng.Row(e.ItemID); ok && lr != nil {
-				t0 := time.Now()
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				lp, err := l.eng.LogProbs(ctx, s.historyBefore(e))
-				cancel()
-				if err == nil {
-					lr.Update(lp, row)
-				}
-				// Learning runs at most half the time: requests and acknowledgements come
-				// first, and a backlog only grows the lag metric.
-				time.Sleep(time.Since(t0))
-			}
-			s.learnSeq.Store(seq)
-			if since++; since >= s.cfg.SnapshotEvery {
-				since = 0
-				s.snapshot(l)
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, errStopLearning) {
-			s.log.Warn("online learner", "err", err)
+	}
+}
+
+// learn takes, for every event applied to live state after the last one l's learner took, the
+// model's log-probabilities for the user's history before the event and one SGD step towards
+// the chosen item. It stops early at shutdown and when l is swapped out: the next engine's
+// learner goes on from its own snapshot. Every SnapshotEvery events it saves a snapshot.
+func (s *Server) learn(l *loaded, since *int) {
+	lr := l.eng.Learner()
+	if lr == nil || l.learned.Load() >= s.live.Applied() {
+		return
+	}
+	err := s.store.Replay(l.learned.Load()+1, func(seq uint64, e feedback.Event) error {
+		select {
+		case <-s.followStop:
+			return errStopLearning
+		default:
 		}
-		l.release()
+		if seq > s.live.Applied() || l.retired() {
+			return errStopLearning
+		}
+		if row, ok := l.eng.Row(e.ItemID); ok {
+			t0 := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			lp, err := l.eng.LogProbs(ctx, s.live.HistoryBefore(e.UserID, e.Timestamp, s.cfg.MaxHistory))
+			cancel()
+			if err == nil {
+				lr.Update(lp, row)
+			}
+			// Learning runs at most half the time: requests and acknowledgements come
+			// first, and a backlog only grows the lag metric.
+			time.Sleep(time.Since(t0))
+		}
+		l.learned.Store(seq)
+		if *since++; *since >= s.cfg.SnapshotEvery {
+			*since = 0
+			s.snapshot(l)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopLearning) && !errors.Is(err, feedback.ErrClosed) {
+		s.log.Warn("online learner", "err", err)
 	}
 }
 
@@ -275,8 +292,9 @@ func (s *Server) snapshot(l *loaded) {
 	}
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
+	seq := l.learned.Load()
 	data, _ := lr.MarshalBinary()
-	if err := s.store.PutSnapshot(snapshotName(l.eng), s.learnSeq.Load(), data); err != nil {
+	if err := s.store.PutSnapshot(snapshotName(l.eng), seq, data); err != nil {
 		s.log.Warn("online learner snapshot failed", "err", err)
 	}
 }
@@ -287,8 +305,9 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Shutdown stops the server gracefully: not ready at once, no new connections, in-flight
-// requests finish (within cfg.ShutdownTimeout), the learner stops after a last snapshot, the
-// engine drains and the feedback log closes (every acknowledged event is already durable).
+// requests finish (within cfg.ShutdownTimeout), the follower stops, the learner's last
+// snapshot is saved, the engine drains and the feedback log closes (every acknowledged event
+// is already durable).
 func (s *Server) Shutdown() error {
 	s.ready.Store(false)
 	s.stopping.Store(true)
@@ -300,8 +319,8 @@ func (s *Server) Shutdown() error {
 			errs = append(errs, fmt.Errorf("server: drain: %w", err))
 		}
 	}
-	close(s.learnStop)
-	s.learnWG.Wait()
+	close(s.followStop)
+	s.followWG.Wait()
 	if l := s.engines.swap(nil); l != nil {
 		s.snapshot(l)
 		select {
@@ -315,10 +334,12 @@ func (s *Server) Shutdown() error {
 	return errors.Join(errs...)
 }
 
-// Reload loads the bundle in dir (the current one when empty), validates and warms it,
-// rebuilds its live statistics from the log and swaps it in. Requests in flight finish on
-// the old engine, which is closed once they are done. On any error the old engine keeps
-// serving.
+// Reload loads the bundle in dir (the current one when empty) the way start-up does: bound to
+// the server's live state (histories and item statistics by id, so nothing is rebuilt) and
+// with its learner restored from its own snapshot. It swaps it in, then catches live state up
+// with the log so that whatever became durable during the load is there before Reload
+// returns. Requests in flight finish on the old engine, which is closed once they are done.
+// On any error the old engine keeps serving.
 func (s *Server) Reload(dir string) (Recommender, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
@@ -335,22 +356,12 @@ func (s *Server) Reload(dir string) (Recommender, error) {
 		s.m.reloads.WithLabelValues("failed").Inc()
 		return nil, err
 	}
-	if lr := next.eng.Learner(); lr != nil {
-		if _, data, ok, err := s.store.GetSnapshot(snapshotName(next.eng)); err == nil && ok {
-			lr.UnmarshalBinary(data)
-		}
-	}
-	err = s.store.Replay(0, func(seq uint64, e feedback.Event) error {
-		s.observe(next, e, s.historyBefore(e))
-		return nil
-	})
-	if err != nil {
-		next.eng.Close()
-		s.m.reloads.WithLabelValues("failed").Inc()
-		return nil, err
-	}
 	prev := s.engines.swap(next)
 	s.m.reloads.WithLabelValues("ok").Inc()
+	if _, err := s.live.CatchUp(s.store); err != nil {
+		s.log.Warn("live state: catching up with the feedback log after a reload", "err", err)
+	}
+	s.wakeFollower()
 	if prev != nil {
 		go func() {
 			<-prev.drained
@@ -358,22 +369,4 @@ func (s *Server) Reload(dir string) (Recommender, error) {
 		}()
 	}
 	return next.eng, nil
-}
-
-// historyBefore is the user's history up to (not including) the event, by time.
-func (s *Server) historyBefore(e feedback.Event) []string {
-	s.users.mu.RLock()
-	defer s.users.mu.RUnlock()
-	u := s.users.m[e.UserID]
-	if u == nil {
-		return nil
-	}
-	var out []string
-	for i, t := range u.times {
-		if !t.Before(e.Timestamp) {
-			break
-		}
-		out = append(out, u.items[i])
-	}
-	return out
 }
