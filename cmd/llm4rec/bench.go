@@ -13,7 +13,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/llm4rec/llm4rec/bench"
+	"github.com/llm4rec/llm4rec/bench/evaluate"
+	"github.com/llm4rec/llm4rec/bench/load"
+	"github.com/llm4rec/llm4rec/bench/report"
+	"github.com/llm4rec/llm4rec/bench/throughput"
 	"github.com/llm4rec/llm4rec/engine/ort"
 )
 
@@ -88,14 +91,14 @@ func (o *outputFlags) check(stderr io.Writer) bool {
 	return true
 }
 
-type report interface {
+type benchReport interface {
 	WriteTable(io.Writer) error
 	WriteJSON(dir string) (string, error)
 	WritePlots(dir string) ([]string, error)
 }
 
 // emit prints a report and writes its files.
-func (o *outputFlags) emit(rep report, stdout, stderr io.Writer) int {
+func (o *outputFlags) emit(rep benchReport, stdout, stderr io.Writer) int {
 	if o.asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -135,7 +138,7 @@ func runBenchThroughput(args []string, stdout, stderr io.Writer) int {
 	graph := fs.String("onnx", "", "measure this one .onnx file (raw and batcher paths) instead of a bundle")
 	shapes := map[string][]int64{}
 	fs.Func("shape", "with --onnx: per-sample shape NAME=D1xD2 of an input with symbolic dimensions (repeatable; default 16 each)",
-		func(s string) error { return bench.ParseShape(s, shapes) })
+		func(s string) error { return throughput.ParseShape(s, shapes) })
 	providers := fs.String("providers", "cpu,cuda", "execution providers to measure, in order (cuda, when unusable, is reported with the reason and skipped)")
 	batches := fs.String("batches", "1,8,64,256", "batch sizes (callers at once for the batcher and engine paths)")
 	duration := fs.Duration("duration", 2*time.Second, "measured time of each point")
@@ -155,14 +158,14 @@ func runBenchThroughput(args []string, stdout, stderr io.Writer) int {
 	if !o.parse(fs, args, stderr) {
 		return 2
 	}
-	cfg := bench.ThroughputConfig{Duration: *duration, Warmup: *warmup, MinCalls: *minCalls, Seed: *seed,
+	cfg := throughput.Config{Duration: *duration, Warmup: *warmup, MinCalls: *minCalls, Seed: *seed,
 		Runtime: ort.Options{LibraryPath: *lib, IntraOpThreads: *intra, InterOpThreads: *inter, CUDADevice: *device, CUDATF32: *tf32}}
 	cfg.Batch.MaxWait = *maxWait
 	if *graph != "" {
 		cfg.Graph, cfg.Shapes = *graph, shapes
 	} else {
 		cfg.Bundle = *bundleDir
-		if err := bench.BundleReady(cfg.Bundle); err != nil {
+		if err := report.BundleReady(cfg.Bundle); err != nil {
 			fmt.Fprintf(stderr, "llm4rec: %v\n", err)
 			return 1
 		}
@@ -179,11 +182,11 @@ func runBenchThroughput(args []string, stdout, stderr io.Writer) int {
 		cfg.Providers = append(cfg.Providers, pv)
 	}
 	var err error
-	if cfg.Batches, err = bench.ParseInts(*batches); err != nil {
+	if cfg.Batches, err = report.ParseInts(*batches); err != nil {
 		fmt.Fprintf(stderr, "llm4rec bench throughput: --batches: %v\n", err)
 		return 2
 	}
-	if cfg.Paths, err = bench.ParsePaths(*paths); err != nil {
+	if cfg.Paths, err = throughput.ParsePaths(*paths); err != nil {
 		fmt.Fprintf(stderr, "llm4rec bench throughput: --paths: %v\n", err)
 		return 2
 	}
@@ -196,7 +199,7 @@ func runBenchThroughput(args []string, stdout, stderr io.Writer) int {
 		cfg.Progress = stderr
 	}
 	cfg.Logger = warnLogger(stderr)
-	rep, err := bench.RunThroughput(cfg)
+	rep, err := throughput.Run(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
 		return 1
@@ -211,7 +214,7 @@ func runBenchHTTP(args []string, stdout, stderr io.Writer) int {
 	concurrency := fs.Int("concurrency", 8, "closed loop: callers at once; open loop (--rate): most requests in flight (0: unbounded)")
 	duration := fs.Duration("duration", 10*time.Second, "how long requests are started")
 	rate := fs.Float64("rate", 0, "open loop: requests started per second whatever the answers (0: closed loop at --concurrency)")
-	mix := fs.String("mix", bench.DefaultMix().String(), "weights of the recommend kinds: history only, with a query, with an image, with audio")
+	mix := fs.String("mix", load.DefaultMix().String(), "weights of the recommend kinds: history only, with a query, with an image, with audio")
 	feedbackShare := fs.Float64("feedback-share", 0, "fraction of all requests that are POST /v1/feedback (durable on the server), e.g. 0.2")
 	feedbackBatch := fs.Int("feedback-batch", 1, "events per feedback request")
 	dataDir := fs.String("data", "", "dataset to draw histories and queries from: generic format (items.jsonl, interactions.csv) or MovieLens-100K (u.data, u.item)")
@@ -229,20 +232,20 @@ func runBenchHTTP(args []string, stdout, stderr io.Writer) int {
 	if !o.parse(fs, args, stderr) {
 		return 2
 	}
-	m, err := bench.ParseMix(*mix)
+	m, err := load.ParseMix(*mix)
 	if err != nil {
 		fmt.Fprintf(stderr, "llm4rec bench http: --mix: %v\n", err)
 		return 2
 	}
 	concurrencySet := false
 	fs.Visit(func(f *flag.Flag) { concurrencySet = concurrencySet || f.Name == "concurrency" })
-	cfg := bench.HTTPConfig{URL: *target, Rate: *rate, Concurrency: *concurrency, Duration: *duration, Mix: m,
+	cfg := load.Config{URL: *target, Rate: *rate, Concurrency: *concurrency, Duration: *duration, Mix: m,
 		FeedbackShare: *feedbackShare, FeedbackBatch: *feedbackBatch, Key: *key, K: *k, MaxHistory: *maxHistory,
 		SendUserID: *sendUser, RepeatContent: *repeat, Timeout: *timeout, Seed: *seed}
 	if *rate > 0 && !concurrencySet {
 		cfg.Concurrency = 0 // open loop: unbounded unless asked
 	}
-	cfg.Data, err = bench.LoadRequestData(*dataDir, *bundleDir, *catalogSize)
+	cfg.Data, err = load.RequestData(*dataDir, *bundleDir, *catalogSize)
 	if err != nil {
 		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
 		return 1
@@ -253,7 +256,7 @@ func runBenchHTTP(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := bench.RunHTTP(ctx, cfg)
+	rep, err := load.Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
 		return 1
@@ -293,9 +296,9 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 	if !o.parse(fs, args, stderr) {
 		return 2
 	}
-	cfg := bench.QualityConfig{Bundle: *bundleDir, Data: *dataDir, Users: *users, Workers: *workers, NoSteering: *noSteering}
+	cfg := evaluate.QualityConfig{Bundle: *bundleDir, Data: *dataDir, Users: *users, Workers: *workers, NoSteering: *noSteering}
 	var err error
-	if cfg.Alphas, err = bench.ParseFloats(*alphas); err != nil {
+	if cfg.Alphas, err = evaluate.ParseFloats(*alphas); err != nil {
 		fmt.Fprintf(stderr, "llm4rec bench quality: --alphas: %v\n", err)
 		return 2
 	}
@@ -309,7 +312,7 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 	cfg.Logger = warnLogger(stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := bench.RunQuality(ctx, cfg)
+	rep, err := evaluate.RunQuality(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
 		return 1
@@ -334,10 +337,10 @@ func runBenchOnline(args []string, stdout, stderr io.Writer) int {
 	if !o.parse(fs, args, stderr) {
 		return 2
 	}
-	cfg := bench.OnlineConfig{Bundle: *bundleDir, Data: *dataDir, Rate: *rate, Penalty: *penalty, Users: *users,
+	cfg := evaluate.OnlineConfig{Bundle: *bundleDir, Data: *dataDir, Rate: *rate, Penalty: *penalty, Users: *users,
 		Workers: *workers}
 	if *sweep {
-		cfg.Sweep = bench.DefaultOnlineSweep()
+		cfg.Sweep = evaluate.DefaultOnlineSweep()
 	}
 	var err error
 	if cfg.Runtime, err = rf.options(); err != nil {
@@ -350,7 +353,7 @@ func runBenchOnline(args []string, stdout, stderr io.Writer) int {
 	cfg.Logger = warnLogger(stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := bench.RunOnline(ctx, cfg)
+	rep, err := evaluate.RunOnline(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
 		return 1

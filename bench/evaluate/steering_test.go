@@ -1,87 +1,18 @@
-package bench
+package evaluate
 
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
-	"github.com/llm4rec/llm4rec/engine/batch"
 	"github.com/llm4rec/llm4rec/engine/ort"
 	"github.com/llm4rec/llm4rec/engine/recommend"
-	"github.com/llm4rec/llm4rec/eval"
 )
-
-// The steering users are drawn among those with a held-out item and enough history, the same
-// for the same seed, in ascending order, all of them when fewer than asked.
-func TestSteeringUsers(t *testing.T) {
-	var users []eval.SplitUser
-	for u := 0; u < 200; u++ {
-		su := eval.SplitUser{Train: make([]int, u%30), Val: 1, Test: 2}
-		if u%7 == 0 {
-			su.Val, su.Test = -1, -1 // no held-out item: never drawn, however long the history
-			su.Train = make([]int, 40)
-		}
-		users = append(users, su)
-	}
-	a := steeringUsers(users, 20, 25, 3)
-	if len(a) != 25 || !slices.IsSorted(a) || !slices.Equal(a, steeringUsers(users, 20, 25, 3)) {
-		t.Fatalf("drawn %v", a)
-	}
-	for _, u := range a {
-		if users[u].Test < 0 || len(users[u].TestHistory()) < 20 {
-			t.Errorf("user %d drawn with test %d and %d history items", u, users[u].Test, len(users[u].TestHistory()))
-		}
-	}
-	if slices.Equal(a, steeringUsers(users, 20, 25, 4)) {
-		t.Error("another seed drew the same users")
-	}
-	eligible := 0
-	for _, su := range users {
-		if su.Test >= 0 && len(su.TestHistory()) >= 20 {
-			eligible++
-		}
-	}
-	if all := steeringUsers(users, 20, 1000, 3); len(all) != eligible {
-		t.Errorf("asked for more than the %d eligible users, got %d", eligible, len(all))
-	}
-	if got := steeringUsers(users, 1000, 5, 3); len(got) != 0 {
-		t.Errorf("no user has 1000 items, drew %v", got)
-	}
-}
-
-// Category precision and NDCG on lists worked out by hand.
-func TestSteeringPrecisionByHand(t *testing.T) {
-	items := []recommend.Item{{Categories: []string{"Drama"}}, {Categories: []string{"Comedy", "Drama"}}, {}, {Categories: []string{"Comedy"}}}
-	in := inCategory(items, "Drama")
-	if !slices.Equal(in, []bool{true, true, false, false}) {
-		t.Fatalf("in Drama: %v", in)
-	}
-	// lists: 2 of 4, 0 of 2, 1 of 1 in Drama; an empty list counts 0
-	tops := [][]int{{0, 1, 2, 3}, {2, 3}, {1}, {}}
-	if p := categoryPrecision(tops, in); !near(p, (0.5+0+1+0)/4) {
-		t.Errorf("precision %v", p)
-	}
-	if p := categoryPrecision(tops[:3], inCategory(items, "Comedy")); !near(p, (0.5+0.5+1)/3) {
-		t.Errorf("Comedy precision %v", p)
-	}
-	if categoryPrecision(nil, in) != 0 || eval.MeanNDCG(nil, nil) != 0 {
-		t.Error("no lists")
-	}
-	if n := eval.MeanNDCG(tops[:3], []int{1, 3, 0}); !near(n, (1/math.Log2(3)+1/math.Log2(3)+0)/3) {
-		t.Errorf("NDCG %v", n)
-	}
-	if ratio(1, 0) != nil || *ratio(1, 4) != 0.25 {
-		t.Error("ratio")
-	}
-}
 
 // The section reads the export's figures, encodes under the export's names and prints.
 func TestSteeringReportOutputs(t *testing.T) {
@@ -132,12 +63,12 @@ func TestSteeringReportOutputs(t *testing.T) {
 func TestRunSteeringOnBundle(t *testing.T) {
 	dir := evalBundle(t)
 	data := testData(t)
-	env, err := openEvalEnv(dir, data, ort.Options{Provider: ort.ProviderCPU}, batch.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)), recommend.Config{})
+	env, err := openEnv(dir, data, ort.Options{Provider: ort.ProviderCPU}, recommend.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer env.Close()
-	m := env.eng.Manifest()
+	m := env.Engine.Manifest()
 	// Bundles exported before the steering evaluation have no steering section (the committed
 	// bundle until it is re-exported): nothing to repeat.
 	if m.Steering == nil {
@@ -148,8 +79,8 @@ func TestRunSteeringOnBundle(t *testing.T) {
 		t.Skipf("the steering section names %d categories", len(spec.Categories))
 	}
 	spec.Categories, spec.Users = spec.Categories[:2], 8
-	users := env.set.users[:min(60, len(env.set.users))]
-	rep, err := RunSteering(context.Background(), env.eng, users, &spec, 8, SteeringSeed)
+	users := env.Users[:min(60, len(env.Users))]
+	rep, err := RunSteering(context.Background(), env.Engine, users, &spec, 8, SteeringSeed)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package bench
+package throughput
 
 import (
 	"bytes"
@@ -7,22 +7,22 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/llm4rec/llm4rec/bench/report"
 	"github.com/llm4rec/llm4rec/engine/ort"
 )
 
 // fakeThroughput is a report as RunThroughput would make it, measured on both providers.
-func fakeThroughput() *ThroughputReport {
-	rep := &ThroughputReport{Kind: "throughput", Bundle: "models/x/1", BundleName: "x/1", DurationS: 0.5,
-		Batches: []int{1, 8}, ONNXRuntime: "1.29.0", Host: Host{CPUs: 2},
+func fakeThroughput() *Report {
+	rep := &Report{Kind: "throughput", Bundle: "models/x/1", BundleName: "x/1", DurationS: 0.5,
+		Batches: []int{1, 8}, ONNXRuntime: "1.29.0", Host: report.Host{CPUs: 2},
 		Providers: []ort.ProviderStatus{{Name: ort.ProviderCPU, Usable: true, Reason: "cpu requested"},
 			{Name: ort.ProviderCUDA, Usable: true, Reason: "cuda requested"}},
 		Inputs: map[string]string{"text_encoder": "30 words"}}
 	add := func(p ort.Provider, path Path, b int, rate float64) {
 		rep.Points = append(rep.Points, Point{Case: "text_encoder", Provider: p, Path: path, Batch: b, Workers: 1,
 			Calls: 10, Samples: 10 * b, Seconds: 1, SamplesPerSec: rate, MeanRows: float64(b),
-			Latency: Summary{Count: 10, P50: 1, P90: 2, P99: 3, Max: 4}})
+			Latency: report.Summary{Count: 10, P50: 1, P90: 2, P99: 3, Max: 4}})
 	}
 	add(ort.ProviderCPU, PathRaw, 1, 100)
 	add(ort.ProviderCPU, PathBatcher, 1, 80)
@@ -57,7 +57,7 @@ func TestThroughputJSONShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if filepath.Base(path) != ThroughputJSON {
+	if filepath.Base(path) != JSONFile {
 		t.Errorf("wrote %s", path)
 	}
 	raw, err := os.ReadFile(path)
@@ -124,7 +124,7 @@ func TestThroughputTable(t *testing.T) {
 }
 
 func TestThroughputTableSaysWhyCUDAIsMissing(t *testing.T) {
-	rep := &ThroughputReport{Graph: "g.onnx", Providers: []ort.ProviderStatus{{Name: ort.ProviderCPU, Usable: true},
+	rep := &Report{Graph: "g.onnx", Providers: []ort.ProviderStatus{{Name: ort.ProviderCPU, Usable: true},
 		{Name: ort.ProviderCUDA, Reason: "libcublasLt.so.13: cannot open shared object file"}}}
 	var b bytes.Buffer
 	if err := rep.WriteTable(&b); err != nil {
@@ -137,78 +137,13 @@ func TestThroughputTableSaysWhyCUDAIsMissing(t *testing.T) {
 	}
 }
 
-func fakeHTTP() *HTTPReport {
-	rep := &HTTPReport{Kind: "http", URL: "http://x", Mode: "closed-loop", Concurrency: 2, DurationS: 1, Mix: "history=1",
-		UniqueContent: true, Status: map[string]int{"200": 3, "503": 1}, Errors: map[string]int{"503 Service Unavailable (overloaded)": 1}}
-	for i, c := range []int{200, 200, 503, 200} {
-		rep.samples = append(rep.samples, sample{start: time.Duration(1e9 + i*400e6), latency: time.Duration(i+1) * time.Millisecond,
-			kind: []string{KindHistory, KindQuery, KindHistory, KindFeedback}[i], code: c})
-	}
-	rep.summarize(time.Unix(1, 0))
-	return rep
-}
-
-func TestHTTPSummary(t *testing.T) {
-	rep := fakeHTTP()
-	if rep.Requests != 4 || rep.OK != 3 {
-		t.Fatalf("requests %d ok %d", rep.Requests, rep.OK)
-	}
-	if rep.ByKind[KindHistory].Requests != 2 || rep.ByKind[KindHistory].OK != 1 || rep.ByKind[KindHistory].Status["503"] != 1 {
-		t.Errorf("history stats %+v", rep.ByKind[KindHistory])
-	}
-	if rep.Latency.Max != 4 || rep.LatencyOK.P50 != 2 {
-		t.Errorf("latency %+v ok %+v", rep.Latency, rep.LatencyOK)
-	}
-	// starts at 0, 0.4, 0.8, 1.2 s: two buckets
-	if len(rep.Timeline) != 2 || rep.Timeline[0].Requests != 3 || rep.Timeline[1].T != 1 || rep.Timeline[1].OK != 1 {
-		t.Errorf("timeline %+v", rep.Timeline)
-	}
-	if want := 3 / 1.2; rep.Rate < want*0.999 || rep.Rate > want*1.001 {
-		t.Errorf("rate %v, want %v (3 intervals over 1.2 s)", rep.Rate, want)
-	}
-	if want := 3 / 1.204; rep.Throughput < want*0.999 || rep.Throughput > want*1.001 {
-		t.Errorf("throughput %v, want %v", rep.Throughput, want)
-	}
-}
-
-func TestHTTPJSONAndTable(t *testing.T) {
-	rep := fakeHTTP()
-	path, err := rep.WriteJSON(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := os.ReadFile(path)
-	var doc map[string]any
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"kind", "url", "mode", "requests", "ok", "rate", "throughput", "latency", "status", "errors", "by_kind", "timeline"} {
-		if _, ok := doc[k]; !ok {
-			t.Errorf("http.json lacks %q", k)
-		}
-	}
-	var b bytes.Buffer
-	if err := rep.WriteTable(&b); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"closed-loop with 2 callers", "ok 3 (75.0%)", "history", "feedback", "200:3 503:1", "503 Service Unavailable (overloaded)"} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("table lacks %q:\n%s", want, b.String())
-		}
-	}
-}
-
 func TestPlotsAreWritten(t *testing.T) {
 	dir := t.TempDir()
 	paths, err := fakeThroughput().WritePlots(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hp, err := fakeHTTP().WritePlots(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range append(paths, hp...) {
+	for _, p := range paths {
 		raw, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)

@@ -1,4 +1,4 @@
-package bench
+package throughput
 
 import (
 	"encoding/json"
@@ -10,14 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llm4rec/llm4rec/bench/report"
 	"github.com/llm4rec/llm4rec/engine/ort"
 )
 
 // affine is a real graph of the engine's conformance suite: x float32[batch,4] -> y [batch,3], s [batch].
-const affine = "../engine/ort/testdata/affine.onnx"
+const affine = "../../engine/ort/testdata/affine.onnx"
 
 func TestThroughputOfOneGraph(t *testing.T) {
-	rep, err := RunThroughput(ThroughputConfig{Graph: affine, Providers: []ort.Provider{ort.ProviderCPU, ort.ProviderCUDA},
+	rep, err := Run(Config{Graph: affine, Providers: []ort.Provider{ort.ProviderCPU, ort.ProviderCUDA},
 		Batches: []int{1, 4}, Duration: 40 * time.Millisecond, Runtime: ort.Options{IntraOpThreads: 1}})
 	if err != nil {
 		t.Fatal(err)
@@ -74,11 +75,11 @@ func TestThroughputOfOneGraph(t *testing.T) {
 }
 
 func TestThroughputShapesAndErrors(t *testing.T) {
-	_, err := RunThroughput(ThroughputConfig{Graph: affine, Shapes: map[string][]int64{"x": {4, 4}}, Batches: []int{1}, Duration: time.Millisecond})
+	_, err := Run(Config{Graph: affine, Shapes: map[string][]int64{"x": {4, 4}}, Batches: []int{1}, Duration: time.Millisecond})
 	if err == nil || !strings.Contains(err.Error(), "rank") {
 		t.Errorf("a shape of the wrong rank: err %v", err)
 	}
-	rep, err := RunThroughput(ThroughputConfig{Graph: affine, Shapes: map[string][]int64{"x": {5}}, Batches: []int{2},
+	rep, err := Run(Config{Graph: affine, Shapes: map[string][]int64{"x": {5}}, Batches: []int{2},
 		Paths: []Path{PathRaw}, Duration: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -86,23 +87,23 @@ func TestThroughputShapesAndErrors(t *testing.T) {
 	if len(rep.Points) != 1 || !strings.Contains(rep.Points[0].Error, "shape") {
 		t.Errorf("a fixed dimension overridden wrongly must fail the point with ONNX Runtime's input check, got %+v", rep.Points)
 	}
-	if _, err := RunThroughput(ThroughputConfig{Batches: []int{1}}); err == nil {
+	if _, err := Run(Config{Batches: []int{1}}); err == nil {
 		t.Error("neither bundle nor graph: want an error")
 	}
-	if _, err := RunThroughput(ThroughputConfig{Graph: affine, Batches: []int{0}}); err == nil {
+	if _, err := Run(Config{Graph: affine, Batches: []int{0}}); err == nil {
 		t.Error("batch 0: want an error")
 	}
-	if _, err := RunThroughput(ThroughputConfig{Graph: affine, Cases: []string{"nope"}, Batches: []int{1}}); err == nil ||
+	if _, err := Run(Config{Graph: affine, Cases: []string{"nope"}, Batches: []int{1}}); err == nil ||
 		!strings.Contains(err.Error(), "affine") {
 		t.Errorf("unknown case: err %v, want the list of cases", err)
 	}
-	if _, err := RunThroughput(ThroughputConfig{Graph: affine, Cases: []string{"affine", "nope"}, Batches: []int{1}}); err == nil {
+	if _, err := Run(Config{Graph: affine, Cases: []string{"affine", "nope"}, Batches: []int{1}}); err == nil {
 		t.Error("one unknown case among known ones: want an error")
 	}
 	if _, err := ParsePaths("raw,gpu"); err == nil {
 		t.Error("ParsePaths accepted an unknown path")
 	}
-	if err := BundleReady(t.TempDir()); err == nil || !strings.Contains(err.Error(), "manifest.json") {
+	if err := report.BundleReady(t.TempDir()); err == nil || !strings.Contains(err.Error(), "manifest.json") {
 		t.Errorf("BundleReady of an empty folder: %v", err)
 	}
 }
@@ -112,9 +113,9 @@ func TestThroughputShapesAndErrors(t *testing.T) {
 func testBundle(t *testing.T) string {
 	dir := os.Getenv("LLM4REC_TEST_BUNDLE")
 	if dir == "" {
-		dir = filepath.Join("..", "models", "movielens-100k", "1")
+		dir = filepath.Join("..", "..", "models", "movielens-100k", "1")
 	}
-	if err := BundleReady(dir); err != nil {
+	if err := report.BundleReady(dir); err != nil {
 		t.Skipf("no model bundle, bundle throughput not measured: %v", err)
 	}
 	return dir
@@ -127,7 +128,7 @@ func TestThroughputOfBundle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short mode: the bundle bench takes about 20 s")
 	}
-	rep, err := RunThroughput(ThroughputConfig{Bundle: dir, Providers: []ort.Provider{ort.ProviderCPU, ort.ProviderCUDA},
+	rep, err := Run(Config{Bundle: dir, Providers: []ort.Provider{ort.ProviderCPU, ort.ProviderCUDA},
 		Batches: []int{1, 8}, Duration: 200 * time.Millisecond, MinCalls: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +165,7 @@ func TestThroughputOfBundle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var back ThroughputReport
+	var back Report
 	if err := json.Unmarshal(raw, &back); err != nil || len(back.Points) != len(rep.Points) {
 		t.Errorf("round trip: %v", errors.Join(err))
 	}
@@ -175,16 +176,7 @@ func TestThroughputOfBundle(t *testing.T) {
 	t.Logf("\n%s", sb.String())
 }
 
-func TestParseIntsAndShape(t *testing.T) {
-	got, err := ParseInts("1, 8,64,,256")
-	if err != nil || !slices.Equal(got, []int{1, 8, 64, 256}) {
-		t.Errorf("ParseInts = %v, %v", got, err)
-	}
-	for _, bad := range []string{"", "0", "1,x", "-4"} {
-		if _, err := ParseInts(bad); err == nil {
-			t.Errorf("ParseInts(%q) accepted", bad)
-		}
-	}
+func TestParseShape(t *testing.T) {
 	shapes := map[string][]int64{}
 	if err := ParseShape("log_mel=300x64", shapes); err != nil || !slices.Equal(shapes["log_mel"], []int64{300, 64}) {
 		t.Errorf("ParseShape: %v %v", shapes, err)

@@ -1,14 +1,11 @@
-package bench
+package throughput
 
 import (
 	"context"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"testing"
 	"time"
-
-	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/llm4rec/llm4rec/engine/batch"
 	"github.com/llm4rec/llm4rec/engine/ort"
@@ -68,29 +65,4 @@ func BenchmarkAffineBatcher(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "samples/s")
-}
-
-// BenchmarkRequestTarget is what building one request of the default mix costs the load
-// generator (it counts in vegeta's latency, so it must stay far below a server's).
-func BenchmarkRequestTarget(b *testing.B) {
-	g := newRequestGen(HTTPConfig{URL: "http://x", FeedbackShare: 0.2}.withDefaults())
-	var t vegeta.Target
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := g.target(&t); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkSummarize sorts and summarises 10,000 latencies.
-func BenchmarkSummarize(b *testing.B) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	lat := make([]time.Duration, 10000)
-	for i := range lat {
-		lat[i] = time.Duration(rng.ExpFloat64() * float64(time.Millisecond))
-	}
-	for b.Loop() {
-		Summarize(lat)
-	}
 }

@@ -1,4 +1,8 @@
-package bench
+// Package load is `llm4rec bench http`: it loads a running server's /v1/recommend and
+// /v1/feedback (open loop at a rate, or closed loop at a concurrency, through vegeta) with a
+// request mix drawn from a dataset, and reports rates, exact latency percentiles per request
+// kind, statuses and errors, as a table, JSON and plots.
+package load
 
 import (
 	"context"
@@ -20,6 +24,8 @@ import (
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
+	"github.com/llm4rec/llm4rec/bench/report"
+	"github.com/llm4rec/llm4rec/bench/synth"
 	"github.com/llm4rec/llm4rec/eval"
 )
 
@@ -46,7 +52,7 @@ func DefaultMix() Mix {
 // ParseMix reads "history=60,query=25,image=10,audio=5"; kinds left out weigh 0.
 func ParseMix(s string) (Mix, error) {
 	m := Mix{}
-	for _, f := range splitList(s) {
+	for _, f := range report.SplitList(s) {
 		k, v, ok := strings.Cut(f, "=")
 		k = strings.ToLower(strings.TrimSpace(k))
 		if !ok || !slices.Contains(recommendKinds, k) {
@@ -78,8 +84,8 @@ func (m Mix) String() string {
 	return strings.Join(parts, ",")
 }
 
-// HTTPConfig configures RunHTTP. Zero fields take the documented defaults; URL is required.
-type HTTPConfig struct {
+// Config configures Run. Zero fields take the documented defaults; URL is required.
+type Config struct {
 	// URL is the server's base URL, e.g. http://127.0.0.1:8080.
 	URL string
 	// Rate is requests started per second (open loop: requests start on schedule whatever the
@@ -125,7 +131,7 @@ type HTTPConfig struct {
 	ProgressEvery time.Duration
 }
 
-func (c HTTPConfig) withDefaults() HTTPConfig {
+func (c Config) withDefaults() Config {
 	if c.Rate == 0 && c.Concurrency <= 0 {
 		c.Concurrency = 8
 	}
@@ -159,7 +165,7 @@ func (c HTTPConfig) withDefaults() HTTPConfig {
 	return c
 }
 
-func (c HTTPConfig) validate() error {
+func (c Config) validate() error {
 	u, err := url.Parse(c.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("bench: url %q: want http://HOST:PORT or https://HOST:PORT", c.URL)
@@ -185,8 +191,8 @@ func (c HTTPConfig) validate() error {
 	return nil
 }
 
-// HTTPReport is the result of RunHTTP.
-type HTTPReport struct {
+// Report is the result of Run.
+type Report struct {
 	Kind    string `json:"kind"` // "http"
 	Started string `json:"started"`
 	URL     string `json:"url"`
@@ -209,8 +215,8 @@ type HTTPReport struct {
 	// Throughput is 2xx answers per second, over Seconds.
 	Throughput float64 `json:"throughput"`
 	// Latency covers every request, answered or failed; LatencyOK only the 2xx ones.
-	Latency   Summary `json:"latency"`
-	LatencyOK Summary `json:"latency_ok"`
+	Latency   report.Summary `json:"latency"`
+	LatencyOK report.Summary `json:"latency_ok"`
 	// Status counts answers by HTTP status; "error" counts requests that got none
 	// (connection refused, timeout).
 	Status map[string]int `json:"status"`
@@ -231,8 +237,8 @@ type KindStat struct {
 	Requests  int            `json:"requests"`
 	OK        int            `json:"ok"`
 	Status    map[string]int `json:"status"`
-	Latency   Summary        `json:"latency"`
-	LatencyOK Summary        `json:"latency_ok"`
+	Latency   report.Summary `json:"latency"`
+	LatencyOK report.Summary `json:"latency_ok"`
 }
 
 // Second is one second of the run: requests started in it and their latencies.
@@ -253,19 +259,19 @@ type sample struct {
 
 // requestGen builds the requests of a run. It is safe for concurrent use.
 type requestGen struct {
-	cfg       HTTPConfig
+	cfg       Config
 	base      string
 	header    http.Header
 	seq       atomic.Uint64
 	thresh    []float64 // cumulative probabilities of recommendKinds, scaled to 1-FeedbackShare
-	images    []taggedMedia
-	wavs      []taggedMedia
+	images    []synth.Tagged
+	wavs      []synth.Tagged
 	runID     string
 	rate      int // audio sample rate
 	itemIndex map[string]int
 }
 
-func newRequestGen(cfg HTTPConfig) *requestGen {
+func newRequestGen(cfg Config) *requestGen {
 	g := &requestGen{cfg: cfg, base: strings.TrimRight(cfg.URL, "/"), header: http.Header{"Content-Type": {"application/json"}},
 		runID: strconv.FormatInt(time.Now().UnixNano(), 36)}
 	if cfg.Key != "" {
@@ -285,17 +291,17 @@ func newRequestGen(cfg HTTPConfig) *requestGen {
 	// small uploads like a phone's: posters and photos, half JPEG, half PNG
 	sizes := [][2]int{{182, 268}, {256, 384}, {320, 240}, {400, 300}, {224, 224}, {300, 450}, {240, 320}, {160, 240}}
 	for i, s := range sizes {
-		img := SyntheticImage(s[0], s[1], cfg.Seed*100+uint64(i))
+		img := synth.Image(s[0], s[1], cfg.Seed*100+uint64(i))
 		if i%2 == 0 {
-			g.images = append(g.images, newTaggedMedia(EncodeJPEG(img)))
+			g.images = append(g.images, synth.NewTagged(synth.EncodeJPEG(img)))
 		} else {
-			g.images = append(g.images, newTaggedMedia(EncodePNG(img)))
+			g.images = append(g.images, synth.NewTagged(synth.EncodePNG(img)))
 		}
 	}
 	// clips of 1 to 4 seconds at common rates
 	for i, sec := range []float64{1, 2, 3, 4} {
 		rate := []int{16000, 22050, 44100, 16000}[i]
-		g.wavs = append(g.wavs, newTaggedMedia(SyntheticWAV(int(sec*float64(rate)), rate, cfg.Seed*100+uint64(i))))
+		g.wavs = append(g.wavs, synth.NewTagged(synth.WAV(int(sec*float64(rate)), rate, cfg.Seed*100+uint64(i))))
 	}
 	return g
 }
@@ -377,14 +383,14 @@ func (g *requestGen) recommend(rng *rand.Rand, kind string, n uint64) ([]byte, e
 		req.UserID = uid
 	}
 	unique := !g.cfg.RepeatContent
-	var media *taggedMedia
+	var media *synth.Tagged
 	field := ""
 	switch kind {
 	case KindQuery:
 		it := g.cfg.Data.Items[rng.IntN(len(g.cfg.Data.Items))]
 		req.Query = queryText(it)
 		if unique {
-			req.Query = fmt.Sprintf("%s, %s", req.Query, RandomText(rng, 3))
+			req.Query = fmt.Sprintf("%s, %s", req.Query, synth.RandomText(rng, 3))
 		}
 	case KindImage:
 		media, field = &g.images[rng.IntN(len(g.images))], "image"
@@ -396,10 +402,10 @@ func (g *requestGen) recommend(rng *rand.Rand, kind string, n uint64) ([]byte, e
 		return body, err
 	}
 	// {...} -> {...,"image":"BASE64"}
-	out := make([]byte, 0, len(body)+len(media.plain)+64)
+	out := make([]byte, 0, len(body)+len(media.Plain)+64)
 	out = append(out, body[:len(body)-1]...)
 	out = append(out, `,"`+field+`":"`...)
-	out = media.appendB64(out, n, unique)
+	out = media.AppendBase64(out, n, unique)
 	return append(out, `"}`...), nil
 }
 
@@ -425,9 +431,9 @@ func (g *requestGen) feedback(rng *rand.Rand, n uint64) ([]byte, error) {
 	return json.Marshal(map[string]any{"events": evs})
 }
 
-// RunHTTP runs the load and returns its report. Cancelling ctx stops starting requests
+// Run runs the load and returns its report. Cancelling ctx stops starting requests
 // early; the report covers what ran.
-func RunHTTP(ctx context.Context, cfg HTTPConfig) (*HTTPReport, error) {
+func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -436,7 +442,7 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig) (*HTTPReport, error) {
 		return nil, errors.New("bench: the dataset has no items")
 	}
 	gen := newRequestGen(cfg)
-	rep := &HTTPReport{Kind: "http", Started: time.Now().UTC().Format(time.RFC3339), URL: cfg.URL,
+	rep := &Report{Kind: "http", Started: time.Now().UTC().Format(time.RFC3339), URL: cfg.URL,
 		DurationS: cfg.Duration.Seconds(), Mix: cfg.Mix.String(), FeedbackShare: cfg.FeedbackShare,
 		Data: cfg.Data.Source, UniqueContent: !cfg.RepeatContent, Concurrency: cfg.Concurrency}
 	opts := []func(*vegeta.Attacker){vegeta.Timeout(cfg.Timeout), vegeta.KeepAlive(true), vegeta.MaxBody(2048)}
@@ -486,7 +492,7 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig) (*HTTPReport, error) {
 				n, ok, w := count, okCount, window
 				window = nil
 				mu.Unlock()
-				p99 := SummarizeMillis(w).P99
+				p99 := report.SummarizeMillis(w).P99
 				el := time.Since(begin)
 				fmt.Fprintf(cfg.Progress, "bench http: %4.0fs/%.0fs  %d requests (%.1f/s now), %.1f%% ok, p99 %.1f ms\n",
 					el.Seconds(), cfg.Duration.Seconds(), n, float64(n-last)/cfg.ProgressEvery.Seconds(), 100*float64(ok)/float64(max(n, 1)), p99)
@@ -581,7 +587,7 @@ func errorMessage(res *vegeta.Result) string {
 
 // summarize computes the report's figures from its samples; samples' start holds absolute
 // Unix nanoseconds until then.
-func (rep *HTTPReport) summarize(first time.Time) {
+func (rep *Report) summarize(first time.Time) {
 	rep.ByKind = map[string]*KindStat{}
 	var all, ok []float64
 	perKindAll := map[string][]float64{}
@@ -617,16 +623,16 @@ func (rep *HTTPReport) summarize(first time.Time) {
 	if rep.Seconds > 0 {
 		rep.Throughput = float64(rep.OK) / rep.Seconds
 	}
-	rep.Latency, rep.LatencyOK = SummarizeMillis(all), SummarizeMillis(ok)
+	rep.Latency, rep.LatencyOK = report.SummarizeMillis(all), report.SummarizeMillis(ok)
 	for k, ks := range rep.ByKind {
-		ks.Latency, ks.LatencyOK = SummarizeMillis(perKindAll[k]), SummarizeMillis(perKindOK[k])
+		ks.Latency, ks.LatencyOK = report.SummarizeMillis(perKindAll[k]), report.SummarizeMillis(perKindOK[k])
 	}
 	sort.Slice(rep.samples, func(i, j int) bool { return rep.samples[i].start < rep.samples[j].start })
 	var cur []float64
 	sec := Second{}
 	flush := func() {
 		if sec.Requests > 0 {
-			s := SummarizeMillis(cur)
+			s := report.SummarizeMillis(cur)
 			sec.P50, sec.P99 = s.P50, s.P99
 			rep.Timeline = append(rep.Timeline, sec)
 		}

@@ -1,4 +1,4 @@
-package bench
+package evaluate
 
 import (
 	"fmt"
@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/llm4rec/llm4rec/bench/report"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
@@ -52,7 +53,7 @@ func (rep *QualityReport) compare() {
 
 // WriteJSON writes the report as dir/quality.json and returns its path.
 func (rep *QualityReport) WriteJSON(dir string) (string, error) {
-	return writeJSONFile(dir, QualityJSON, rep)
+	return report.WriteJSON(dir, QualityJSON, rep)
 }
 
 func fmtAlpha(a *float64) string {
@@ -78,16 +79,16 @@ func (rep *QualityReport) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&b, "data: %s\n", rep.DataNote)
 	fmt.Fprintf(&b, "IPS propensities: %s\n", rep.Propensities)
 	fmt.Fprintf(&b, "ILD embeddings: %s\n\n", rep.Embeddings)
-	t := newTable("row", ">alpha", ">users", ">HR@10", ">NDCG@10", ">cov@10", ">ILD@10", ">ARP", ">gender gap", ">age gap", ">users/s")
+	t := report.NewTable("row", ">alpha", ">users", ">HR@10", ">NDCG@10", ">cov@10", ">ILD@10", ">ARP", ">gender gap", ">age gap", ">users/s")
 	for _, r := range rep.Rows {
-		t.add(r.Name, fmtAlpha(r.Alpha), strconv.Itoa(r.Users), fmt.Sprintf("%.4f", r.HR), fmt.Sprintf("%.4f", r.NDCG),
+		t.Add(r.Name, fmtAlpha(r.Alpha), strconv.Itoa(r.Users), fmt.Sprintf("%.4f", r.HR), fmt.Sprintf("%.4f", r.NDCG),
 			fmt.Sprintf("%.3f", r.Coverage), fmt.Sprintf("%.4f", r.ILD), fmt.Sprintf("%.4f", r.ARP), fmtGap(r.GenderGap),
-			fmtGap(r.AgeGap), fmtRate(r.UsersPerSec))
+			fmtGap(r.AgeGap), report.FmtRate(r.UsersPerSec))
 	}
-	t.write(&b)
+	t.Write(&b)
 	var groups []string
 	for _, r := range rep.Rows {
-		for _, g := range append(sortedKeys(r.NDCGByGender), sortAgeBands(sortedKeys(r.NDCGByAge))...) {
+		for _, g := range append(report.SortedKeys(r.NDCGByGender), sortAgeBands(report.SortedKeys(r.NDCGByAge))...) {
 			if !slices.Contains(groups, g) {
 				groups = append(groups, g)
 			}
@@ -99,7 +100,7 @@ func (rep *QualityReport) WriteTable(w io.Writer) error {
 		for _, g := range groups {
 			head = append(head, ">"+g)
 		}
-		t := newTable(head...)
+		t := report.NewTable(head...)
 		for _, r := range rep.Rows {
 			cells := []string{r.Name, fmtAlpha(r.Alpha)}
 			for _, g := range groups {
@@ -113,22 +114,22 @@ func (rep *QualityReport) WriteTable(w io.Writer) error {
 				}
 				cells = append(cells, cell)
 			}
-			t.add(cells...)
+			t.Add(cells...)
 		}
-		t.write(&b)
+		t.Write(&b)
 	}
 	if len(rep.Compare) > 0 {
 		fmt.Fprintf(&b, "\nagainst the export (%s; the model at alpha %g, the export ranks by logits without IPS):\n", rep.ExportSource, ExportAlpha)
-		t := newTable("row", "metric", ">go", ">export", ">go - export")
+		t := report.NewTable("row", "metric", ">go", ">export", ">go - export")
 		prev := ""
 		for _, c := range rep.Compare {
 			if prev != "" && c.Row != prev {
-				t.gap()
+				t.Gap()
 			}
 			prev = c.Row
-			t.add(c.Row, c.Metric, fmt.Sprintf("%.4f", c.Go), fmt.Sprintf("%.4f", c.Export), fmt.Sprintf("%+.6f", c.Diff))
+			t.Add(c.Row, c.Metric, fmt.Sprintf("%.4f", c.Go), fmt.Sprintf("%.4f", c.Export), fmt.Sprintf("%+.6f", c.Diff))
 		}
-		t.write(&b)
+		t.Write(&b)
 	}
 	if rep.NDCGDiff != nil {
 		state := "met"
@@ -204,7 +205,7 @@ func (rep *QualityReport) WritePlots(dir string) ([]string, error) {
 	}
 	var plots []*plot.Plot
 	for _, pn := range panels {
-		p := newPanel(pn.title, "IPS alpha", "")
+		p := report.NewPanel(pn.title, "IPS alpha", "")
 		series := 0
 		for _, mt := range pn.metrics {
 			var xy plotter.XYs
@@ -216,7 +217,7 @@ func (rep *QualityReport) WritePlots(dir string) ([]string, error) {
 			if len(xy) == 0 {
 				continue
 			}
-			if err := addLine(p, xy, "model "+mt.title, plotutil.Color(series), nil, series); err != nil {
+			if err := report.AddLine(p, xy, "model "+mt.title, plotutil.Color(series), nil, series); err != nil {
 				return nil, err
 			}
 			series++
@@ -226,7 +227,7 @@ func (rep *QualityReport) WritePlots(dir string) ([]string, error) {
 				}
 				if v, ok := mt.get(r); ok {
 					flat := plotter.XYs{{X: lo, Y: v}, {X: hi, Y: v}}
-					if err := addLine(p, flat, r.Name+" "+mt.title, plotutil.Color(series), []vg.Length{vg.Points(4), vg.Points(3)}, series); err != nil {
+					if err := report.AddLine(p, flat, r.Name+" "+mt.title, plotutil.Color(series), []vg.Length{vg.Points(4), vg.Points(3)}, series); err != nil {
 						return nil, err
 					}
 					series++
@@ -239,7 +240,7 @@ func (rep *QualityReport) WritePlots(dir string) ([]string, error) {
 		plots = append(plots, p)
 	}
 	path := filepath.Join(dir, QualityPlot)
-	if err := saveGrid(path, plots, 3); err != nil {
+	if err := report.SaveGrid(path, plots, 3); err != nil {
 		return nil, err
 	}
 	return []string{path}, nil

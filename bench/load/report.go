@@ -1,4 +1,4 @@
-package bench
+package load
 
 import (
 	"fmt"
@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/llm4rec/llm4rec/bench/report"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
@@ -17,14 +18,20 @@ import (
 	"gonum.org/v1/plot/vg/draw"
 )
 
+// File names written into an output folder.
+const (
+	JSONFile = "http.json"
+	PlotFile = "http.png"
+)
+
 // WriteJSON writes the report as dir/http.json and returns its path.
-func (rep *HTTPReport) WriteJSON(dir string) (string, error) {
-	return writeJSONFile(dir, HTTPJSON, rep)
+func (rep *Report) WriteJSON(dir string) (string, error) {
+	return report.WriteJSON(dir, JSONFile, rep)
 }
 
 // WriteTable prints the report for people: totals, one row per request kind, statuses and
 // errors.
-func (rep *HTTPReport) WriteTable(w io.Writer) error {
+func (rep *Report) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s", rep.URL, rep.Mode)
 	if rep.Mode == "open-loop" {
@@ -46,10 +53,10 @@ func (rep *HTTPReport) WriteTable(w io.Writer) error {
 		pct = 100 * float64(rep.OK) / float64(rep.Requests)
 	}
 	fmt.Fprintf(&b, "requests %d in %.2fs: rate %s/s, ok %d (%.1f%%), throughput %s/s\n\n",
-		rep.Requests, rep.Seconds, fmtRate(rep.Rate), rep.OK, pct, fmtRate(rep.Throughput))
-	t := newTable("kind", ">requests", ">ok", ">p50 ms", ">p90 ms", ">p99 ms", ">max ms", "status")
-	row := func(name string, n, ok int, s Summary, st map[string]int) {
-		t.add(name, strconv.Itoa(n), strconv.Itoa(ok), fmtMs(s.P50), fmtMs(s.P90), fmtMs(s.P99), fmtMs(s.Max), statusLine(st))
+		rep.Requests, rep.Seconds, report.FmtRate(rep.Rate), rep.OK, pct, report.FmtRate(rep.Throughput))
+	t := report.NewTable("kind", ">requests", ">ok", ">p50 ms", ">p90 ms", ">p99 ms", ">max ms", "status")
+	row := func(name string, n, ok int, s report.Summary, st map[string]int) {
+		t.Add(name, strconv.Itoa(n), strconv.Itoa(ok), report.FmtMs(s.P50), report.FmtMs(s.P90), report.FmtMs(s.P99), report.FmtMs(s.Max), statusLine(st))
 	}
 	for _, k := range append(slices.Clone(recommendKinds), KindFeedback) {
 		if ks := rep.ByKind[k]; ks != nil {
@@ -57,10 +64,10 @@ func (rep *HTTPReport) WriteTable(w io.Writer) error {
 		}
 	}
 	row("all", rep.Requests, rep.OK, rep.Latency, rep.Status)
-	t.write(&b)
+	t.Write(&b)
 	if rep.OK > 0 && rep.OK < rep.Requests {
 		s := rep.LatencyOK
-		fmt.Fprintf(&b, "2xx only: p50 %s, p90 %s, p99 %s, max %s ms\n", fmtMs(s.P50), fmtMs(s.P90), fmtMs(s.P99), fmtMs(s.Max))
+		fmt.Fprintf(&b, "2xx only: p50 %s, p90 %s, p99 %s, max %s ms\n", report.FmtMs(s.P50), report.FmtMs(s.P90), report.FmtMs(s.P99), report.FmtMs(s.Max))
 	}
 	if len(rep.Errors) > 0 {
 		b.WriteString("\nerrors:\n")
@@ -84,7 +91,7 @@ func (rep *HTTPReport) WriteTable(w io.Writer) error {
 // statusLine writes statuses as "200:96 503:4", sorted.
 func statusLine(st map[string]int) string {
 	var parts []string
-	for _, k := range sortedKeys(st) {
+	for _, k := range report.SortedKeys(st) {
 		parts = append(parts, fmt.Sprintf("%s:%d", k, st[k]))
 	}
 	return strings.Join(parts, " ")
@@ -92,7 +99,7 @@ func statusLine(st map[string]int) string {
 
 // WritePlots draws dir/http.png: each request's latency over the run, by kind, and the p50,
 // p90 and p99 of each kind; it returns its path.
-func (rep *HTTPReport) WritePlots(dir string) ([]string, error) {
+func (rep *Report) WritePlots(dir string) ([]string, error) {
 	if len(rep.samples) == 0 {
 		return nil, fmt.Errorf("bench: no requests to plot")
 	}
@@ -102,7 +109,7 @@ func (rep *HTTPReport) WritePlots(dir string) ([]string, error) {
 			kinds = append(kinds, k)
 		}
 	}
-	over := newPanel("latency over the run", "seconds since start", "latency (ms)")
+	over := report.NewPanel("latency over the run", "seconds since start", "latency (ms)")
 	// at most ~20000 points, evenly thinned, so that the picture stays readable
 	step := max(1, len(rep.samples)/20000)
 	for ki, k := range kinds {
@@ -131,13 +138,13 @@ func (rep *HTTPReport) WritePlots(dir string) ([]string, error) {
 		over.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 		over.Y.Max *= 3
 	}
-	bars := newPanel("latency percentiles by kind", "", "latency (ms)")
+	bars := report.NewPanel("latency percentiles by kind", "", "latency (ms)")
 	width := vg.Points(12)
 	for qi, q := range []struct {
 		name string
-		get  func(Summary) float64
-	}{{"p50", func(s Summary) float64 { return s.P50 }}, {"p90", func(s Summary) float64 { return s.P90 }},
-		{"p99", func(s Summary) float64 { return s.P99 }}} {
+		get  func(report.Summary) float64
+	}{{"p50", func(s report.Summary) float64 { return s.P50 }}, {"p90", func(s report.Summary) float64 { return s.P90 }},
+		{"p99", func(s report.Summary) float64 { return s.P99 }}} {
 		vals := make(plotter.Values, len(kinds))
 		for i, k := range kinds {
 			vals[i] = q.get(rep.ByKind[k].Latency)
@@ -154,8 +161,8 @@ func (rep *HTTPReport) WritePlots(dir string) ([]string, error) {
 	}
 	bars.NominalX(kinds...)
 	bars.Legend.Left = false
-	path := filepath.Join(dir, HTTPPlot)
-	if err := saveGrid(path, []*plot.Plot{over, bars}, 2); err != nil {
+	path := filepath.Join(dir, PlotFile)
+	if err := report.SaveGrid(path, []*plot.Plot{over, bars}, 2); err != nil {
 		return nil, err
 	}
 	return []string{path}, nil

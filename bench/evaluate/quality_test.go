@@ -1,4 +1,4 @@
-package bench
+package evaluate
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/llm4rec/llm4rec/bench/report"
 	"github.com/llm4rec/llm4rec/engine/ort"
 	"github.com/llm4rec/llm4rec/eval"
 )
@@ -72,10 +73,11 @@ func TestQualityReportOutputs(t *testing.T) {
 func testData(t *testing.T) string {
 	root := os.Getenv("LLM4REC_DATA")
 	if root == "" {
-		root = filepath.Join("..", "..", "shared", "data")
+		root = filepath.Join("..", "..", "..", "shared", "data")
 	}
 	dir := filepath.Join(root, "ml-100k")
-	if !exists(filepath.Join(dir, "u.data")) && !exists(filepath.Join(dir, "interactions.csv")) {
+	_, errML := os.Stat(filepath.Join(dir, "u.data"))
+	if _, err := os.Stat(filepath.Join(dir, "interactions.csv")); err != nil && errML != nil {
 		t.Skipf("no MovieLens-100K data at %s (set LLM4REC_DATA to the folder holding ml-100k/)", dir)
 	}
 	return dir
@@ -86,9 +88,9 @@ func testData(t *testing.T) string {
 func evalBundle(t *testing.T) string {
 	dir := os.Getenv("LLM4REC_TEST_BUNDLE")
 	if dir == "" {
-		dir = filepath.Join("..", "models", "movielens-100k", "1")
+		dir = filepath.Join("..", "..", "models", "movielens-100k", "1")
 	}
-	if err := BundleReady(dir); err != nil {
+	if err := report.BundleReady(dir); err != nil {
 		t.Skipf("no model bundle, evaluation not run: %v", err)
 	}
 	return dir

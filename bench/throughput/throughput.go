@@ -1,13 +1,14 @@
-package bench
+// Package throughput is `llm4rec bench throughput`: it runs each graph of a model bundle (and
+// the whole recommend pipeline) on ONNX Runtime directly, through the engine's dynamic
+// batcher and through the engine itself, per execution provider and batch size, and reports
+// samples/s and exact latency percentiles per point, as a table, JSON and plots.
+package throughput
 
 import (
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,7 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/llm4rec/llm4rec/engine"
+	"github.com/llm4rec/llm4rec/bench/report"
 	"github.com/llm4rec/llm4rec/engine/batch"
 	"github.com/llm4rec/llm4rec/engine/ort"
 )
@@ -42,7 +43,7 @@ var AllPaths = []Path{PathRaw, PathBatcher, PathEngine}
 // ParsePaths reads a comma-separated list of path names.
 func ParsePaths(s string) ([]Path, error) {
 	var out []Path
-	for _, f := range splitList(s) {
+	for _, f := range report.SplitList(s) {
 		p := Path(strings.ToLower(f))
 		if !slices.Contains(AllPaths, p) {
 			return nil, fmt.Errorf("bench: unknown path %q (want raw, batcher or engine)", f)
@@ -59,9 +60,9 @@ const (
 	CasePipeline = "pipeline"
 )
 
-// ThroughputConfig configures RunThroughput. The zero value is not enough: Bundle or Graph
+// Config configures Run. The zero value is not enough: Bundle or Graph
 // must be set. Zero fields take the documented defaults.
-type ThroughputConfig struct {
+type Config struct {
 	// Bundle is a model bundle folder: each of its graphs and the recommend pipeline are
 	// measured (see Cases).
 	Bundle string
@@ -109,7 +110,7 @@ type ThroughputConfig struct {
 	Logger *slog.Logger
 }
 
-func (c ThroughputConfig) withDefaults() ThroughputConfig {
+func (c Config) withDefaults() Config {
 	if len(c.Providers) == 0 {
 		c.Providers = []ort.Provider{ort.ProviderCPU}
 	}
@@ -137,7 +138,7 @@ func (c ThroughputConfig) withDefaults() ThroughputConfig {
 	return c
 }
 
-func (c ThroughputConfig) validate() error {
+func (c Config) validate() error {
 	if (c.Bundle == "") == (c.Graph == "") {
 		return errors.New("bench: give a bundle folder or a single graph, not both and not neither")
 	}
@@ -154,18 +155,18 @@ func (c ThroughputConfig) validate() error {
 	return nil
 }
 
-// ThroughputReport is the result of RunThroughput.
-type ThroughputReport struct {
-	Kind        string  `json:"kind"` // "throughput"
-	Started     string  `json:"started"`
-	Host        Host    `json:"host"`
-	ONNXRuntime string  `json:"onnxruntime"`
-	Library     string  `json:"onnxruntime_library"`
-	Bundle      string  `json:"bundle,omitempty"`
-	BundleName  string  `json:"bundle_name,omitempty"`
-	Graph       string  `json:"graph,omitempty"`
-	DurationS   float64 `json:"duration_s"` // per point
-	Batches     []int   `json:"batches"`
+// Report is the result of Run.
+type Report struct {
+	Kind        string      `json:"kind"` // "throughput"
+	Started     string      `json:"started"`
+	Host        report.Host `json:"host"`
+	ONNXRuntime string      `json:"onnxruntime"`
+	Library     string      `json:"onnxruntime_library"`
+	Bundle      string      `json:"bundle,omitempty"`
+	BundleName  string      `json:"bundle_name,omitempty"`
+	Graph       string      `json:"graph,omitempty"`
+	DurationS   float64     `json:"duration_s"` // per point
+	Batches     []int       `json:"batches"`
 	// Providers says, for each provider asked for, whether it was usable and why.
 	Providers []ort.ProviderStatus `json:"providers"`
 	// Inputs describes one sample of each case.
@@ -175,29 +176,6 @@ type ThroughputReport struct {
 	Points []Point           `json:"points"`
 	// Ratios are CUDA samples/s over CPU samples/s, for every point measured on both.
 	Ratios []Ratio `json:"cuda_cpu_ratios,omitempty"`
-}
-
-// Host describes the machine a report was measured on.
-type Host struct {
-	OS       string `json:"os"`
-	Arch     string `json:"arch"`
-	CPUs     int    `json:"cpus"`
-	CPUModel string `json:"cpu_model,omitempty"`
-	Go       string `json:"go"`
-	Engine   string `json:"engine"`
-}
-
-func thisHost() Host {
-	h := Host{OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(), Go: runtime.Version(), Engine: engine.Version}
-	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(raw), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				h.CPUModel = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	return h
 }
 
 // Point is one measurement: a case on a provider through a path at a batch size.
@@ -215,7 +193,7 @@ type Point struct {
 	// SamplesPerSec is Samples / Seconds.
 	SamplesPerSec float64 `json:"samples_per_s"`
 	// Latency is per call: one raw batch, or one caller's one sample.
-	Latency Summary `json:"latency"`
+	Latency report.Summary `json:"latency"`
 	// MeanRows is the mean batch size the graph actually ran with (0 when not observed).
 	MeanRows float64 `json:"mean_rows,omitempty"`
 	// VsRaw is SamplesPerSec over the raw path's at the same case, provider and batch.
@@ -262,33 +240,20 @@ type rig interface {
 	Close() error
 }
 
-// BundleReady says whether dir holds a usable bundle: manifest.json and the fetched
-// text_encoder.weights. The error says what is missing and how to get it.
-func BundleReady(dir string) error {
-	if _, err := os.Stat(filepath.Join(dir, "manifest.json")); err != nil {
-		return fmt.Errorf("bench: no model bundle at %s (manifest.json: %w); train one with `make models`", dir, err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "text_encoder.weights")); err != nil {
-		return fmt.Errorf("bench: bundle %s lacks text_encoder.weights (%w); run scripts/fetch-weights.sh", dir, err)
-	}
-	return nil
-}
-
-// RunThroughput measures every selected case, path, provider and batch size.
-func RunThroughput(cfg ThroughputConfig) (*ThroughputReport, error) {
+// Run measures every selected case, path, provider and batch size.
+func Run(cfg Config) (*Report, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	rep := &ThroughputReport{Kind: "throughput", Started: time.Now().UTC().Format(time.RFC3339), Host: thisHost(),
+	rep := &Report{Kind: "throughput", Started: time.Now().UTC().Format(time.RFC3339), Host: report.ThisHost(),
 		Bundle: cfg.Bundle, Graph: cfg.Graph, DurationS: cfg.Duration.Seconds(), Batches: cfg.Batches,
 		Inputs: map[string]string{}, Notes: map[string]string{}}
 	if cfg.Bundle != "" {
-		if err := BundleReady(cfg.Bundle); err != nil {
+		if err := report.BundleReady(cfg.Bundle); err != nil {
 			return nil, err
 		}
 	}
-	progress := newProgress(cfg.Progress)
 	for _, p := range cfg.Providers {
 		opts := cfg.Runtime
 		opts.Provider = p
@@ -299,7 +264,7 @@ func RunThroughput(cfg ThroughputConfig) (*ThroughputReport, error) {
 		if errors.Is(err, ort.ErrCUDAUnusable) {
 			reason := strings.TrimPrefix(err.Error(), ort.ErrCUDAUnusable.Error()+": ")
 			rep.Providers = append(rep.Providers, ort.ProviderStatus{Name: p, Reason: reason})
-			progress.printf("bench: cuda unusable, measuring the other providers only: %s", reason)
+			report.Progressf(cfg.Progress, "bench: cuda unusable, measuring the other providers only: %s", reason)
 			continue
 		}
 		if err != nil {
@@ -308,7 +273,7 @@ func RunThroughput(cfg ThroughputConfig) (*ThroughputReport, error) {
 		rep.ONNXRuntime, rep.Library = rt.Version(), rt.LibraryPath()
 		status := ort.ProviderStatus{Name: p, Usable: true, Reason: rt.Reason()}
 		rep.Providers = append(rep.Providers, status)
-		err = measureProvider(cfg, rt, rep, progress)
+		err = measureProvider(cfg, rt, rep)
 		err = errors.Join(err, rt.Close())
 		if err != nil {
 			return nil, err
@@ -321,7 +286,7 @@ func RunThroughput(cfg ThroughputConfig) (*ThroughputReport, error) {
 	return rep, nil
 }
 
-func measureProvider(cfg ThroughputConfig, rt *ort.Runtime, rep *ThroughputReport, progress *progress) (err error) {
+func measureProvider(cfg Config, rt *ort.Runtime, rep *Report) (err error) {
 	var r rig
 	if cfg.Bundle != "" {
 		r, err = newBundleRig(cfg, rt)
@@ -353,7 +318,7 @@ func measureProvider(cfg ThroughputConfig, rt *ort.Runtime, rep *ThroughputRepor
 		}
 		targets = slices.DeleteFunc(targets, func(t target) bool { return !slices.Contains(cfg.Cases, t.name) })
 	}
-	total := 0
+	total, done := 0, 0
 	for _, t := range targets {
 		for _, p := range cfg.Paths {
 			if t.paths[p] != nil {
@@ -361,7 +326,6 @@ func measureProvider(cfg ThroughputConfig, rt *ort.Runtime, rep *ThroughputRepor
 			}
 		}
 	}
-	progress.start(total)
 	for _, t := range targets {
 		for _, b := range cfg.Batches {
 			for _, p := range cfg.Paths {
@@ -372,7 +336,13 @@ func measureProvider(cfg ThroughputConfig, rt *ort.Runtime, rep *ThroughputRepor
 				pt := measurePoint(prep, b, cfg.Warmup, cfg.Duration, cfg.MinCalls)
 				pt.Case, pt.Provider, pt.Path = t.name, rt.Provider(), p
 				rep.Points = append(rep.Points, pt)
-				progress.point(pt)
+				done++
+				if pt.Error != "" {
+					report.Progressf(cfg.Progress, "bench: [%d/%d] %s %s %s b=%d: error: %s", done, total, pt.Provider, pt.Case, pt.Path, pt.Batch, pt.Error)
+				} else {
+					report.Progressf(cfg.Progress, "bench: [%d/%d] %s %s %s b=%d: %.1f samples/s, p50 %.2f ms, p99 %.2f ms",
+						done, total, pt.Provider, pt.Case, pt.Path, pt.Batch, pt.SamplesPerSec, pt.Latency.P50, pt.Latency.P99)
+				}
 			}
 		}
 	}
@@ -425,7 +395,7 @@ func measurePoint(prep preparer, b int, warmup, d time.Duration, minCalls int) P
 	if pt.Seconds > 0 {
 		pt.SamplesPerSec = float64(pt.Samples) / pt.Seconds
 	}
-	pt.Latency = Summarize(lat)
+	pt.Latency = report.Summarize(lat)
 	if pr.rows != nil {
 		rows1, runs1 := pr.rows()
 		if runs1 > runs0 {
@@ -441,7 +411,7 @@ func measurePoint(prep preparer, b int, warmup, d time.Duration, minCalls int) P
 // and it has made at least minCalls calls. It returns every call's latency and the time from
 // the start until the last caller finished. The first error stops every caller.
 func runWorkers(pr *pointRun, d time.Duration, minCalls int) ([]time.Duration, time.Duration, error) {
-	rec := newRecorder(pr.workers)
+	lat := make([][]time.Duration, pr.workers) // one slice per caller, merged at the end
 	var (
 		wg       sync.WaitGroup
 		stop     atomic.Bool
@@ -464,16 +434,16 @@ func runWorkers(pr *pointRun, d time.Duration, minCalls int) ([]time.Duration, t
 					stop.Store(true)
 					return
 				}
-				rec.add(w, time.Since(t0))
+				lat[w] = append(lat[w], time.Since(t0))
 			}
 		}()
 	}
 	wg.Wait()
-	return rec.all(), time.Since(start), firstErr
+	return slices.Concat(lat...), time.Since(start), firstErr
 }
 
 // finish computes the ratios to raw and between providers.
-func (rep *ThroughputReport) finish() {
+func (rep *Report) finish() {
 	type key struct {
 		c    string
 		p    ort.Provider
@@ -515,71 +485,6 @@ func (c *counters) observe(rows int) {
 }
 
 func (c *counters) get() (int64, int64) { return c.rows.Load(), c.runs.Load() }
-
-// progress prints one line per point on a writer (stderr in the command).
-type progress struct {
-	w     io.Writer
-	mu    sync.Mutex
-	n     int
-	total int
-}
-
-func newProgress(w io.Writer) *progress { return &progress{w: w} }
-
-func (p *progress) start(total int) {
-	p.mu.Lock()
-	p.n, p.total = 0, total
-	p.mu.Unlock()
-}
-
-func (p *progress) printf(format string, args ...any) {
-	if p.w == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	fmt.Fprintf(p.w, format+"\n", args...)
-}
-
-func (p *progress) point(pt Point) {
-	p.mu.Lock()
-	p.n++
-	n, total := p.n, p.total
-	p.mu.Unlock()
-	if pt.Error != "" {
-		p.printf("bench: [%d/%d] %s %s %s b=%d: error: %s", n, total, pt.Provider, pt.Case, pt.Path, pt.Batch, pt.Error)
-		return
-	}
-	p.printf("bench: [%d/%d] %s %s %s b=%d: %.1f samples/s, p50 %.2f ms, p99 %.2f ms",
-		n, total, pt.Provider, pt.Case, pt.Path, pt.Batch, pt.SamplesPerSec, pt.Latency.P50, pt.Latency.P99)
-}
-
-// splitList splits a comma-separated list, dropping empty fields and spaces.
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-// ParseInts reads a comma-separated list of positive integers, e.g. "1,8,64,256".
-func ParseInts(s string) ([]int, error) {
-	var out []int
-	for _, f := range splitList(s) {
-		n, err := strconv.Atoi(f)
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("bench: %q is not a positive integer", f)
-		}
-		out = append(out, n)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("bench: empty list")
-	}
-	return out, nil
-}
 
 // ParseShape reads NAME=D1xD2... (the per-sample shape of one input of a lone graph, batch
 // dimension left out; "NAME=" is a rank-1 input) into shapes.

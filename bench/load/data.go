@@ -1,4 +1,4 @@
-package bench
+package load
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/llm4rec/llm4rec/bench/synth"
 	"github.com/llm4rec/llm4rec/engine/bundle"
 	"github.com/llm4rec/llm4rec/eval"
 )
@@ -17,7 +18,7 @@ func SyntheticDataset(n int) *eval.Dataset {
 	d := &eval.Dataset{Source: fmt.Sprintf("synthetic catalog of ids 1..%d", n)}
 	genres := []string{"Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller", "Documentary"}
 	for i := 1; i <= n; i++ {
-		w := queryWords[(i*7)%len(queryWords)]
+		w := synth.Word(i * 7)
 		d.Items = append(d.Items, bundle.Item{ID: strconv.Itoa(i), Title: fmt.Sprintf("The %s %d", strings.ToUpper(w[:1])+w[1:], i),
 			Categories: []string{genres[i%len(genres)]}})
 	}
@@ -51,7 +52,7 @@ func restrict(d *eval.Dataset, ids []string) error {
 func queryText(it bundle.Item) string {
 	if it.Text != "" {
 		words := strings.Fields(it.Text)
-		return strings.Join(words[:min(len(words), TextWords)], " ")
+		return strings.Join(words[:min(len(words), synth.TextWords)], " ")
 	}
 	q := "a film like " + it.Title
 	if len(it.Categories) > 0 {
@@ -60,11 +61,11 @@ func queryText(it bundle.Item) string {
 	return q
 }
 
-// LoadRequestData picks what `bench http` draws requests from: dataDir when given (loaded
+// RequestData picks what `bench http` draws requests from: dataDir when given (loaded
 // with eval.Load, restricted to the catalog of bundleDir when that bundle has an items.jsonl),
 // else the bundle's catalog, else SyntheticDataset(n). A catalog without interactions gives
 // random histories.
-func LoadRequestData(dataDir, bundleDir string, n int) (*eval.Dataset, error) {
+func RequestData(dataDir, bundleDir string, n int) (*eval.Dataset, error) {
 	var catalog []bundle.Item
 	if bundleDir != "" {
 		if p := filepath.Join(bundleDir, "items.jsonl"); exists(p) {

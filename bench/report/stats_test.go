@@ -1,7 +1,9 @@
-package bench
+package report
 
 import (
 	"math"
+	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 )
@@ -51,12 +53,26 @@ func TestSummarize(t *testing.T) {
 	}
 }
 
-func TestRecorderMergesWorkers(t *testing.T) {
-	r := newRecorder(3)
-	r.add(0, 1)
-	r.add(2, 3)
-	r.add(2, 4)
-	if got := r.all(); len(got) != 3 || got[0] != 1 || got[2] != 4 {
-		t.Fatalf("all = %v", got)
+// BenchmarkSummarize sorts and summarises 10,000 latencies.
+func BenchmarkSummarize(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	lat := make([]time.Duration, 10000)
+	for i := range lat {
+		lat[i] = time.Duration(rng.ExpFloat64() * float64(time.Millisecond))
+	}
+	for b.Loop() {
+		Summarize(lat)
+	}
+}
+
+func TestParseLists(t *testing.T) {
+	got, err := ParseInts("1, 8,64,,256")
+	if err != nil || !slices.Equal(got, []int{1, 8, 64, 256}) {
+		t.Errorf("ParseInts = %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "0", "1,x", "-4"} {
+		if _, err := ParseInts(bad); err == nil {
+			t.Errorf("ParseInts(%q) accepted", bad)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-package bench
+package throughput
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/llm4rec/llm4rec/bench/synth"
 	"github.com/llm4rec/llm4rec/engine/batch"
 	"github.com/llm4rec/llm4rec/engine/bundle"
 	"github.com/llm4rec/llm4rec/engine/ort"
@@ -20,8 +21,6 @@ import (
 
 // Realistic sample sizes of the bundle cases.
 const (
-	// TextWords is the words of a synthetic query; with [CLS] and [SEP] about 32 tokens.
-	TextWords = 30
 	// AudioFrames is the log-mel frames of one audio sample (3 s at the default recipe).
 	AudioFrames = 300
 	// PipelineHistory is the history length of a pipeline request (the default bundle's
@@ -101,13 +100,13 @@ func tensorFor(info ort.TensorInfo, shape []int64, rng *rand.Rand, ival int64) (
 
 // graphRig measures one .onnx file: raw and batcher paths, inputs synthesised from its I/O.
 type graphRig struct {
-	cfg  ThroughputConfig
+	cfg  Config
 	name string
 	sess *ort.Session
 	desc string
 }
 
-func newGraphRig(cfg ThroughputConfig, rt *ort.Runtime) (*graphRig, error) {
+func newGraphRig(cfg Config, rt *ort.Runtime) (*graphRig, error) {
 	name := strings.TrimSuffix(filepath.Base(cfg.Graph), filepath.Ext(cfg.Graph))
 	s, err := rt.NewSession(cfg.Graph, ort.SessionOptions{Name: name})
 	if err != nil {
@@ -182,7 +181,7 @@ func (g *graphRig) Close() error              { return g.sess.Close() }
 
 // bundleRig measures a bundle's five graphs and its pipeline on one runtime.
 type bundleRig struct {
-	cfg  ThroughputConfig
+	cfg  Config
 	dir  string
 	m    *bundle.Manifest
 	sess map[string]*ort.Session
@@ -197,7 +196,7 @@ type bundleRig struct {
 	wav      []byte // the engine path's audio upload
 }
 
-func newBundleRig(cfg ThroughputConfig, rt *ort.Runtime) (r *bundleRig, err error) {
+func newBundleRig(cfg Config, rt *ort.Runtime) (r *bundleRig, err error) {
 	m, err := bundle.ReadManifest(cfg.Bundle)
 	if err != nil {
 		return nil, err
@@ -254,15 +253,15 @@ func newBundleRig(cfg ThroughputConfig, rt *ort.Runtime) (r *bundleRig, err erro
 	if len(r.ids) == 0 {
 		return nil, fmt.Errorf("bench: bundle %s has an empty catalog", cfg.Bundle)
 	}
-	probe, err := r.tok.EncodeBatch([]string{RandomText(rand.New(rand.NewPCG(cfg.Seed, 0)), TextWords)})
+	probe, err := r.tok.EncodeBatch([]string{synth.RandomText(rand.New(rand.NewPCG(cfg.Seed, 0)), synth.TextWords)})
 	if err != nil {
 		return nil, err
 	}
-	r.textDesc = fmt.Sprintf("%d words, %d tokens", TextWords, probe.Len)
-	img := SyntheticImage(256, 384, cfg.Seed)
-	r.jpeg = EncodeJPEG(img)
+	r.textDesc = fmt.Sprintf("%d words, %d tokens", synth.TextWords, probe.Len)
+	img := synth.Image(256, 384, cfg.Seed)
+	r.jpeg = synth.EncodeJPEG(img)
 	a := m.Preprocessing.Audio
-	r.wav = SyntheticWAV(a.WinLength+(AudioFrames-1)*a.HopLength, a.SampleRate, cfg.Seed)
+	r.wav = synth.WAV(a.WinLength+(AudioFrames-1)*a.HopLength, a.SampleRate, cfg.Seed)
 	return r, nil
 }
 
@@ -313,7 +312,7 @@ func (r *bundleRig) input(graph string, b int, seed uint64) ([]ort.Tensor, error
 	if graph == bundle.TextEncoder {
 		texts := make([]string, b)
 		for i := range texts {
-			texts[i] = RandomText(rng, TextWords)
+			texts[i] = synth.RandomText(rng, synth.TextWords)
 		}
 		enc, err := r.tok.EncodeBatch(texts)
 		if err != nil {
@@ -401,15 +400,15 @@ func (r *bundleRig) targets() []target {
 	}
 	if e := r.eng; e != nil {
 		ts[0].paths[PathEngine] = concurrent(bundle.TextEncoder, func(rng *rand.Rand) error {
-			_, err := e.EmbedQuery(ctx, RandomText(rng, TextWords))
+			_, err := e.EmbedQuery(ctx, synth.RandomText(rng, synth.TextWords))
 			return err
 		})
 		ts[1].paths[PathEngine] = concurrent(bundle.ImageEncoder, func(rng *rand.Rand) error {
-			_, err := e.EmbedImage(ctx, UniqueMedia(r.jpeg, r.tag.Add(1)))
+			_, err := e.EmbedImage(ctx, synth.UniqueMedia(r.jpeg, r.tag.Add(1)))
 			return err
 		})
 		ts[2].paths[PathEngine] = concurrent(bundle.AudioEncoder, func(rng *rand.Rand) error {
-			_, err := e.EmbedAudio(ctx, UniqueMedia(r.wav, r.tag.Add(1)))
+			_, err := e.EmbedAudio(ctx, synth.UniqueMedia(r.wav, r.tag.Add(1)))
 			return err
 		})
 		ts[5].paths[PathEngine] = concurrent(bundle.Fusion, func(rng *rand.Rand) error {
@@ -451,26 +450,4 @@ func (r *bundleRig) rawPipeline() preparer {
 			return err
 		}}, nil
 	}
-}
-
-// words of the synthetic queries: common English words, one WordPiece token each.
-var queryWords = strings.Fields(`the a film movie story about love war space family friends city night
-dark funny old young man woman girl boy life death world time home school music dream
-road journey secret murder detective police crime drama comedy romance action adventure
-horror ghost house island ocean king queen hero team fight escape truth power money
-small town big new great last first best good bad lost found true wild strange
-classic western science fiction animated musical thriller mystery documentary
-with and in of for to from after before during under over into where when
-who what why how like very really quite most more less many few some`)
-
-// RandomText draws n words of a plausible movie query.
-func RandomText(rng *rand.Rand, n int) string {
-	var sb strings.Builder
-	for i := 0; i < n; i++ {
-		if i > 0 {
-			sb.WriteByte(' ')
-		}
-		sb.WriteString(queryWords[rng.IntN(len(queryWords))])
-	}
-	return sb.String()
 }

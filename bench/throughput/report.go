@@ -1,4 +1,4 @@
-package bench
+package throughput
 
 import (
 	"fmt"
@@ -14,17 +14,25 @@ import (
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 
+	"github.com/llm4rec/llm4rec/bench/report"
 	"github.com/llm4rec/llm4rec/engine/ort"
 )
 
+// File names written into an output folder.
+const (
+	JSONFile        = "throughput.json"
+	PlotFile        = "throughput.png"
+	LatencyPlotFile = "throughput-latency.png"
+)
+
 // WriteJSON writes the report as dir/throughput.json and returns its path.
-func (rep *ThroughputReport) WriteJSON(dir string) (string, error) {
-	return writeJSONFile(dir, ThroughputJSON, rep)
+func (rep *Report) WriteJSON(dir string) (string, error) {
+	return report.WriteJSON(dir, JSONFile, rep)
 }
 
 // WriteTable prints the report for people: the setup, one row per point, the CUDA/CPU
 // ratios, and what each case's sample is.
-func (rep *ThroughputReport) WriteTable(w io.Writer) error {
+func (rep *Report) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	what := rep.Bundle
 	if what == "" {
@@ -47,16 +55,16 @@ func (rep *ThroughputReport) WriteTable(w io.Writer) error {
 	}
 	b.WriteString("\nraw: Session.Run on a prebuilt batch, one caller; batcher: B callers of one sample through engine/batch;\n" +
 		"engine: B callers through recommend.Engine (preprocessing included). Latency is per call.\n\n")
-	t := newTable("case", "provider", "path", ">batch", ">samples/s", ">p50 ms", ">p99 ms", ">rows/run", ">vs raw")
+	t := report.NewTable("case", "provider", "path", ">batch", ">samples/s", ">p50 ms", ">p99 ms", ">rows/run", ">vs raw")
 	prev := ""
 	for _, pt := range rep.Points {
 		key := string(pt.Provider) + pt.Case
 		if prev != "" && key != prev {
-			t.gap()
+			t.Gap()
 		}
 		prev = key
 		if pt.Error != "" {
-			t.add(pt.Case, string(pt.Provider), string(pt.Path), strconv.Itoa(pt.Batch), "error: "+oneLine(pt.Error, 80))
+			t.Add(pt.Case, string(pt.Provider), string(pt.Path), strconv.Itoa(pt.Batch), "error: "+report.OneLine(pt.Error, 80))
 			continue
 		}
 		vs := ""
@@ -67,29 +75,29 @@ func (rep *ThroughputReport) WriteTable(w io.Writer) error {
 		if pt.MeanRows > 0 {
 			rows = fmt.Sprintf("%.1f", pt.MeanRows)
 		}
-		t.add(pt.Case, string(pt.Provider), string(pt.Path), strconv.Itoa(pt.Batch),
-			fmtRate(pt.SamplesPerSec), fmtMs(pt.Latency.P50), fmtMs(pt.Latency.P99), rows, vs)
+		t.Add(pt.Case, string(pt.Provider), string(pt.Path), strconv.Itoa(pt.Batch),
+			report.FmtRate(pt.SamplesPerSec), report.FmtMs(pt.Latency.P50), report.FmtMs(pt.Latency.P99), rows, vs)
 	}
-	t.write(&b)
+	t.Write(&b)
 	if len(rep.Ratios) > 0 {
 		b.WriteString("\nCUDA/CPU (samples/s):\n")
-		t := newTable("case", "path", ">batch", ">cuda", ">cpu", ">cuda/cpu")
+		t := report.NewTable("case", "path", ">batch", ">cuda", ">cpu", ">cuda/cpu")
 		for _, r := range rep.Ratios {
-			t.add(r.Case, string(r.Path), strconv.Itoa(r.Batch), fmtRate(r.CUDA), fmtRate(r.CPU), fmt.Sprintf("%.1fx", r.Ratio))
+			t.Add(r.Case, string(r.Path), strconv.Itoa(r.Batch), report.FmtRate(r.CUDA), report.FmtRate(r.CPU), fmt.Sprintf("%.1fx", r.Ratio))
 		}
-		t.write(&b)
+		t.Write(&b)
 	} else if slices.ContainsFunc(rep.Providers, func(p ort.ProviderStatus) bool { return p.Name == ort.ProviderCUDA && !p.Usable }) {
 		b.WriteString("\nCUDA/CPU: not measured (cuda unusable, see above)\n")
 	}
 	if len(rep.Inputs) > 0 {
 		b.WriteString("\none sample:\n")
-		for _, k := range sortedKeys(rep.Inputs) {
+		for _, k := range report.SortedKeys(rep.Inputs) {
 			fmt.Fprintf(&b, "  %-14s %s\n", k, rep.Inputs[k])
 		}
 	}
 	if len(rep.Notes) > 0 {
 		b.WriteString("notes:\n")
-		for _, k := range sortedKeys(rep.Notes) {
+		for _, k := range report.SortedKeys(rep.Notes) {
 			fmt.Fprintf(&b, "  %-14s %s\n", k, rep.Notes[k])
 		}
 	}
@@ -100,7 +108,7 @@ func (rep *ThroughputReport) WriteTable(w io.Writer) error {
 // WritePlots draws dir/throughput.png (samples/s against batch size, one panel per case, one
 // line per provider and path) and dir/throughput-latency.png (p50 solid and p99 dashed
 // against batch size), and returns their paths.
-func (rep *ThroughputReport) WritePlots(dir string) ([]string, error) {
+func (rep *Report) WritePlots(dir string) ([]string, error) {
 	cases := rep.cases()
 	if len(cases) == 0 {
 		return nil, fmt.Errorf("bench: nothing measured to plot")
@@ -109,8 +117,8 @@ func (rep *ThroughputReport) WritePlots(dir string) ([]string, error) {
 	thr := make([]*plot.Plot, len(cases))
 	lat := make([]*plot.Plot, len(cases))
 	for i, c := range cases {
-		thr[i] = newPanel(c, "batch size", "samples/s")
-		lat[i] = newPanel(c, "batch size", "latency per call (ms)")
+		thr[i] = report.NewPanel(c, "batch size", "samples/s")
+		lat[i] = report.NewPanel(c, "batch size", "latency per call (ms)")
 		for si, s := range series {
 			var xy, p50, p99 plotter.XYs
 			for _, pt := range rep.Points {
@@ -125,13 +133,13 @@ func (rep *ThroughputReport) WritePlots(dir string) ([]string, error) {
 				continue
 			}
 			name := s.provider + " " + string(s.path)
-			if err := addLine(thr[i], xy, name, plotutil.Color(si), nil, si); err != nil {
+			if err := report.AddLine(thr[i], xy, name, plotutil.Color(si), nil, si); err != nil {
 				return nil, err
 			}
-			if err := addLine(lat[i], p50, name+" p50", plotutil.Color(si), nil, si); err != nil {
+			if err := report.AddLine(lat[i], p50, name+" p50", plotutil.Color(si), nil, si); err != nil {
 				return nil, err
 			}
-			if err := addLine(lat[i], p99, name+" p99", plotutil.Color(si), []vg.Length{vg.Points(4), vg.Points(3)}, si); err != nil {
+			if err := report.AddLine(lat[i], p99, name+" p99", plotutil.Color(si), []vg.Length{vg.Points(4), vg.Points(3)}, si); err != nil {
 				return nil, err
 			}
 		}
@@ -139,19 +147,19 @@ func (rep *ThroughputReport) WritePlots(dir string) ([]string, error) {
 			logAxes(p, rep.Batches)
 		}
 	}
-	a := filepath.Join(dir, ThroughputPlot)
-	b := filepath.Join(dir, ThroughputLatencyPNG)
-	if err := saveGrid(a, thr, 3); err != nil {
+	a := filepath.Join(dir, PlotFile)
+	b := filepath.Join(dir, LatencyPlotFile)
+	if err := report.SaveGrid(a, thr, 3); err != nil {
 		return nil, err
 	}
-	if err := saveGrid(b, lat, 3); err != nil {
+	if err := report.SaveGrid(b, lat, 3); err != nil {
 		return nil, err
 	}
 	return []string{a, b}, nil
 }
 
 // cases lists the measured cases in the order first measured.
-func (rep *ThroughputReport) cases() []string {
+func (rep *Report) cases() []string {
 	var out []string
 	for _, pt := range rep.Points {
 		if !slices.Contains(out, pt.Case) {
@@ -167,7 +175,7 @@ type seriesKey struct {
 }
 
 // series lists provider and path pairs, the same colours in every panel.
-func (rep *ThroughputReport) series() []seriesKey {
+func (rep *Report) series() []seriesKey {
 	var out []seriesKey
 	for _, pt := range rep.Points {
 		k := seriesKey{string(pt.Provider), pt.Path}

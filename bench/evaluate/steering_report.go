@@ -1,9 +1,11 @@
-package bench
+package evaluate
 
 import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/llm4rec/llm4rec/bench/report"
 )
 
 // writeTable prints the section for people: precision@10 per category and condition, the
@@ -22,30 +24,30 @@ func (rep *SteeringReport) writeTable(b *strings.Builder) {
 		return fmt.Sprintf("%.4f", *p)
 	}
 	if len(rep.ByCategory) > 0 {
-		t := newTable("category", "phrase", ">none", ">typed", ">spoken", ">typed, no history")
+		t := report.NewTable("category", "phrase", ">none", ">typed", ">spoken", ">typed, no history")
 		for _, c := range rep.Categories {
 			r, ok := rep.ByCategory[c]
 			if !ok {
 				continue
 			}
 			none, typed, alone := r.None, r.Typed, r.TypedNoHistory
-			t.add(c, r.Phrase, f(&none), f(&typed), f(r.Spoken), f(&alone))
+			t.Add(c, r.Phrase, f(&none), f(&typed), f(r.Spoken), f(&alone))
 		}
-		t.gap()
-		t.add("mean", "", f(rep.PrecisionNone), f(rep.PrecisionTyped), f(rep.PrecisionSpoken), f(rep.PrecisionTypedNoHistory))
+		t.Gap()
+		t.Add("mean", "", f(rep.PrecisionNone), f(rep.PrecisionTyped), f(rep.PrecisionSpoken), f(rep.PrecisionTypedNoHistory))
 		if e := rep.Export; e != nil && e.PrecisionNone != nil {
-			t.add(fmt.Sprintf("export (%d users)", e.Users), "", f(e.PrecisionNone), f(e.PrecisionTyped), f(e.PrecisionSpoken), f(e.PrecisionTypedNoHistory))
+			t.Add(fmt.Sprintf("export (%d users)", e.Users), "", f(e.PrecisionNone), f(e.PrecisionTyped), f(e.PrecisionSpoken), f(e.PrecisionTypedNoHistory))
 		}
-		t.write(b)
+		t.Write(b)
 	}
 	if rep.NDCGWithQuery != nil {
 		fmt.Fprintf(b, "\nNDCG@10 with the held-out item's categories typed as the request (%q filled), beside the history alone:\n", rep.Template)
-		t := newTable("", ">with category query", ">history only", ">ratio", ">users")
-		t.add("engine", f(rep.NDCGWithQuery), f(rep.NDCGHistoryOnly), f(rep.NDCGRatio), strconv.Itoa(rep.NDCGUsers))
+		t := report.NewTable("", ">with category query", ">history only", ">ratio", ">users")
+		t.Add("engine", f(rep.NDCGWithQuery), f(rep.NDCGHistoryOnly), f(rep.NDCGRatio), strconv.Itoa(rep.NDCGUsers))
 		if e := rep.Export; e != nil && e.NDCGWithQuery != nil {
-			t.add("export", f(e.NDCGWithQuery), f(e.NDCGHistoryOnly), f(e.NDCGRatio), "")
+			t.Add("export", f(e.NDCGWithQuery), f(e.NDCGHistoryOnly), f(e.NDCGRatio), "")
 		}
-		t.write(b)
+		t.Write(b)
 	}
 	if e := rep.Export; e != nil && e.Skipped != "" {
 		fmt.Fprintf(b, "the export skipped steering: %s\n", e.Skipped)

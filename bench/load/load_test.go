@@ -1,9 +1,8 @@
-package bench
+package load
 
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"math/rand/v2"
@@ -144,7 +143,7 @@ func (s *stubServer) answer(r *http.Request) (int, string) {
 func TestHTTPClosedLoopCountsStatuses(t *testing.T) {
 	stub, srv := newStub(t, "sesame", time.Millisecond)
 	var progress bytes.Buffer
-	rep, err := RunHTTP(context.Background(), HTTPConfig{URL: srv.URL + "/", Concurrency: 4, Duration: time.Second,
+	rep, err := Run(context.Background(), Config{URL: srv.URL + "/", Concurrency: 4, Duration: time.Second,
 		Mix: Mix{KindHistory: 40, KindQuery: 20, KindImage: 20, KindAudio: 20}, FeedbackShare: 0.2, FeedbackBatch: 3,
 		Key: "sesame", Progress: &progress, ProgressEvery: 200 * time.Millisecond})
 	if err != nil {
@@ -197,7 +196,7 @@ func TestHTTPClosedLoopCountsStatuses(t *testing.T) {
 func TestHTTPOpenLoopAchievesTheRate(t *testing.T) {
 	stub, srv := newStub(t, "", 2*time.Millisecond)
 	const rate, seconds = 100.0, 1.5
-	rep, err := RunHTTP(context.Background(), HTTPConfig{URL: srv.URL, Rate: rate, Duration: time.Duration(seconds * float64(time.Second)),
+	rep, err := Run(context.Background(), Config{URL: srv.URL, Rate: rate, Duration: time.Duration(seconds * float64(time.Second)),
 		Mix: Mix{KindHistory: 1}})
 	if err != nil {
 		t.Fatal(err)
@@ -226,7 +225,7 @@ func TestHTTPUnreachableServerCountsTransportErrors(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
 	srv.Close() // nothing listens there now
-	rep, err := RunHTTP(context.Background(), HTTPConfig{URL: url, Concurrency: 2, Duration: 100 * time.Millisecond})
+	rep, err := Run(context.Background(), Config{URL: url, Concurrency: 2, Duration: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,10 +234,10 @@ func TestHTTPUnreachableServerCountsTransportErrors(t *testing.T) {
 	}
 }
 
-func TestHTTPConfigErrors(t *testing.T) {
-	for _, cfg := range []HTTPConfig{{URL: "localhost:8080"}, {URL: "http://x", Rate: -1}, {URL: "http://x", FeedbackShare: 1.5},
+func TestConfigErrors(t *testing.T) {
+	for _, cfg := range []Config{{URL: "localhost:8080"}, {URL: "http://x", Rate: -1}, {URL: "http://x", FeedbackShare: 1.5},
 		{URL: "http://x", Mix: Mix{KindHistory: 0}}} {
-		if _, err := RunHTTP(context.Background(), cfg); err == nil {
+		if _, err := Run(context.Background(), cfg); err == nil {
 			t.Errorf("%+v: want an error", cfg)
 		}
 	}
@@ -260,7 +259,7 @@ func TestParseMix(t *testing.T) {
 }
 
 func TestRequestKindsFollowTheMix(t *testing.T) {
-	g := newRequestGen(HTTPConfig{Mix: Mix{KindHistory: 3, KindQuery: 1}, FeedbackShare: 0.5, Data: SyntheticDataset(10)}.withDefaults())
+	g := newRequestGen(Config{Mix: Mix{KindHistory: 3, KindQuery: 1}, FeedbackShare: 0.5, Data: SyntheticDataset(10)}.withDefaults())
 	count := map[string]int{}
 	const n = 20000
 	for i := range n {
@@ -311,75 +310,27 @@ func TestRequestDataset(t *testing.T) {
 	}
 }
 
-func TestUniqueMediaDecodesTheSame(t *testing.T) {
-	img := SyntheticImage(64, 48, 3)
-	for _, data := range [][]byte{EncodeJPEG(img), EncodePNG(img)} {
-		a, err := (preprocess.ImageConfig{}).AppendPixels(nil, data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u := UniqueMedia(data, 42)
-		if bytes.Equal(u, data) || bytes.Equal(u, UniqueMedia(data, 43)) {
-			t.Fatal("UniqueMedia did not make distinct bytes")
-		}
-		b, err := (preprocess.ImageConfig{}).AppendPixels(nil, u)
-		if err != nil {
-			t.Fatalf("tagged image does not decode: %v", err)
-		}
-		for i := range a {
-			if a[i] != b[i] {
-				t.Fatalf("pixel %d differs after tagging", i)
-			}
-		}
-	}
-	wav := SyntheticWAV(16000, 16000, 1)
-	u := UniqueMedia(wav, 7)
-	if bytes.Equal(u, wav) || len(u) != len(wav) {
-		t.Fatal("wav not tagged")
-	}
-	mel, frames, err := (preprocess.AudioConfig{}).LogMel(u)
-	if err != nil || frames != 98 || len(mel) != 98*64 {
-		t.Fatalf("tagged wav: %d frames, %v", frames, err)
-	}
-	// the precomputed base64 tail gives the same bytes as encoding the tagged file whole
-	for _, data := range [][]byte{EncodeJPEG(img), EncodePNG(img), wav} {
-		m := newTaggedMedia(data)
-		for _, tag := range []uint64{0, 1, 1 << 40} {
-			got := string(m.appendB64([]byte("x"), tag, true))
-			if want := "x" + base64.StdEncoding.EncodeToString(UniqueMedia(data, tag)); got != want {
-				t.Fatalf("appendB64 of a %q file differs from base64 of UniqueMedia", data[:4])
-			}
-		}
-		if got := string(m.appendB64(nil, 9, false)); got != base64.StdEncoding.EncodeToString(data) {
-			t.Fatal("appendB64 without tags must send the file as is")
-		}
-	}
-	if other := []byte("not media"); !bytes.Equal(UniqueMedia(other, 1), other) {
-		t.Error("unknown data must come back unchanged")
-	}
-}
-
-func TestLoadRequestData(t *testing.T) {
+func TestRequestData(t *testing.T) {
 	bundle := t.TempDir()
 	os.WriteFile(filepath.Join(bundle, "items.jsonl"), []byte(`{"item_id":"1","title":"One"}`+"\n"+`{"item_id":"2","title":"Two"}`+"\n"), 0o644)
-	d, err := LoadRequestData("", bundle, 10)
+	d, err := RequestData("", bundle, 10)
 	if err != nil || len(d.Items) != 2 || len(d.Users) != 0 {
 		t.Fatalf("bundle catalog: %+v, %v", d, err)
 	}
-	d, err = LoadRequestData("", filepath.Join(bundle, "absent"), 10)
+	d, err = RequestData("", filepath.Join(bundle, "absent"), 10)
 	if err != nil || len(d.Items) != 10 || !strings.Contains(d.Source, "synthetic") {
 		t.Fatalf("no bundle: %+v, %v", d, err)
 	}
 	ml := t.TempDir()
 	os.WriteFile(filepath.Join(ml, "u.item"), []byte("1|One|||x|0\n2|Two|||x|0\n3|Three|||x|0\n"), 0o644)
 	os.WriteFile(filepath.Join(ml, "u.data"), []byte("9\t3\t5\t1\n9\t1\t5\t2\n8\t3\t5\t1\n"), 0o644)
-	d, err = LoadRequestData(ml, bundle, 10)
+	d, err = RequestData(ml, bundle, 10)
 	if err != nil || len(d.Items) != 2 || len(d.Users) != 1 || strings.Join(d.Users[0].Items, ",") != "1" ||
 		!strings.Contains(d.Source, "restricted") {
 		t.Fatalf("data restricted to the bundle: %+v, %v", d, err)
 	}
 	os.WriteFile(filepath.Join(bundle, "items.jsonl"), []byte(`{"item_id":"x","title":"X"}`+"\n"), 0o644)
-	if _, err := LoadRequestData(ml, bundle, 10); err == nil || !strings.Contains(err.Error(), "shares no item") {
+	if _, err := RequestData(ml, bundle, 10); err == nil || !strings.Contains(err.Error(), "shares no item") {
 		t.Errorf("disjoint data and catalog: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package bench
+package evaluate
 
 import (
 	"fmt"
@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/llm4rec/llm4rec/bench/report"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
@@ -13,7 +14,7 @@ import (
 
 // WriteJSON writes the report as dir/online.json and returns its path.
 func (rep *OnlineReport) WriteJSON(dir string) (string, error) {
-	return writeJSONFile(dir, OnlineJSON, rep)
+	return report.WriteJSON(dir, OnlineJSON, rep)
 }
 
 func metMark(ok bool) string {
@@ -30,13 +31,13 @@ func (rep *OnlineReport) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&b, "online learning of %s (%s v%s) on %s, %s\n", rep.Bundle, rep.BundleName, rep.BundleVersion, rep.Data, rep.Provider)
 	fmt.Fprintf(&b, "protocol: %s\n", rep.Protocol)
 	fmt.Fprintf(&b, "data: %s\n\n", rep.DataNote)
-	t := newTable("measure", ">learning off", ">learning on", ">on - off")
-	t.add(fmt.Sprintf("prequential HR@10 (%d events)", r.Events), fmt.Sprintf("%.4f", r.HRWithout), fmt.Sprintf("%.4f", r.HRWith),
+	t := report.NewTable("measure", ">learning off", ">learning on", ">on - off")
+	t.Add(fmt.Sprintf("prequential HR@10 (%d events)", r.Events), fmt.Sprintf("%.4f", r.HRWithout), fmt.Sprintf("%.4f", r.HRWith),
 		fmt.Sprintf("%+.4f", r.Gain))
-	t.add("  hits", fmt.Sprint(r.HitsWithout), fmt.Sprint(r.HitsWith), fmt.Sprintf("%+d", r.HitsWith-r.HitsWithout))
-	t.add(fmt.Sprintf("earlier set HR@10 (%d users)", r.ValUsers), fmt.Sprintf("%.4f", r.ValBefore), fmt.Sprintf("%.4f", r.ValAfter),
+	t.Add("  hits", fmt.Sprint(r.HitsWithout), fmt.Sprint(r.HitsWith), fmt.Sprintf("%+d", r.HitsWith-r.HitsWithout))
+	t.Add(fmt.Sprintf("earlier set HR@10 (%d users)", r.ValUsers), fmt.Sprintf("%.4f", r.ValBefore), fmt.Sprintf("%.4f", r.ValAfter),
 		fmt.Sprintf("%+.4f", r.ValAfter-r.ValBefore))
-	t.write(&b)
+	t.Write(&b)
 	fmt.Fprintf(&b, "\ngain %+.4f (paired bootstrap 95%% CI %+.4f to %+.4f): target > 0 %s\n", r.Gain, r.GainCI95[0], r.GainCI95[1],
 		metMark(rep.GainMet))
 	fmt.Fprintf(&b, "forgetting %+.4f (earlier set before - after): target < %g %s\n", r.Forgetting, ForgettingTolerance,
@@ -45,18 +46,18 @@ func (rep *OnlineReport) WriteTable(w io.Writer) error {
 	if len(rep.Sweep) > 0 {
 		b.WriteString("\nsweep (learner only; tune = replay of the validation interactions, earlier set = last training items; " +
 			"test = the replay above):\n")
-		t := newTable(">rate", ">penalty", ">tune gain", "tune 95% CI", ">tune forget", ">test HR on", ">test gain", ">test forget", ">max |bias|", "")
+		t := report.NewTable(">rate", ">penalty", ">tune gain", "tune 95% CI", ">tune forget", ">test HR on", ">test gain", ">test forget", ">max |bias|", "")
 		for _, p := range rep.Sweep {
 			mark := ""
-			if rep.Chosen != nil && p.OnlineSetting == rep.Chosen.OnlineSetting {
+			if rep.Chosen != nil && p.LearnerSetting == rep.Chosen.LearnerSetting {
 				mark = "chosen"
 			}
-			t.add(fmt.Sprint(p.Rate), fmt.Sprint(p.Penalty), fmt.Sprintf("%+.4f", p.Tune.Gain),
+			t.Add(fmt.Sprint(p.Rate), fmt.Sprint(p.Penalty), fmt.Sprintf("%+.4f", p.Tune.Gain),
 				fmt.Sprintf("%+.4f..%+.4f", p.Tune.GainCI95[0], p.Tune.GainCI95[1]), fmt.Sprintf("%+.4f", p.Tune.Forgetting),
 				fmt.Sprintf("%.4f", p.Test.HRWith), fmt.Sprintf("%+.4f", p.Test.Gain), fmt.Sprintf("%+.4f", p.Test.Forgetting),
 				fmt.Sprintf("%.3f", p.Test.MaxBias), mark)
 		}
-		t.write(&b)
+		t.Write(&b)
 		if rep.Chosen != nil {
 			c := rep.Chosen
 			fmt.Fprintf(&b, "chosen on the tuning replay: rate %g, penalty %g -> test gain %+.4f, forgetting %+.4f\n",
@@ -80,7 +81,7 @@ func (rep *OnlineReport) WritePlots(dir string) ([]string, error) {
 	if len(rep.CurveWith) == 0 {
 		return nil, fmt.Errorf("bench: no replay to plot")
 	}
-	p := newPanel("prequential hits@10 over the replay", "events replayed (time order)", "cumulative hits")
+	p := report.NewPanel("prequential hits@10 over the replay", "events replayed (time order)", "cumulative hits")
 	for i, c := range []struct {
 		name string
 		v    []int
@@ -99,7 +100,7 @@ func (rep *OnlineReport) WritePlots(dir string) ([]string, error) {
 	}
 	panels := []*plot.Plot{p}
 	if len(rep.Sweep) > 0 {
-		q := newPanel("sweep: test gain against forgetting", "forgetting (earlier-set HR@10 drop)", "prequential HR@10 gain")
+		q := report.NewPanel("sweep: test gain against forgetting", "forgetting (earlier-set HR@10 drop)", "prequential HR@10 gain")
 		var xy plotter.XYs
 		for _, s := range rep.Sweep {
 			xy = append(xy, plotter.XY{X: s.Test.Forgetting, Y: s.Test.Gain})
@@ -112,7 +113,7 @@ func (rep *OnlineReport) WritePlots(dir string) ([]string, error) {
 		panels = append(panels, q)
 	}
 	path := filepath.Join(dir, OnlinePlot)
-	if err := saveGrid(path, panels, 2); err != nil {
+	if err := report.SaveGrid(path, panels, 2); err != nil {
 		return nil, err
 	}
 	return []string{path}, nil

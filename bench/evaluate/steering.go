@@ -1,15 +1,13 @@
-package bench
+package evaluate
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -103,16 +101,9 @@ func RunSteering(ctx context.Context, eng *recommend.Engine, users []eval.SplitU
 	t0 := time.Now()
 	workers = max(workers, 1)
 	items := eng.Items()
-	ids := func(rows []int) []string {
-		out := make([]string, len(rows))
-		for i, r := range rows {
-			out[i] = items[r].ID
-		}
-		return out
-	}
 	rep := &SteeringReport{SteeringFigures: SteeringFigures{Categories: spec.Categories, History: spec.History, Template: spec.Template}}
 
-	picked := steeringUsers(users, spec.History, spec.Users, seed)
+	picked := eval.SteeringUsers(users, spec.History, spec.Users, seed)
 	rep.Users = len(picked)
 	switch {
 	case len(spec.Categories) == 0:
@@ -123,7 +114,7 @@ func RunSteering(ctx context.Context, eng *recommend.Engine, users []eval.SplitU
 		hists := make([][]string, len(picked))
 		for i, u := range picked {
 			h := users[u].TestHistory()
-			hists[i] = ids(h[len(h)-spec.History:])
+			hists[i] = eval.IDs(items, h[len(h)-spec.History:])
 		}
 		if err := rep.measurePrecision(ctx, eng, spec, hists, workers); err != nil {
 			return nil, err
@@ -144,14 +135,15 @@ func RunSteering(ctx context.Context, eng *recommend.Engine, users []eval.SplitU
 	if len(qUsers) == 0 {
 		rep.Notes = append(rep.Notes, "no held-out item has a category: query-conditioned NDCG@10 not measured")
 	} else {
-		zero := 0.0
-		withQ, err := requestTops(ctx, eng, len(qUsers), workers, func(i int) recommend.Request {
-			return recommend.Request{History: ids(qUsers[i].TestHistory()), Query: queries[i], K: eval.K, ExcludeSeen: true, Alpha: &zero}
+		withQ, err := eval.Lists(ctx, eng, len(qUsers), workers, func(i int) recommend.Request {
+			req := eval.Request(items, qUsers[i].TestHistory(), 0)
+			req.Query = queries[i]
+			return req
 		})
 		if err != nil {
 			return nil, err
 		}
-		alone, err := modelTops(ctx, eng, qUsers, 0, workers)
+		alone, err := eval.EngineTops(ctx, eng, qUsers, 0, workers)
 		if err != nil {
 			return nil, err
 		}
@@ -177,7 +169,7 @@ func (rep *SteeringReport) measurePrecision(ctx context.Context, eng *recommend.
 		rep.Voice = spec.Voice.Name
 	}
 	lists := func(query string, audio []byte) ([][]int, error) {
-		return requestTops(ctx, eng, len(hists), workers, func(i int) recommend.Request {
+		return eval.Lists(ctx, eng, len(hists), workers, func(i int) recommend.Request {
 			return recommend.Request{History: hists[i], Query: query, Audio: audio, K: eval.K, ExcludeSeen: true, Alpha: &zero}
 		})
 	}
@@ -188,29 +180,29 @@ func (rep *SteeringReport) measurePrecision(ctx context.Context, eng *recommend.
 	var sums [4]float64
 	rep.ByCategory = map[string]CategorySteering{}
 	for j, c := range spec.Categories {
-		in := inCategory(items, c)
-		r := CategorySteering{Phrase: phrases[j], None: categoryPrecision(none, in)}
+		in := eval.InCategory(items, c)
+		r := CategorySteering{Phrase: phrases[j], None: eval.CategoryPrecision(none, in)}
 		typed, err := lists(phrases[j], nil)
 		if err != nil {
 			return err
 		}
-		r.Typed = categoryPrecision(typed, in)
+		r.Typed = eval.CategoryPrecision(typed, in)
 		if spoken != nil {
 			said, err := lists("", spoken[j])
 			if err != nil {
 				return err
 			}
-			p := categoryPrecision(said, in)
+			p := eval.CategoryPrecision(said, in)
 			r.Spoken = &p
 			sums[2] += p
 		}
-		alone, err := requestTops(ctx, eng, 1, 1, func(int) recommend.Request {
+		alone, err := eval.Lists(ctx, eng, 1, 1, func(int) recommend.Request {
 			return recommend.Request{Query: phrases[j], K: eval.K, ExcludeSeen: true, Alpha: &zero}
 		})
 		if err != nil {
 			return err
 		}
-		r.TypedNoHistory = categoryPrecision(alone, in)
+		r.TypedNoHistory = eval.CategoryPrecision(alone, in)
 		sums[0], sums[1], sums[3] = sums[0]+r.None, sums[1]+r.Typed, sums[3]+r.TypedNoHistory
 		rep.ByCategory[c] = r
 	}
@@ -223,53 +215,6 @@ func (rep *SteeringReport) measurePrecision(ctx context.Context, eng *recommend.
 	return nil
 }
 
-// steeringUsers returns the positions in users, ascending, of at most n users drawn with seed
-// among those with a held-out item and at least history items before it.
-func steeringUsers(users []eval.SplitUser, history, n int, seed uint64) []int {
-	var cand []int
-	for u, su := range users {
-		if su.Test >= 0 && len(su.TestHistory()) >= history {
-			cand = append(cand, u)
-		}
-	}
-	rng := rand.New(rand.NewPCG(seed, 0x57ee))
-	rng.Shuffle(len(cand), func(i, j int) { cand[i], cand[j] = cand[j], cand[i] })
-	picked := cand[:min(n, len(cand))]
-	slices.Sort(picked)
-	return picked
-}
-
-// inCategory says for every catalog row whether the item is in category c.
-func inCategory(items []recommend.Item, c string) []bool {
-	in := make([]bool, len(items))
-	for i, it := range items {
-		in[i] = slices.Contains(it.Categories, c)
-	}
-	return in
-}
-
-// categoryPrecision is the mean over lists of the share of each list's items for which in is
-// true (an empty list counts 0); 0 without lists.
-func categoryPrecision(tops [][]int, in []bool) float64 {
-	if len(tops) == 0 {
-		return 0
-	}
-	var sum float64
-	for _, top := range tops {
-		if len(top) == 0 {
-			continue
-		}
-		hits := 0
-		for _, r := range top {
-			if in[r] {
-				hits++
-			}
-		}
-		sum += float64(hits) / float64(len(top))
-	}
-	return sum / float64(len(tops))
-}
-
 // ratio is a/b, nil when b is 0.
 func ratio(a, b float64) *float64 {
 	if b == 0 {
@@ -277,25 +222,6 @@ func ratio(a, b float64) *float64 {
 	}
 	r := a / b
 	return &r
-}
-
-// requestTops asks the engine for the lists of the requests req(0..n-1), workers at once, as
-// catalog rows.
-func requestTops(ctx context.Context, eng *recommend.Engine, n, workers int, req func(i int) recommend.Request) ([][]int, error) {
-	tops := make([][]int, n)
-	err := parallel(ctx, n, workers, func(i int) error {
-		resp, err := eng.Recommend(ctx, req(i))
-		if err != nil {
-			return fmt.Errorf("steering request %d: %w", i, err)
-		}
-		top := make([]int, len(resp.Items))
-		for k, it := range resp.Items {
-			top[k], _ = eng.Row(it.ItemID)
-		}
-		tops[i] = top
-		return nil
-	})
-	return tops, err
 }
 
 // speakAll renders every phrase with espeak-ng in voice v and returns the WAV files' bytes;

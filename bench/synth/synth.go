@@ -1,4 +1,6 @@
-package bench
+// Package synth makes the synthetic inputs the benches send: query texts, pictures, WAV
+// clips, and copies of media that carry a tag, so that content-keyed caches see new input.
+package synth
 
 import (
 	"bytes"
@@ -11,11 +13,12 @@ import (
 	"image/png"
 	"math"
 	"math/rand/v2"
+	"strings"
 )
 
-// SyntheticImage draws a w x h picture (colour gradients, a few shapes and some noise, so
+// Image draws a w x h picture (colour gradients, a few shapes and some noise, so
 // that it compresses like a photograph rather than a flat fill) from seed.
-func SyntheticImage(w, h int, seed uint64) *image.NRGBA {
+func Image(w, h int, seed uint64) *image.NRGBA {
 	rng := rand.New(rand.NewPCG(seed, 0x1d))
 	img := image.NewNRGBA(image.Rect(0, 0, w, h))
 	c0 := [3]float64{rng.Float64() * 255, rng.Float64() * 255, rng.Float64() * 255}
@@ -69,9 +72,9 @@ func EncodePNG(img image.Image) []byte {
 	return buf.Bytes()
 }
 
-// SyntheticWAV writes a mono 16-bit PCM WAV of n samples at rate Hz: a few tones with a slow
+// WAV writes a mono 16-bit PCM WAV of n samples at rate Hz: a few tones with a slow
 // tremolo and some noise, from seed.
-func SyntheticWAV(n, rate int, seed uint64) []byte {
+func WAV(n, rate int, seed uint64) []byte {
 	rng := rand.New(rand.NewPCG(seed, 0xa5))
 	f1, f2 := 110+rng.Float64()*440, 440+rng.Float64()*1500
 	pcm := make([]int16, n)
@@ -112,7 +115,7 @@ func wavBytes(pcm []int16, rate int) []byte {
 // inaudibly (WAV: the first four samples). Other data is returned unchanged. Only the first
 // mediaHead(data) bytes of data are rewritten; what follows them is copied as is, and the
 // rewritten head is a multiple of 3 bytes long, so that base64 of the rest can be computed
-// once (see taggedMedia).
+// once (see Tagged).
 func UniqueMedia(data []byte, tag uint64) []byte {
 	h := mediaHead(data)
 	if h == 0 {
@@ -163,25 +166,56 @@ func tagHead(head []byte, tag uint64) []byte {
 	return bytes.Clone(head)
 }
 
-// taggedMedia is a media file ready to be sent base64-encoded many times with a new tag each
+// Tagged is a media file ready to be sent base64-encoded many times with a new tag each
 // time: the base64 of its unchanging tail is computed once.
-type taggedMedia struct {
+type Tagged struct {
 	head    []byte
 	tailB64 string
-	plain   string // base64 of the file itself, sent when tags are off
+	// Plain is the base64 of the file itself, sent when tags are off.
+	Plain string
 }
 
-func newTaggedMedia(data []byte) taggedMedia {
+// NewTagged prepares data to be sent tagged.
+func NewTagged(data []byte) Tagged {
 	h := mediaHead(data)
-	return taggedMedia{head: data[:h], tailB64: base64.StdEncoding.EncodeToString(data[h:]),
-		plain: base64.StdEncoding.EncodeToString(data)}
+	return Tagged{head: data[:h], tailB64: base64.StdEncoding.EncodeToString(data[h:]),
+		Plain: base64.StdEncoding.EncodeToString(data)}
 }
 
-// appendB64 appends the base64 of the file tagged with tag (untagged when unique is false).
-func (m taggedMedia) appendB64(dst []byte, tag uint64, unique bool) []byte {
+// AppendBase64 appends the base64 of the file tagged with tag (untagged when unique is
+// false).
+func (m Tagged) AppendBase64(dst []byte, tag uint64, unique bool) []byte {
 	if !unique || len(m.head) == 0 {
-		return append(dst, m.plain...)
+		return append(dst, m.Plain...)
 	}
 	dst = base64.StdEncoding.AppendEncode(dst, tagHead(m.head, tag))
 	return append(dst, m.tailB64...)
+}
+
+// TextWords is the words of a synthetic query; with [CLS] and [SEP] about 32 tokens.
+const TextWords = 30
+
+// words of the synthetic queries: common English words, one WordPiece token each.
+var queryWords = strings.Fields(`the a film movie story about love war space family friends city night
+dark funny old young man woman girl boy life death world time home school music dream
+road journey secret murder detective police crime drama comedy romance action adventure
+horror ghost house island ocean king queen hero team fight escape truth power money
+small town big new great last first best good bad lost found true wild strange
+classic western science fiction animated musical thriller mystery documentary
+with and in of for to from after before during under over into where when
+who what why how like very really quite most more less many few some`)
+
+// Word is the i-th word of the synthetic queries' vocabulary (i modulo its size).
+func Word(i int) string { return queryWords[i%len(queryWords)] }
+
+// RandomText draws n words of a plausible movie query.
+func RandomText(rng *rand.Rand, n int) string {
+	var sb strings.Builder
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		sb.WriteString(queryWords[rng.IntN(len(queryWords))])
+	}
+	return sb.String()
 }

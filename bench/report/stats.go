@@ -1,4 +1,4 @@
-package bench
+package report
 
 import (
 	"math"
@@ -68,34 +68,4 @@ func SummarizeMillis(ms []float64) Summary {
 	}
 	return Summary{Count: n, Mean: mean, Stddev: sd, Min: ms[0], P50: Percentile(ms, 50),
 		P90: Percentile(ms, 90), P99: Percentile(ms, 99), Max: ms[n-1]}
-}
-
-// recorder collects latencies from concurrent workers without sharing a slice: each worker
-// appends to its own, merged once at the end.
-type recorder struct {
-	perWorker [][]time.Duration
-}
-
-func newRecorder(workers int) *recorder {
-	r := &recorder{perWorker: make([][]time.Duration, workers)}
-	for i := range r.perWorker {
-		r.perWorker[i] = make([]time.Duration, 0, 1024)
-	}
-	return r
-}
-
-func (r *recorder) add(worker int, d time.Duration) {
-	r.perWorker[worker] = append(r.perWorker[worker], d)
-}
-
-func (r *recorder) all() []time.Duration {
-	n := 0
-	for _, w := range r.perWorker {
-		n += len(w)
-	}
-	out := make([]time.Duration, 0, n)
-	for _, w := range r.perWorker {
-		out = append(out, w...)
-	}
-	return out
 }

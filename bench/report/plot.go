@@ -1,4 +1,4 @@
-package bench
+package report
 
 import (
 	"fmt"
@@ -14,7 +14,8 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 )
 
-func newPanel(title, x, y string) *plot.Plot {
+// NewPanel is a plot with a grid and its legend top left.
+func NewPanel(title, x, y string) *plot.Plot {
 	p := plot.New()
 	p.Title.Text = title
 	p.X.Label.Text = x
@@ -26,7 +27,8 @@ func newPanel(title, x, y string) *plot.Plot {
 	return p
 }
 
-func addLine(p *plot.Plot, xy plotter.XYs, name string, c color.Color, dashes []vg.Length, shape int) error {
+// AddLine draws xy as a line with points, named in the legend.
+func AddLine(p *plot.Plot, xy plotter.XYs, name string, c color.Color, dashes []vg.Length, shape int) error {
 	l, pts, err := plotter.NewLinePoints(xy)
 	if err != nil {
 		return fmt.Errorf("bench: plot: %w", err)
@@ -41,8 +43,8 @@ func addLine(p *plot.Plot, xy plotter.XYs, name string, c color.Color, dashes []
 	return nil
 }
 
-// saveGrid draws panels in rows of cols into one PNG.
-func saveGrid(path string, panels []*plot.Plot, cols int) error {
+// SaveGrid draws panels in rows of cols into one PNG.
+func SaveGrid(path string, panels []*plot.Plot, cols int) error {
 	cols = min(cols, len(panels))
 	rows := (len(panels) + cols - 1) / cols
 	grid := make([][]*plot.Plot, rows)
