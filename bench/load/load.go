@@ -18,7 +18,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -126,7 +125,8 @@ type Config struct {
 	Timeout time.Duration
 	// Seed makes the request sequence reproducible (default 1).
 	Seed uint64
-	// Progress receives a line every ProgressEvery (default 2s); nil writes nothing.
+	// Progress receives a line every ProgressEvery (default 2s), written as answers arrive;
+	// nil writes nothing.
 	Progress      io.Writer
 	ProgressEvery time.Duration
 }
@@ -465,41 +465,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	stopWatch := context.AfterFunc(ctx, func() { atk.Stop() })
 	defer stopWatch()
 
-	var (
-		mu      sync.Mutex
-		first   time.Time
-		count   int
-		okCount int
-		window  []float64
-	)
-	done := make(chan struct{})
-	var progressWG sync.WaitGroup
-	if cfg.Progress != nil {
-		progressWG.Add(1)
-		go func() {
-			defer progressWG.Done()
-			tick := time.NewTicker(cfg.ProgressEvery)
-			defer tick.Stop()
-			begin := time.Now()
-			last := 0
-			for {
-				select {
-				case <-done:
-					return
-				case <-tick.C:
-				}
-				mu.Lock()
-				n, ok, w := count, okCount, window
-				window = nil
-				mu.Unlock()
-				p99 := report.SummarizeMillis(w).P99
-				el := time.Since(begin)
-				fmt.Fprintf(cfg.Progress, "bench http: %4.0fs/%.0fs  %d requests (%.1f/s now), %.1f%% ok, p99 %.1f ms\n",
-					el.Seconds(), cfg.Duration.Seconds(), n, float64(n-last)/cfg.ProgressEvery.Seconds(), 100*float64(ok)/float64(max(n, 1)), p99)
-				last = n
-			}
-		}()
-	}
+	var first time.Time
+	// progress: a line every ProgressEvery, written as results arrive
+	var count, okCount, last int
+	var window []float64 // latencies since the last line
+	begin := time.Now()
+	lastAt := begin
 	status := map[string]int{}
 	errs := map[string]int{}
 	for res := range results {
@@ -515,24 +486,24 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			kind: kind, code: int(res.Code)})
 		rep.BytesIn += res.BytesIn
 		rep.BytesOut += res.BytesOut
-		key := statusKey(int(res.Code))
-		status[key]++
-		if res.Code < 200 || res.Code >= 300 {
-			msg := errorMessage(res)
-			if _, ok := errs[msg]; ok || len(errs) < 20 {
-				errs[msg]++
-			}
-		}
-		mu.Lock()
+		status[statusKey(int(res.Code))]++
 		count++
 		if res.Code >= 200 && res.Code < 300 {
 			okCount++
+		} else if msg := errorMessage(res); errs[msg] > 0 || len(errs) < 20 {
+			errs[msg]++
+		}
+		if cfg.Progress == nil {
+			continue
 		}
 		window = append(window, float64(res.Latency)/1e6)
-		mu.Unlock()
+		if now := time.Now(); now.Sub(lastAt) >= cfg.ProgressEvery {
+			fmt.Fprintf(cfg.Progress, "bench http: %4.0fs/%.0fs  %d requests (%.1f/s now), %.1f%% ok, p99 %.1f ms\n",
+				now.Sub(begin).Seconds(), cfg.Duration.Seconds(), count, float64(count-last)/now.Sub(lastAt).Seconds(),
+				100*float64(okCount)/float64(count), report.SummarizeMillis(window).P99)
+			last, lastAt, window = count, now, window[:0]
+		}
 	}
-	close(done)
-	progressWG.Wait()
 	rep.Status, rep.Errors = status, errs
 	if len(errs) == 0 {
 		rep.Errors = nil
