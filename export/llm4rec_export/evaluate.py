@@ -160,7 +160,9 @@ def mean_over_seeds(per_seed: list[dict]) -> dict:
         vals = [r[k] for r in per_seed if k in r]
         if isinstance(v, bool) or k == "seed":
             continue
-        if isinstance(v, (int, float)):
+        if isinstance(v, int) and all(x == v for x in vals):
+            out[k] = v                              # e.g. users: the same on every seed
+        elif isinstance(v, (int, float)):
             out[k] = float(np.mean(vals))
             if len(vals) > 1 and k in ("ndcg@10", "hr@10", "ild@10", "coverage@10", "arp", "val_ndcg@10"):
                 out[f"{k}_std"] = float(np.std(vals, ddof=1))
