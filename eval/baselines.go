@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"cmp"
 	"math"
 	"slices"
 )
@@ -75,7 +76,7 @@ func NewItemKNN(train [][]int, n, neighbours int, shrink float32) *ItemKNN {
 		for i := 0; i < n; i++ {
 			row := sim[i*n : (i+1)*n]
 			copy(buf, row)
-			slices.SortFunc(buf, func(a, b float32) int { return -cmpFloat32(a, b) })
+			slices.SortFunc(buf, func(a, b float32) int { return -cmp.Compare(a, b) })
 			thr := buf[neighbours-1]
 			for j, v := range row {
 				if v < thr {
@@ -116,16 +117,6 @@ func (m *ItemKNN) Scores(history []int, out []float64) {
 // Tops is the baseline's lists for users (their TestHistory scored and excluded).
 func (m *ItemKNN) Tops(users []SplitUser, k int) [][]int {
 	return Tops(users, m.n, k, func(u int, out []float64) { m.Scores(users[u].TestHistory(), out) })
-}
-
-func cmpFloat32(a, b float32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func distinct(rows []int) []int {

@@ -2,6 +2,7 @@ package eval
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -151,7 +152,7 @@ func (d *Dataset) group(raw []event, attrs map[string][2]string) error {
 			order[i] = i
 		}
 		slices.SortStableFunc(order, func(a, b int) int {
-			if c := cmpInt64(u.Times[a], u.Times[b]); c != 0 {
+			if c := cmp.Compare(u.Times[a], u.Times[b]); c != 0 {
 				return c
 			}
 			return itemCmp(u.Items[a], u.Items[b])
@@ -222,16 +223,6 @@ func compareIntegers(a, b string) int {
 func integerParts(s string) (bool, string) {
 	m := strings.TrimLeft(strings.TrimPrefix(s, "-"), "0")
 	return strings.HasPrefix(s, "-") && m != "", m
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func exists(p string) bool {

@@ -1,6 +1,7 @@
 package evaluate
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"math"
@@ -176,7 +177,7 @@ func (rep *QualityReport) WritePlots(dir string) ([]string, error) {
 	if len(model) == 0 {
 		return nil, fmt.Errorf("bench: no model row to plot")
 	}
-	slices.SortFunc(model, func(a, b QualityRow) int { return cmpFloat(*a.Alpha, *b.Alpha) })
+	slices.SortFunc(model, func(a, b QualityRow) int { return cmp.Compare(*a.Alpha, *b.Alpha) })
 	lo, hi := *model[0].Alpha, *model[len(model)-1].Alpha
 	if hi == lo {
 		hi = lo + 1
@@ -244,14 +245,4 @@ func (rep *QualityReport) WritePlots(dir string) ([]string, error) {
 		return nil, err
 	}
 	return []string{path}, nil
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
