@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/llm4rec/llm4rec/engine/online"
 )
 
 // Config is the server's whole configuration. Flags, environment variables and an optional
@@ -94,7 +96,7 @@ func Defaults() Config {
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
 		RequestTimeout: 5 * time.Second, MaxInFlight: 256, ShutdownTimeout: 20 * time.Second,
 		BatchMaxSize: 64, BatchMaxWaitMicros: 500, BatchQueue: 1024, OnlineLearning: &f,
-		OnlineRate: 0.05, OnlinePenalty: 0.01, SnapshotEvery: 1000}
+		OnlineRate: online.DefaultRate, OnlinePenalty: online.DefaultPenalty, SnapshotEvery: 1000}
 }
 
 // WithDefaults fills every zero field from Defaults.

@@ -24,10 +24,11 @@ const (
 	OnlinePlot = "online.png"
 )
 
-// The server's learner settings (server/config.go), the online bench's defaults.
+// The server's learner settings (engine/online's defaults, which server/config.go uses), the
+// online bench's defaults.
 const (
-	ServerOnlineRate    = 0.05
-	ServerOnlinePenalty = 0.01
+	ServerOnlineRate    = online.DefaultRate
+	ServerOnlinePenalty = online.DefaultPenalty
 )
 
 // ForgettingTolerance is the largest acceptable drop of validation HR@10 after the replay.

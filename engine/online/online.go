@@ -12,6 +12,15 @@ import (
 	"sync"
 )
 
+// The learner's defaults, the one place they are written (the server's configuration and the
+// online bench take them from here).
+const (
+	DefaultRate       = 0.05
+	DefaultPenalty    = 0.01
+	DefaultCandidates = 100
+	DefaultMaxBias    = 5
+)
+
 // Config sets the learner. Zero fields take the defaults.
 type Config struct {
 	// Rate is the SGD step size (default 0.05).
@@ -28,16 +37,16 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.Rate <= 0 {
-		c.Rate = 0.05
+		c.Rate = DefaultRate
 	}
 	if c.Penalty <= 0 {
-		c.Penalty = 0.01
+		c.Penalty = DefaultPenalty
 	}
 	if c.Candidates <= 0 {
-		c.Candidates = 100
+		c.Candidates = DefaultCandidates
 	}
 	if c.MaxBias <= 0 {
-		c.MaxBias = 5
+		c.MaxBias = DefaultMaxBias
 	}
 	return c
 }
