@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -25,6 +26,72 @@ const (
 	Fusion       = "fusion"
 	Generator    = "generator"
 )
+
+// Graph input and output names the engine feeds and reads (docs/BUNDLE.md); Validate checks
+// that every bundle's graphs declare the required ones.
+const (
+	InInputIDs      = "input_ids"
+	InAttentionMask = "attention_mask"
+	InPixels        = "pixels"
+	InLogMel        = "log_mel"
+	InLengths       = "lengths"
+	InHistory       = "history"
+	InHistoryMask   = "history_mask"
+	InModalities    = "modalities"
+	InModalityMask  = "modality_mask"
+	InContext       = "context"
+	InContextMask   = "context_mask"
+	InUserState     = "user_state"
+	InTokens        = "tokens"
+	InPastKeys      = "past_keys"
+	InPastValues    = "past_values"
+
+	OutEmbedding     = "embedding"
+	OutUserState     = "user_state"
+	OutAttention     = "attention"
+	OutLogits        = "logits"
+	OutPresentKeys   = "present_keys"
+	OutPresentValues = "present_values"
+)
+
+// RequiredIO lists, per graph, the inputs and the outputs every bundle's graph must declare, in
+// the order the engine reads the outputs.
+var RequiredIO = map[string]struct{ Inputs, Outputs []string }{
+	TextEncoder:  {[]string{InInputIDs, InAttentionMask}, []string{OutEmbedding}},
+	ImageEncoder: {[]string{InPixels}, []string{OutEmbedding}},
+	AudioEncoder: {[]string{InLogMel, InLengths}, []string{OutEmbedding}},
+	Fusion: {[]string{InHistory, InHistoryMask, InModalities, InModalityMask, InContext, InContextMask},
+		[]string{OutUserState, OutAttention}},
+	Generator: {[]string{InUserState, InTokens, InPastKeys, InPastValues},
+		[]string{OutLogits, OutPresentKeys, OutPresentValues}},
+}
+
+// CheckEngineIO says which of the inputs and outputs the engine needs (RequiredIO) the
+// manifest does not give its graphs; Validate has checked the graphs against the manifest, so
+// together they check the graphs. The required outputs must come first, in that order.
+func CheckEngineIO(m *Manifest) []string {
+	var out []string
+	for _, graph := range RequiredGraphs {
+		spec, req := m.Graphs[graph], RequiredIO[graph]
+		var in, outs []string
+		for _, t := range spec.Inputs {
+			in = append(in, t.Name)
+		}
+		for _, t := range spec.Outputs {
+			outs = append(outs, t.Name)
+		}
+		for _, n := range req.Inputs {
+			if !slices.Contains(in, n) {
+				out = append(out, fmt.Sprintf("graph %s: the engine needs input %q (the manifest gives %s)", graph, n, strings.Join(in, ", ")))
+			}
+		}
+		if len(outs) < len(req.Outputs) || !slices.Equal(outs[:len(req.Outputs)], req.Outputs) {
+			out = append(out, fmt.Sprintf("graph %s: the engine reads outputs %s first, in that order (the manifest gives %s)",
+				graph, strings.Join(req.Outputs, ", "), strings.Join(outs, ", ")))
+		}
+	}
+	return out
+}
 
 // Optional graph inputs and outputs the engine uses when a bundle's graphs declare them.
 const (

@@ -1,6 +1,10 @@
 package bundle
 
-import "testing"
+import (
+	"slices"
+	"strings"
+	"testing"
+)
 
 // Phrase fills the export's evaluation template (requests.py): the words of each category
 // joined by a space, unknown categories spelled lower case with spaces for "-" and "_".
@@ -39,5 +43,26 @@ func TestReadManifestSteering(t *testing.T) {
 	s := m.Steering
 	if s == nil || s.History != 20 || s.Users != 50 || s.Voice != (SteeringVoice{"en", 155, 55}) || s.Phrase(s.Categories) != "a items" {
 		t.Errorf("steering section %+v", s)
+	}
+}
+
+// The engine's required graph inputs and outputs: the committed default bundle has them; a
+// manifest that renames one or reorders the outputs is told what is missing.
+func TestCheckEngineIO(t *testing.T) {
+	m, err := ReadManifest("../../models/movielens-100k/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if probs := CheckEngineIO(m); len(probs) > 0 {
+		t.Fatalf("default bundle: %v", probs)
+	}
+	f := m.Graphs[Fusion]
+	f.Inputs = slices.Clone(f.Inputs)
+	f.Inputs[slices.IndexFunc(f.Inputs, func(s TensorSpec) bool { return s.Name == InHistoryMask })].Name = "mask"
+	f.Outputs = []TensorSpec{f.Outputs[1], f.Outputs[0]}
+	m.Graphs[Fusion] = f
+	probs := CheckEngineIO(m)
+	if len(probs) != 2 || !strings.Contains(probs[0], `needs input "history_mask"`) || !strings.Contains(probs[1], "user_state, attention first") {
+		t.Fatalf("problems %q", probs)
 	}
 }

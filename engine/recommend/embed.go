@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/llm4rec/llm4rec/engine/bundle"
 	"github.com/llm4rec/llm4rec/engine/ort"
 	"github.com/llm4rec/llm4rec/engine/retrieval"
 )
@@ -31,8 +32,8 @@ func (e *Engine) embedTexts(ctx context.Context, texts []string) ([][]float32, e
 	}
 	shape := []int64{int64(b.Size), int64(b.Len)}
 	out, err := e.text.Submit(ctx, []ort.Tensor{
-		{Name: "input_ids", Shape: shape, Int64: b.InputIDs},
-		{Name: "attention_mask", Shape: shape, Int64: b.AttentionMask},
+		{Name: bundle.InInputIDs, Shape: shape, Int64: b.InputIDs},
+		{Name: bundle.InAttentionMask, Shape: shape, Int64: b.AttentionMask},
 	})
 	if err != nil {
 		return nil, err
@@ -61,7 +62,7 @@ func (e *Engine) EmbedImage(ctx context.Context, data []byte) ([]float32, error)
 		return nil, fmt.Errorf("%w: image: %w", ErrRequest, err)
 	}
 	s := int64(e.imageCfg.Size)
-	out, err := e.image.Submit(ctx, []ort.Tensor{{Name: "pixels", Shape: []int64{1, 3, s, s}, Float32: px}})
+	out, err := e.image.Submit(ctx, []ort.Tensor{{Name: bundle.InPixels, Shape: []int64{1, 3, s, s}, Float32: px}})
 	if err != nil {
 		return nil, err
 	}
@@ -82,8 +83,8 @@ func (e *Engine) EmbedAudio(ctx context.Context, data []byte) ([]float32, error)
 	}
 	nm := int64(e.manifest.Preprocessing.Audio.NMels)
 	out, err := e.audio.Submit(ctx, []ort.Tensor{
-		{Name: "log_mel", Shape: []int64{1, int64(frames), nm}, Float32: mel},
-		{Name: "lengths", Shape: []int64{1}, Int64: []int64{int64(frames)}},
+		{Name: bundle.InLogMel, Shape: []int64{1, int64(frames), nm}, Float32: mel},
+		{Name: bundle.InLengths, Shape: []int64{1}, Int64: []int64{int64(frames)}},
 	})
 	if err != nil {
 		return nil, err

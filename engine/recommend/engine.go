@@ -24,6 +24,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/llm4rec/llm4rec/engine/batch"
@@ -137,6 +138,9 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if probs := bundle.CheckEngineIO(m); len(probs) > 0 {
+		return nil, fmt.Errorf("recommend: bundle %s: %s", dir, strings.Join(probs, "; "))
+	}
 	if cfg.DefaultAlpha == nil {
 		a := m.IPS.DefaultAlpha
 		cfg.DefaultAlpha = &a
@@ -236,7 +240,7 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 		return c
 	}
 	textCfg := batchCfg(bundle.TextEncoder)
-	textCfg.Pad = map[string]float64{"input_ids": float64(m.Tokenizer.PadID), "attention_mask": 0}
+	textCfg.Pad = map[string]float64{bundle.InInputIDs: float64(m.Tokenizer.PadID), bundle.InAttentionMask: 0}
 	e.text = batch.New(e.sessions[bundle.TextEncoder], textCfg)
 	e.image = batch.New(e.sessions[bundle.ImageEncoder], batchCfg(bundle.ImageEncoder))
 	e.audio = batch.New(e.sessions[bundle.AudioEncoder], batchCfg(bundle.AudioEncoder))
@@ -355,12 +359,12 @@ func (e *Engine) warmUp() error {
 		return err
 	}
 	px := make([]float32, 3*e.imageCfg.Size*e.imageCfg.Size)
-	if _, err := e.image.Submit(ctx, []ort.Tensor{{Name: "pixels", Shape: []int64{1, 3, int64(e.imageCfg.Size), int64(e.imageCfg.Size)}, Float32: px}}); err != nil {
+	if _, err := e.image.Submit(ctx, []ort.Tensor{{Name: bundle.InPixels, Shape: []int64{1, 3, int64(e.imageCfg.Size), int64(e.imageCfg.Size)}, Float32: px}}); err != nil {
 		return err
 	}
 	nm := int64(e.manifest.Preprocessing.Audio.NMels)
-	if _, err := e.audio.Submit(ctx, []ort.Tensor{{Name: "log_mel", Shape: []int64{1, 4, nm}, Float32: make([]float32, 4*nm)},
-		{Name: "lengths", Shape: []int64{1}, Int64: []int64{4}}}); err != nil {
+	if _, err := e.audio.Submit(ctx, []ort.Tensor{{Name: bundle.InLogMel, Shape: []int64{1, 4, nm}, Float32: make([]float32, 4*nm)},
+		{Name: bundle.InLengths, Shape: []int64{1}, Int64: []int64{4}}}); err != nil {
 		return err
 	}
 	if _, err := e.Recommend(ctx, Request{History: []string{e.items[0].ID}, K: 1}); err != nil {
@@ -388,7 +392,7 @@ type firstStep struct {
 func (f firstStep) Inputs() []ort.TensorInfo {
 	var out []ort.TensorInfo
 	for _, in := range f.s.Inputs() {
-		if in.Name == "user_state" || in.Name == "tokens" {
+		if in.Name == bundle.InUserState || in.Name == bundle.InTokens {
 			out = append(out, in)
 		}
 	}
@@ -399,8 +403,8 @@ func (f firstStep) Run(in []ort.Tensor) ([]ort.Tensor, error) {
 	b := in[0].Shape[0]
 	shape := []int64{f.layers, b, f.heads, 0, f.headDim}
 	out, err := f.s.Run(append(in[:len(in):len(in)],
-		ort.Tensor{Name: "past_keys", Shape: shape, Float32: []float32{}},
-		ort.Tensor{Name: "past_values", Shape: shape, Float32: []float32{}}))
+		ort.Tensor{Name: bundle.InPastKeys, Shape: shape, Float32: []float32{}},
+		ort.Tensor{Name: bundle.InPastValues, Shape: shape, Float32: []float32{}}))
 	if err != nil {
 		return nil, err
 	}

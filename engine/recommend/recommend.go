@@ -355,12 +355,12 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 		in = append(in, ort.Tensor{Name: bundle.InHistoryItems, Shape: []int64{1, int64(Lb)}, Int64: tokens})
 	}
 	return append(in, []ort.Tensor{
-		{Name: "history", Shape: []int64{1, int64(Lb), int64(D)}, Float32: history},
-		{Name: "history_mask", Shape: []int64{1, int64(Lb)}, Float32: hmask},
-		{Name: "modalities", Shape: []int64{1, int64(M), int64(D)}, Float32: modal},
-		{Name: "modality_mask", Shape: []int64{1, int64(M)}, Float32: mmask},
-		{Name: "context", Shape: []int64{1, int64(R), int64(D)}, Float32: context},
-		{Name: "context_mask", Shape: []int64{1, int64(R)}, Float32: cmask},
+		{Name: bundle.InHistory, Shape: []int64{1, int64(Lb), int64(D)}, Float32: history},
+		{Name: bundle.InHistoryMask, Shape: []int64{1, int64(Lb)}, Float32: hmask},
+		{Name: bundle.InModalities, Shape: []int64{1, int64(M), int64(D)}, Float32: modal},
+		{Name: bundle.InModalityMask, Shape: []int64{1, int64(M)}, Float32: mmask},
+		{Name: bundle.InContext, Shape: []int64{1, int64(R), int64(D)}, Float32: context},
+		{Name: bundle.InContextMask, Shape: []int64{1, int64(R)}, Float32: cmask},
 	}...), rows
 }
 
@@ -395,8 +395,8 @@ func (e *Engine) addSteering(logits, steer []float32) {
 // firstStepLogits runs the generator's first step from [BOS] through its batcher.
 func (e *Engine) firstStepLogits(ctx context.Context, userState []float32) ([]float32, error) {
 	out, err := e.gen1.Submit(ctx, []ort.Tensor{
-		{Name: "user_state", Shape: []int64{1, int64(e.dim)}, Float32: userState},
-		{Name: "tokens", Shape: []int64{1, 1}, Int64: []int64{int64(e.bos)}},
+		{Name: bundle.InUserState, Shape: []int64{1, int64(e.dim)}, Float32: userState},
+		{Name: bundle.InTokens, Shape: []int64{1, 1}, Int64: []int64{int64(e.bos)}},
 	})
 	if err != nil {
 		return nil, err
@@ -418,10 +418,10 @@ func (e *Engine) generate(userState []float32, token int, pastK, pastV []float32
 		}
 	}()
 	out, err := e.sessions["generator"].Run([]ort.Tensor{
-		{Name: "user_state", Shape: []int64{1, int64(e.dim)}, Float32: userState},
-		{Name: "tokens", Shape: []int64{1, 1}, Int64: []int64{int64(token)}},
-		{Name: "past_keys", Shape: []int64{N, 1, H, int64(past), Dh}, Float32: pastK},
-		{Name: "past_values", Shape: []int64{N, 1, H, int64(past), Dh}, Float32: pastV},
+		{Name: bundle.InUserState, Shape: []int64{1, int64(e.dim)}, Float32: userState},
+		{Name: bundle.InTokens, Shape: []int64{1, 1}, Int64: []int64{int64(token)}},
+		{Name: bundle.InPastKeys, Shape: []int64{N, 1, H, int64(past), Dh}, Float32: pastK},
+		{Name: bundle.InPastValues, Shape: []int64{N, 1, H, int64(past), Dh}, Float32: pastV},
 	})
 	if err != nil {
 		return nil, nil, nil, err
