@@ -93,16 +93,10 @@ func (c OnlineConfig) withDefaults() OnlineConfig {
 	if c.Penalty <= 0 {
 		c.Penalty = ServerOnlinePenalty
 	}
-	if c.Workers <= 0 {
-		c.Workers = 32
-	}
 	if c.Seed == 0 {
 		c.Seed = 1
 	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	c.Batch.QueueSize = max(c.Batch.QueueSize, 1024, 2*c.Workers)
+	engineDefaults(&c.Workers, &c.Logger, &c.Batch)
 	return c
 }
 

@@ -78,14 +78,20 @@ func (c QualityConfig) withDefaults() QualityConfig {
 	if !slices.Contains(c.Alphas, ExportAlpha) {
 		c.Alphas = append([]float64{ExportAlpha}, c.Alphas...)
 	}
-	if c.Workers <= 0 {
-		c.Workers = 32
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	c.Batch.QueueSize = max(c.Batch.QueueSize, 1024, 2*c.Workers)
+	engineDefaults(&c.Workers, &c.Logger, &c.Batch)
 	return c
+}
+
+// engineDefaults fills the settings every evaluation through the engine shares: 32 requests in
+// flight, logs discarded, batcher queues that hold at least twice the requests in flight.
+func engineDefaults(workers *int, logger **slog.Logger, b *batch.Config) {
+	if *workers <= 0 {
+		*workers = 32
+	}
+	if *logger == nil {
+		*logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	b.QueueSize = max(b.QueueSize, 1024, 2**workers)
 }
 
 // QualityRow is one evaluated ranker.
