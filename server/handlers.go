@@ -300,9 +300,22 @@ func (s *Server) handleRecommend(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	l := s.engines.acquire()
+	if l == nil {
+		return &apiError{status: 503, code: "not_ready", msg: "no model loaded", retryAfter: 1}
+	}
+	defer l.release()
 	history := req.History
 	if room := s.cfg.MaxHistory - len(history); req.UserID != "" && room > 0 {
-		history = append(s.live.History(req.UserID, room), history...)
+		// the stored history keeps only what this model's catalog has: an item logged for a
+		// catalog since replaced cannot make the user's every request fail
+		var known []string
+		for _, id := range s.live.History(req.UserID, room) {
+			if _, ok := l.eng.Row(id); ok {
+				known = append(known, id)
+			}
+		}
+		history = append(known, history...)
 	}
 	r := recommend.Request{History: history, Query: req.Query, Image: img, Audio: aud, K: req.K,
 		ExcludeSeen: req.ExcludeSeen == nil || *req.ExcludeSeen, Alpha: req.IPSAlpha, Explain: req.Explain, Mode: recommend.Mode(req.Mode)}
@@ -310,11 +323,6 @@ func (s *Server) handleRecommend(ctx *fasthttp.RequestCtx) error {
 		zero := 0.0
 		r.Alpha = &zero
 	}
-	l := s.engines.acquire()
-	if l == nil {
-		return &apiError{status: 503, code: "not_ready", msg: "no model loaded", retryAfter: 1}
-	}
-	defer l.release()
 	c, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 	defer cancel()
 	resp, err := l.eng.Recommend(c, r)
@@ -372,6 +380,17 @@ func (s *Server) handleFeedback(ctx *fasthttp.RequestCtx) error {
 		if err := s.store.Validate(events[i]); err != nil {
 			return fmt.Errorf("event %d: %w", i, err)
 		}
+	}
+	if l := s.engines.acquire(); l != nil {
+		// an item the served catalog does not have is refused before anything is written
+		for i, e := range events {
+			if _, ok := l.eng.Row(e.ItemID); !ok {
+				l.release()
+				return &apiError{status: 422, code: "unknown_item", msg: fmt.Sprintf("event %d: item %q is not in the catalog of model %s version %s",
+					i, e.ItemID, l.eng.Manifest().Name, l.eng.Manifest().Version)}
+			}
+		}
+		l.release()
 	}
 	if !s.store.Healthy() {
 		s.ready.Store(false)

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/llm4rec/llm4rec/server/feedback"
 )
 
 type testServer struct {
@@ -571,5 +574,41 @@ func TestMatchDoesNotAllocate(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { s.match("POST", "/v1/recommend") }); n != 0 {
 		t.Fatalf("match allocates %v times per request", n)
+	}
+}
+
+// Feedback on an item the served catalog does not have is refused, and nothing is written; an
+// item already in a user's stored history that the catalog does not have (logged for a catalog
+// since replaced) is left out of that user's requests instead of failing every one of them.
+func TestUnknownItemsCannotPoisonAUser(t *testing.T) {
+	ts := start(t, nil)
+	cat := ts.catalog()
+	ev := map[string]any{"event_id": "p1", "user_id": "u9", "item_id": "no-such-item", "type": "click", "timestamp": 1_700_000_000}
+	if r := ts.do("POST", "/v1/feedback", "", ev); r.status != 422 || r.errCode() != "unknown_item" {
+		t.Fatalf("feedback on an unknown item: %d %s", r.status, r.raw)
+	}
+	if n := ts.store.LastSeq(); n != 0 {
+		t.Fatalf("%d events written", n)
+	}
+	// a stored history with an item this catalog lacks, as a log written under another model leaves it
+	_, err := ts.store.Append(context.Background(),
+		feedback.Event{EventID: "old1", UserID: "u9", ItemID: "gone", Type: "click", Timestamp: time.Unix(1_700_000_000, 0)},
+		feedback.Event{EventID: "old2", UserID: "u9", ItemID: cat[3], Type: "click", Timestamp: time.Unix(1_700_000_001, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.live.CatchUp(ts.store); err != nil {
+		t.Fatal(err)
+	}
+	r := ts.do("POST", "/v1/recommend", "", map[string]any{"user_id": "u9", "k": 5})
+	if r.status != 200 {
+		t.Fatalf("recommend for a user with an unknown stored item: %d %s", r.status, r.raw)
+	}
+	if slices.Contains(items(r), cat[3]) {
+		t.Fatalf("the known stored item %s was not used as history: %v", cat[3], items(r))
+	}
+	// an unknown id the request itself sends is still the caller's error
+	if r := ts.do("POST", "/v1/recommend", "", map[string]any{"history": []string{"gone"}, "k": 5}); r.status != 400 {
+		t.Fatalf("unknown id in the request's history: %d %s", r.status, r.raw)
 	}
 }
