@@ -177,8 +177,9 @@ func (s *Server) authorize(ctx *fasthttp.RequestCtx, sc scope) error {
 		return nil
 	}
 	h := string(ctx.Request.Header.Peek("Authorization"))
-	key, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || key == "" {
+	scheme, key, ok := strings.Cut(strings.TrimSpace(h), " ")
+	key = strings.TrimSpace(key)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || key == "" { // scheme names are case-insensitive (RFC 9110)
 		return &apiError{status: 401, code: "unauthorized", msg: "missing bearer key (Authorization: Bearer KEY)"}
 	}
 	isAdmin := s.cfg.AdminKey != "" && subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.AdminKey)) == 1
@@ -250,7 +251,7 @@ type RecommendRequest struct {
 	Query       string   `json:"query,omitempty"`
 	Image       string   `json:"image,omitempty"` // base64 JPEG or PNG
 	Audio       string   `json:"audio,omitempty"` // base64 PCM WAV
-	K           int      `json:"k,omitempty"`
+	K           *int     `json:"k,omitempty"`     // absent: 10
 	ExcludeSeen *bool    `json:"exclude_seen,omitempty"`
 	IPSAlpha    *float64 `json:"ips_alpha,omitempty"`
 	Debias      *bool    `json:"debias,omitempty"`
@@ -317,7 +318,14 @@ func (s *Server) handleRecommend(ctx *fasthttp.RequestCtx) error {
 		}
 		history = append(known, history...)
 	}
-	r := recommend.Request{History: history, Query: req.Query, Image: img, Audio: aud, K: req.K,
+	k := 0 // the engine's default
+	if req.K != nil {
+		if *req.K < 1 || *req.K > s.cfg.MaxK {
+			return badRequest("k %d: must be 1 to %d", *req.K, s.cfg.MaxK)
+		}
+		k = *req.K
+	}
+	r := recommend.Request{History: history, Query: req.Query, Image: img, Audio: aud, K: k,
 		ExcludeSeen: req.ExcludeSeen == nil || *req.ExcludeSeen, Alpha: req.IPSAlpha, Explain: req.Explain, Mode: recommend.Mode(req.Mode)}
 	if req.Debias != nil && !*req.Debias {
 		zero := 0.0
@@ -360,7 +368,7 @@ func (s *Server) handleFeedback(ctx *fasthttp.RequestCtx) error {
 		if len(probe) != 1 {
 			return badRequest("a batch is {\"events\": [...]} with nothing beside it")
 		}
-		if err := json.Unmarshal(raw, &events); err != nil {
+		if err := strictJSON(raw, &events); err != nil {
 			return badRequest("invalid events: %v", err)
 		}
 		if len(events) == 0 {
@@ -368,7 +376,7 @@ func (s *Server) handleFeedback(ctx *fasthttp.RequestCtx) error {
 		}
 	} else {
 		var e feedback.Event
-		if err := json.Unmarshal(body, &e); err != nil {
+		if err := strictJSON(body, &e); err != nil {
 			return badRequest("invalid event: %v", err)
 		}
 		events = []feedback.Event{e}
@@ -413,6 +421,20 @@ func (s *Server) handleFeedback(ctx *fasthttp.RequestCtx) error {
 	}
 	s.wakeFollower()
 	writeJSON(ctx, 200, map[string]any{"accepted": res.Accepted, "duplicates": res.Duplicates})
+	return nil
+}
+
+// strictJSON decodes one JSON value into v, refusing fields v does not have (as
+// /v1/recommend does) and anything after the value.
+func strictJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("data after the JSON value")
+	}
 	return nil
 }
 

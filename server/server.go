@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -97,22 +98,36 @@ func NewWithBackend(cfg Config, backend Backend, logger *slog.Logger) (*Server, 
 		WriteTimeout:                  cfg.WriteTimeout,
 		IdleTimeout:                   cfg.IdleTimeout,
 		MaxRequestBodySize:            cfg.MaxBodyBytes,
+		ReadBufferSize:                readBufferSize,
 		DisableHeaderNamesNormalizing: false,
 		NoDefaultServerHeader:         true,
 		Logger:                        fasthttpLogger{logger},
 		// errors fasthttp meets before a handler runs (body over the limit, malformed
-		// request, read timeout) get the same JSON error body as the rest of the API
-		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
-			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-				writeError(ctx, &apiError{status: 413, code: "too_large", msg: fmt.Sprintf("request body exceeds the limit of %d bytes", cfg.MaxBodyBytes)})
-				return
-			}
-			writeError(ctx, &apiError{status: 400, code: "bad_request", msg: err.Error()})
-		},
+		// request, read timeout) get the same JSON error body as the rest of the API, and never
+		// fasthttp's message, which can quote the request's head (its Authorization header too)
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) { writeError(ctx, readError(err, cfg)) },
 	}
 	s.ready.Store(true)
 	return s, nil
 }
+
+// readError is the answer to an error met while reading a request, before any handler.
+func readError(err error, cfg Config) *apiError {
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return &apiError{status: 413, code: "too_large", msg: fmt.Sprintf("request body exceeds the limit of %d bytes", cfg.MaxBodyBytes)}
+	case errors.As(err, &small) || errors.Is(err, fasthttp.ErrSmallReadBuffer):
+		return &apiError{status: 431, code: "headers_too_large", msg: fmt.Sprintf("request line and headers exceed %d bytes", readBufferSize)}
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
+		return &apiError{status: 408, code: "timeout", msg: fmt.Sprintf("the request was not received within %s", cfg.ReadTimeout)}
+	}
+	return &apiError{status: 400, code: "bad_request", msg: "malformed HTTP request"}
+}
+
+// readBufferSize bounds a request's line and headers (fasthttp's default).
+const readBufferSize = 4096
 
 type fasthttpLogger struct{ l *slog.Logger }
 

@@ -506,7 +506,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	json.Unmarshal(openAPISpec, &full)
 	props := full["components"].(map[string]any)["schemas"].(map[string]any)["RecommendRequest"].(map[string]any)["properties"].(map[string]any)
 	var fields []string
-	raw, _ := json.Marshal(RecommendRequest{UserID: "x", History: []string{"1"}, Query: "q", Image: "i", Audio: "a", K: 1,
+	raw, _ := json.Marshal(RecommendRequest{UserID: "x", History: []string{"1"}, Query: "q", Image: "i", Audio: "a", K: new(int),
 		ExcludeSeen: new(bool), IPSAlpha: new(float64), Debias: new(bool), Explain: true, Mode: "m"})
 	var m map[string]any
 	json.Unmarshal(raw, &m)
@@ -610,5 +610,65 @@ func TestUnknownItemsCannotPoisonAUser(t *testing.T) {
 	// an unknown id the request itself sends is still the caller's error
 	if r := ts.do("POST", "/v1/recommend", "", map[string]any{"history": []string{"gone"}, "k": 5}); r.status != 400 {
 		t.Fatalf("unknown id in the request's history: %d %s", r.status, r.raw)
+	}
+}
+
+// Edges a hostile or careless client meets: the Bearer scheme in any case, k outside 1..MaxK
+// refused rather than silently replaced, unknown feedback fields refused as /v1/recommend's
+// are, an oversized request head answered 431 without quoting it (it may carry the key), and a
+// stalled body answered 408.
+func TestRequestEdges(t *testing.T) {
+	ts := start(t, func(c *Config) { c.APIKey = "sekrit-inference-key"; c.ReadTimeout = 300 * time.Millisecond })
+	body, _ := json.Marshal(map[string]any{"history": []string{ts.catalog()[0]}, "k": 2})
+	for _, h := range []struct {
+		auth string
+		want int
+	}{{"bearer sekrit-inference-key", 200}, {"BEARER  sekrit-inference-key", 200}, {"Basic sekrit-inference-key", 401}, {"Bearer", 401}} {
+		req, _ := http.NewRequest("POST", ts.url+"/v1/recommend", bytes.NewReader(body))
+		req.Header.Set("Authorization", h.auth)
+		resp, err := ts.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != h.want {
+			t.Fatalf("Authorization %q: %d, want %d", h.auth, resp.StatusCode, h.want)
+		}
+	}
+	key := "sekrit-inference-key"
+	for _, k := range []int{0, -1, ts.cfg.MaxK + 1} {
+		r := ts.do("POST", "/v1/recommend", key, map[string]any{"history": []string{ts.catalog()[0]}, "k": k})
+		if r.status != 400 || !strings.Contains(fmt.Sprint(r.body), "must be 1 to") {
+			t.Fatalf("k %d: %d %s", k, r.status, r.raw)
+		}
+	}
+	if r := ts.do("POST", "/v1/recommend", key, map[string]any{"history": []string{ts.catalog()[0]}}); r.status != 200 || len(items(r)) != 10 {
+		t.Fatalf("k absent: %d, %d items", r.status, len(items(r)))
+	}
+	ev := map[string]any{"event_id": "e1", "user_id": "u1", "item_id": ts.catalog()[0], "type": "click", "timestamp": 1_700_000_000, "colour": "red"}
+	if r := ts.do("POST", "/v1/feedback", key, ev); r.status != 400 || !strings.Contains(string(r.raw), "colour") {
+		t.Fatalf("unknown feedback field: %d %s", r.status, r.raw)
+	}
+	if r := ts.do("POST", "/v1/feedback", key, map[string]any{"events": []any{ev}}); r.status != 400 {
+		t.Fatalf("unknown field in a batch: %d %s", r.status, r.raw)
+	}
+	raw := func(req string) string {
+		c, err := net.Dial("tcp", strings.TrimPrefix(ts.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, req)
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+	got := raw("POST /v1/recommend HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key + "\r\nX-Pad: " + strings.Repeat("a", 8000) + "\r\n\r\n")
+	if !strings.HasPrefix(got, "HTTP/1.1 431") || strings.Contains(got, key) || !strings.Contains(got, "headers_too_large") {
+		t.Fatalf("oversized head: %.300q", got)
+	}
+	got = raw("POST /v1/feedback HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"event")
+	if !strings.HasPrefix(got, "HTTP/1.1 408") || strings.Contains(got, "127.0.0.1") {
+		t.Fatalf("stalled body: %.300q", got)
 	}
 }

@@ -166,7 +166,9 @@ func (e Event) MarshalJSON() ([]byte, error) {
 // seconds. It checks the form of the timestamp only; Validate checks the values.
 func (e *Event) UnmarshalJSON(data []byte) error {
 	var j jsonEvent
-	if err := json.Unmarshal(data, &j); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields() // a misspelt field is an error, not a silently missing value
+	if err := dec.Decode(&j); err != nil {
 		return err
 	}
 	ts, err := parseTimestamp(j.Timestamp)
