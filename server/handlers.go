@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -236,12 +237,40 @@ func (s *Server) decode(ctx *fasthttp.RequestCtx, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return badRequest("invalid JSON: %v", err)
+		return badRequest("invalid JSON: %v", jsonProblem(err))
 	}
 	if dec.More() {
 		return badRequest("invalid JSON: more than one value")
 	}
 	return nil
+}
+
+// jsonProblem says what is wrong with a request's JSON in the API's terms: the field and the
+// JSON type it wants, never the Go types behind it.
+func jsonProblem(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		want := map[reflect.Kind]string{reflect.String: "a string", reflect.Bool: "true or false", reflect.Slice: "an array",
+			reflect.Map: "an object", reflect.Struct: "an object", reflect.Int: "an integer", reflect.Int64: "an integer",
+			reflect.Float64: "a number", reflect.Float32: "a number"}
+		k := te.Type.Kind()
+		if k == reflect.Pointer {
+			k = te.Type.Elem().Kind()
+		}
+		w, ok := want[k]
+		if !ok {
+			w = "another type"
+		}
+		field := te.Field
+		if field == "" {
+			field = "the body"
+		}
+		return fmt.Errorf("%s: got %s, want %s", field, te.Value, w)
+	}
+	if msg, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return fmt.Errorf("unknown field %s", msg)
+	}
+	return errors.New(strings.TrimPrefix(err.Error(), "json: "))
 }
 
 // RecommendRequest is POST /v1/recommend's body.
@@ -369,7 +398,7 @@ func (s *Server) handleFeedback(ctx *fasthttp.RequestCtx) error {
 			return badRequest("a batch is {\"events\": [...]} with nothing beside it")
 		}
 		if err := strictJSON(raw, &events); err != nil {
-			return badRequest("invalid events: %v", err)
+			return badRequest("invalid events: %v", jsonProblem(err))
 		}
 		if len(events) == 0 {
 			return badRequest("empty events")
@@ -377,7 +406,7 @@ func (s *Server) handleFeedback(ctx *fasthttp.RequestCtx) error {
 	} else {
 		var e feedback.Event
 		if err := strictJSON(body, &e); err != nil {
-			return badRequest("invalid event: %v", err)
+			return badRequest("invalid event: %v", jsonProblem(err))
 		}
 		events = []feedback.Event{e}
 	}

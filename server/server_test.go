@@ -672,3 +672,25 @@ func TestRequestEdges(t *testing.T) {
 		t.Fatalf("stalled body: %.300q", got)
 	}
 }
+
+// Error messages speak of the API's fields and JSON types, never of Go types.
+func TestErrorMessagesNameNoGoTypes(t *testing.T) {
+	ts := start(t, nil)
+	for _, c := range []struct {
+		path string
+		body any
+		want string
+	}{
+		{"/v1/recommend", map[string]any{"history": []string{ts.catalog()[0]}, "k": "ten"}, `k: got string, want an integer`},
+		{"/v1/recommend", map[string]any{"history": "1", "k": 2}, `history: got string, want an array`},
+		{"/v1/recommend", map[string]any{"user_id": "u", "colour": 1}, `unknown field "colour"`},
+		{"/v1/feedback", map[string]any{"events": []any{map[string]any{"event_id": 5}}}, `event_id: got number, want a string`},
+	} {
+		r := ts.do("POST", c.path, "", c.body)
+		msg := fmt.Sprint(r.body["error"])
+		if r.status != 400 || !strings.Contains(msg, c.want) || strings.Contains(msg, "Go ") || strings.Contains(msg, "struct") ||
+			strings.Contains(msg, "server.") || strings.Contains(msg, "feedback.") {
+			t.Errorf("%s %v: %d %s (want %q)", c.path, c.body, r.status, r.raw, c.want)
+		}
+	}
+}
