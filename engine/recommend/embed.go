@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/llm4rec/llm4rec/engine/batch"
 	"github.com/llm4rec/llm4rec/engine/bundle"
 	"github.com/llm4rec/llm4rec/engine/ort"
 	"github.com/llm4rec/llm4rec/engine/retrieval"
@@ -57,7 +58,11 @@ func (e *Engine) EmbedImage(ctx context.Context, data []byte) ([]float32, error)
 	if v, ok := e.cache.Get(key); ok {
 		return v, nil
 	}
+	if err := e.decodeSlot(ctx, "image"); err != nil {
+		return nil, err
+	}
 	px, err := e.imageCfg.AppendPixels(nil, data)
+	<-e.decodes
 	if err != nil {
 		return nil, fmt.Errorf("%w: image: %w", ErrRequest, err)
 	}
@@ -77,7 +82,11 @@ func (e *Engine) EmbedAudio(ctx context.Context, data []byte) ([]float32, error)
 	if v, ok := e.cache.Get(key); ok {
 		return v, nil
 	}
+	if err := e.decodeSlot(ctx, "audio"); err != nil {
+		return nil, err
+	}
 	mel, frames, err := e.audioFx.LogMel(data)
+	<-e.decodes
 	if err != nil {
 		return nil, fmt.Errorf("%w: audio: %w", ErrRequest, err)
 	}
@@ -91,4 +100,15 @@ func (e *Engine) EmbedAudio(ctx context.Context, data []byte) ([]float32, error)
 	}
 	e.cache.Add(key, out[0].Float32)
 	return out[0].Float32, nil
+}
+
+// decodeSlot waits for one of the Config.MaxDecodes decoding slots within ctx; the caller
+// frees it with <-e.decodes when its decode is done.
+func (e *Engine) decodeSlot(ctx context.Context, what string) error {
+	select {
+	case e.decodes <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting to decode the %s: %w", batch.ErrDeadline, what, ctx.Err())
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -65,6 +66,10 @@ type Config struct {
 	Live *popularity.Live
 	// Online configures the online-learned item bias; Online.Rate < 0 turns it off.
 	Online online.Config
+	// MaxDecodes bounds how many images and WAVs are decoded at once (default: GOMAXPROCS):
+	// a large picture within the limits can take hundreds of megabytes while it decodes, so
+	// memory stays bounded by MaxDecodes of them; a request waits its turn within its deadline.
+	MaxDecodes int
 	// Observe, when set, is told of every graph run: the graph, its rows, its run time and
 	// error (the server's metrics).
 	Observe func(graph string, rows int, d time.Duration, err error)
@@ -115,8 +120,9 @@ type Engine struct {
 	genHeads    int
 	genHeadDim  int
 	maxSteps    int
-	fusionItems bool // the fusion graph takes history_items (item tokens beside their embeddings)
-	steerOut    int  // index of the fusion's steering output, -1 when it has none
+	decodes     chan struct{} // a slot per image or WAV being decoded (Config.MaxDecodes)
+	fusionItems bool          // the fusion graph takes history_items (item tokens beside their embeddings)
+	steerOut    int           // index of the fusion's steering output, -1 when it has none
 }
 
 // Open validates the bundle in dir, loads its graphs on rt's execution provider, starts the
@@ -133,6 +139,9 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	}
 	if cfg.MaxK <= 0 {
 		cfg.MaxK = 100
+	}
+	if cfg.MaxDecodes <= 0 {
+		cfg.MaxDecodes = runtime.GOMAXPROCS(0)
 	}
 	m, err := bundle.Validate(dir, rt)
 	if err != nil {
@@ -154,7 +163,7 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	e = &Engine{cfg: cfg, dir: dir, manifest: m, log: cfg.Logger, sessions: map[string]*ort.Session{},
 		dim: m.EmbeddingDim, offset: m.Items.TokenOffset, bos: m.Items.BOSToken,
 		genLayers: m.Generator.Layers, genHeads: m.Generator.Heads, genHeadDim: m.Generator.HeadDim,
-		maxSteps: m.Generator.MaxSteps}
+		maxSteps: m.Generator.MaxSteps, decodes: make(chan struct{}, cfg.MaxDecodes)}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, e.Close())
