@@ -11,7 +11,6 @@ import (
 	"github.com/llm4rec/llm4rec/engine/bundle"
 	"github.com/llm4rec/llm4rec/engine/explain"
 	"github.com/llm4rec/llm4rec/engine/ort"
-	"github.com/llm4rec/llm4rec/engine/retrieval"
 )
 
 // ErrRequest is wrapped by every error caused by the request itself (unknown item, limits,
@@ -364,31 +363,26 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 	}...), rows
 }
 
-// steering is the fusion's steering output for one request (nil when the bundle's fusion has
-// none, or when the request sent no query, image or audio: the vector is then zero).
+// steering is the request's steering term of every item, the fusion's steering output . the
+// item's embedding (the index's rows are the item embeddings: Open checks they are unit
+// rows), computed once per request; nil when the bundle's fusion has no steering output or
+// the request sent no query, image or audio (the output is then zero).
 func (e *Engine) steering(out []ort.Tensor) []float32 {
 	if e.steerOut < 0 || e.steerOut >= len(out) {
 		return nil
 	}
 	v := out[e.steerOut].Float32
-	for _, x := range v {
-		if x != 0 {
-			return v
-		}
+	if !slices.ContainsFunc(v, func(x float32) bool { return x != 0 }) {
+		return nil
 	}
-	return nil
+	return e.index.Scores(v, nil)
 }
 
-// addSteering adds the request's steering term, steer . item embedding, to every item's logit
-// (the model was trained with this sum as its score when a request is present).
+// addSteering adds the request's steering term to every item's logit (the model was trained
+// with this sum as its score when a request is present).
 func (e *Engine) addSteering(logits, steer []float32) {
-	if steer == nil {
-		return
-	}
-	D := e.dim
-	items := logits[e.offset:]
-	for i := range items {
-		items[i] += retrieval.Dot(steer, e.itemEmb[i*D:(i+1)*D])
+	for i, s := range steer {
+		logits[e.offset+i] += s
 	}
 }
 

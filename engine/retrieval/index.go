@@ -25,6 +25,9 @@ type Index interface {
 	// Search returns up to k hits by descending score, skipping items for which skip returns
 	// true (skip may be nil).
 	Search(query []float32, k int, skip func(item int) bool) []Hit
+	// Scores is the dot product of query with every item's vector, in item order, written
+	// into out when it has room.
+	Scores(query, out []float32) []float32
 	// Dim is the vector size.
 	Dim() int
 	// Len is the number of items.
@@ -93,11 +96,7 @@ func (e *Exact) Search(query []float32, k int, skip func(int) bool) []Hit {
 	q := make([]float32, e.dim)
 	copy(q, query)
 	Normalize(q)
-	n := e.Len()
-	// all scores in one matrix-vector product (gonum's assembly kernels)
-	scores := make([]float32, n)
-	blas32.Gemv(blas.NoTrans, 1, blas32.General{Rows: n, Cols: e.dim, Stride: e.dim, Data: e.rows},
-		blas32.Vector{N: e.dim, Inc: 1, Data: q}, 0, blas32.Vector{N: n, Inc: 1, Data: scores})
+	scores := e.Scores(q, nil)
 	h := make(minHeap, 0, k+1)
 	for i, s := range scores {
 		if skip != nil && skip(i) {
@@ -114,6 +113,20 @@ func (e *Exact) Search(query []float32, k int, skip func(int) bool) []Hit {
 	for i := len(h) - 1; i >= 0; i-- {
 		out[i] = heap.Pop(&h).(Hit)
 	}
+	return out
+}
+
+// Scores writes the dot product of query (as given, not normalised) with every row into out
+// (reused when it has room) and returns it: one matrix-vector product (gonum's assembly
+// kernels).
+func (e *Exact) Scores(query, out []float32) []float32 {
+	n := e.Len()
+	if cap(out) < n {
+		out = make([]float32, n)
+	}
+	out = out[:n]
+	blas32.Gemv(blas.NoTrans, 1, blas32.General{Rows: n, Cols: e.dim, Stride: e.dim, Data: e.rows},
+		blas32.Vector{N: e.dim, Inc: 1, Data: query}, 0, blas32.Vector{N: n, Inc: 1, Data: out})
 	return out
 }
 
