@@ -46,7 +46,7 @@ def manifest_section(ds, history: int, n_users: int) -> dict:
 
 
 def spoken_embeddings(audio_model, phrases: list[str]) -> np.ndarray | None:
-    if not audio_mod.espeak_available():
+    if audio_model is None or not audio_mod.espeak_available():
         return None
     out = []
     with torch.no_grad():
@@ -58,16 +58,16 @@ def spoken_embeddings(audio_model, phrases: list[str]) -> np.ndarray | None:
     return np.stack(out).astype(np.float32)
 
 
-def _precision(model, hists, mod, slot, cat_rows, k=10):
+def _tops(model, hists, mod=None, slot=None, k=10):
+    """Top-k rows for each history, with mod [B,D] in modality slot `slot` (none: history only)."""
+    if slot is None:
+        return top_k(ev.model_scores(model, hists), hists, k)
     B = len(hists)
     me = np.zeros((B, model.cfg.n_modalities, mod.shape[-1]), dtype=np.float32)
     mm = np.zeros((B, model.cfg.n_modalities), dtype=np.float32)
-    if slot is not None:
-        me[:, slot] = mod
-        mm[:, slot] = 1.0
-    sc = ev.model_scores(model, hists, mod_emb=me if slot is not None else None, mod_mask=mm if slot is not None else None)
-    top = top_k(sc, hists, k)
-    return float(cat_rows[top].mean())
+    me[:, slot] = mod
+    mm[:, slot] = 1.0
+    return top_k(ev.model_scores(model, hists, mod_emb=me, mod_mask=mm), hists, k)
 
 
 def steering_report(ds, sp, model, test_hist, embed_text, audio_model, n_users: int, seed: int,
@@ -88,14 +88,14 @@ def steering_report(ds, sp, model, test_hist, embed_text, audio_model, n_users: 
     empty = [np.zeros(0, dtype=np.int64)]
     rows = {"none": [], "typed": [], "spoken": [], "typed_no_history": []}
     per_cat = {}
+    none = _tops(model, hists)                   # the history's lists: the same for every category
     for j, c in enumerate(cats):
         in_c = np.array([c in it.categories for it in ds.items], dtype=np.float64)
-        r = {"phrase": phrases[j],
-             "none": _precision(model, hists, np.zeros((len(hists), typed.shape[1]), np.float32), None, in_c),
-             "typed": _precision(model, hists, np.repeat(typed[j:j + 1], len(hists), 0), 0, in_c),
-             "typed_no_history": _precision(model, empty, typed[j:j + 1], 0, in_c)}
+        r = {"phrase": phrases[j], "none": float(in_c[none].mean()),
+             "typed": float(in_c[_tops(model, hists, np.repeat(typed[j:j + 1], len(hists), 0), 0)].mean()),
+             "typed_no_history": float(in_c[_tops(model, empty, typed[j:j + 1], 0)].mean())}
         if spoken is not None:
-            r["spoken"] = _precision(model, hists, np.repeat(spoken[j:j + 1], len(hists), 0), 2, in_c)
+            r["spoken"] = float(in_c[_tops(model, hists, np.repeat(spoken[j:j + 1], len(hists), 0), 2)].mean())
         per_cat[c] = r
         for k in rows:
             if k in r:

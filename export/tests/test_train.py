@@ -75,3 +75,32 @@ def test_requests_describe_without_naming():
     assert got == ["Genres: Animation, Children's, Comedy.", "Directed by John Lasseter."]
     assert rq.category_phrase("Sci-Fi", "movie") == "recommend me a science fiction movie"
     assert "recommend me" not in " ".join(rq.TRAIN_TEMPLATES)   # evaluation's template is never trained on
+
+
+def test_steering_report_on_a_small_catalog(tmp_path):
+    """The steering evaluation: per category and mean precisions within [0, 1]; the lists of
+    the history alone are the same whatever the category asked, so over categories that no item
+    shares their precisions sum to at most 1."""
+    from conftest import make_catalog
+    from llm4rec_export import data as data_mod
+    from llm4rec_export.steering import steering_categories, steering_report
+
+    ds = data_mod.load(make_catalog(tmp_path / "data", n_items=80, n_users=30, images=False, users=False, seed=5))
+    sp = data_mod.split(ds)
+    cats = steering_categories(ds)
+    assert len(cats) >= 2
+    N, D = ds.n_items, 16
+    cfg = ModelConfig(dim=D, num_tokens=N + TOKEN_OFFSET, dim_small=8, fusion_layers=1, fusion_heads=2, max_history=6,
+                      max_context=2, n_modalities=3, gen_layers=1, gen_heads=2, max_steps=4, dropout=0.0, steering=False)
+    torch.manual_seed(0)
+    m = Recommender(cfg).eval()
+    m.items.content[TOKEN_OFFSET:] = torch.nn.functional.normalize(torch.randn(N, D), dim=1)
+    hist = [np.concatenate([t, [v]]) if v >= 0 else t for t, v in zip(sp.train, sp.val)]
+    embed = lambda xs: np.random.default_rng(len(xs)).normal(size=(len(xs), D)).astype(np.float32)
+    r = steering_report(ds, sp, m, hist, embed, None, n_users=10, seed=0, history=3)
+    assert r["categories"] == cats and r["users"] >= 1 and "spoken" not in r["by_category"][cats[0]]
+    for c in cats:
+        x = r["by_category"][c]
+        assert all(0.0 <= x[k] <= 1.0 for k in ("none", "typed", "typed_no_history"))
+    assert sum(r["by_category"][c]["none"] for c in cats) <= 1.0 + 1e-9   # one category per item here
+    assert r["precision@10_typed"] == np.mean([r["by_category"][c]["typed"] for c in cats])
