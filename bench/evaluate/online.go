@@ -110,16 +110,14 @@ type OnlinePoint struct {
 
 // OnlineReport is the result of RunOnline.
 type OnlineReport struct {
-	Kind          string      `json:"kind"` // "online"
-	Started       string      `json:"started"`
-	Host          report.Host `json:"host"`
-	Bundle        string      `json:"bundle"`
-	BundleName    string      `json:"bundle_name"`
-	BundleVersion string      `json:"bundle_version"`
-	Provider      string      `json:"provider"`
-	Data          string      `json:"data"`
-	DataNote      string      `json:"data_note"`
-	Protocol      string      `json:"protocol"`
+	report.Run           // kind "online"
+	Bundle        string `json:"bundle"`
+	BundleName    string `json:"bundle_name"`
+	BundleVersion string `json:"bundle_version"`
+	Provider      string `json:"provider"`
+	Data          string `json:"data"`
+	DataNote      string `json:"data_note"`
+	Protocol      string `json:"protocol"`
 	// Engine is the replay through the engine as the server runs it.
 	Engine eval.ReplayResult `json:"engine"`
 	// GainMet: prequential HR@10 with learning above without; ForgettingMet: forgetting below
@@ -158,7 +156,7 @@ func RunOnline(ctx context.Context, cfg OnlineConfig) (rep *OnlineReport, err er
 		return nil, err
 	}
 	start := time.Now()
-	rep = &OnlineReport{Kind: "online", Started: start.UTC().Format(time.RFC3339), Host: report.ThisHost(), Bundle: cfg.Bundle,
+	rep = &OnlineReport{Run: report.NewRun("online", start), Bundle: cfg.Bundle,
 		Timings: map[string]float64{}}
 	env, err := openEnv(cfg.Bundle, cfg.Data, cfg.Runtime, recommend.Config{Batch: cfg.Batch, Logger: cfg.Logger,
 		Online: online.Config{Rate: cfg.Rate, Penalty: cfg.Penalty}})

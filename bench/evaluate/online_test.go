@@ -10,6 +10,8 @@ import (
 
 	"github.com/llm4rec/llm4rec/engine/ort"
 	"github.com/llm4rec/llm4rec/eval"
+
+	"github.com/llm4rec/llm4rec/bench/report"
 )
 
 func TestOnlineConfigValidation(t *testing.T) {
@@ -25,7 +27,7 @@ func TestOnlineConfigValidation(t *testing.T) {
 }
 
 func TestOnlineReportOutputs(t *testing.T) {
-	rep := &OnlineReport{Kind: "online", Bundle: "b", Engine: eval.ReplayResult{Events: 4, HitsWith: 2, HitsWithout: 1, ValUsers: 4},
+	rep := &OnlineReport{Run: report.Run{Kind: "online"}, Bundle: "b", Engine: eval.ReplayResult{Events: 4, HitsWith: 2, HitsWithout: 1, ValUsers: 4},
 		CurveWith: []int{0, 1, 1, 2}, CurveWithout: []int{0, 0, 1, 1}, Timings: map[string]float64{},
 		Sweep: []OnlinePoint{{LearnerSetting: eval.LearnerSetting{Rate: 0.1, Penalty: 0.01}}}}
 	rep.Engine.Finish()

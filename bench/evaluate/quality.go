@@ -116,14 +116,12 @@ type MetricDiff struct {
 
 // QualityReport is the result of RunQuality.
 type QualityReport struct {
-	Kind          string      `json:"kind"` // "quality"
-	Started       string      `json:"started"`
-	Host          report.Host `json:"host"`
-	Bundle        string      `json:"bundle"`
-	BundleName    string      `json:"bundle_name"`
-	BundleVersion string      `json:"bundle_version"`
-	Provider      string      `json:"provider"`
-	Data          string      `json:"data"`
+	report.Run           // kind "quality"
+	Bundle        string `json:"bundle"`
+	BundleName    string `json:"bundle_name"`
+	BundleVersion string `json:"bundle_version"`
+	Provider      string `json:"provider"`
+	Data          string `json:"data"`
 	// DataMatches says whether the data is what the bundle was trained on (fingerprint of a
 	// generic folder, else users, items and interactions counts); DataNote says how it was
 	// decided.
@@ -172,7 +170,7 @@ func RunQuality(ctx context.Context, cfg QualityConfig) (rep *QualityReport, err
 		return nil, errors.New("bench: quality needs a bundle and a dataset")
 	}
 	start := time.Now()
-	rep = &QualityReport{Kind: "quality", Started: start.UTC().Format(time.RFC3339), Host: report.ThisHost(), Bundle: cfg.Bundle,
+	rep = &QualityReport{Run: report.NewRun("quality", start), Bundle: cfg.Bundle,
 		NDCGTolerance: NDCGTolerance, Timings: map[string]float64{}}
 	env, err := openEnv(cfg.Bundle, cfg.Data, cfg.Runtime, recommend.Config{Batch: cfg.Batch, Logger: cfg.Logger})
 	if err != nil {

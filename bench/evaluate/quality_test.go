@@ -34,7 +34,7 @@ func TestQualityReportOutputs(t *testing.T) {
 	a0, a1, gap := 0.0, 1.0, 0.01
 	m := eval.Metrics{Users: 3, HR: 0.5, NDCG: 0.25, Coverage: 0.1, ILD: 0.7, ARP: 0.2, NDCGByGender: map[string]float64{"F": 0.3, "M": 0.2},
 		GenderGap: &gap, GenderGapPair: "F-M"}
-	rep := &QualityReport{Kind: "quality", Bundle: "b", Rows: []QualityRow{{Name: RowModel, Alpha: &a0, Metrics: m},
+	rep := &QualityReport{Run: report.Run{Kind: "quality"}, Bundle: "b", Rows: []QualityRow{{Name: RowModel, Alpha: &a0, Metrics: m},
 		{Name: RowModel, Alpha: &a1, Metrics: m}, {Name: RowMostPopular, Metrics: m}}, Export: map[string]eval.Metrics{RowModel: m},
 		ExportSource: "report.json", Timings: map[string]float64{}}
 	rep.compare()

@@ -193,9 +193,8 @@ func (c Config) validate() error {
 
 // Report is the result of Run.
 type Report struct {
-	Kind    string `json:"kind"` // "http"
-	Started string `json:"started"`
-	URL     string `json:"url"`
+	report.Run        // kind "http"; Host is the load generator's machine
+	URL        string `json:"url"`
 	// Mode is "closed-loop" (Concurrency callers) or "open-loop" (Rate requests per second).
 	Mode          string  `json:"mode"`
 	RateAsked     float64 `json:"rate_asked,omitempty"`
@@ -442,7 +441,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, errors.New("bench: the dataset has no items")
 	}
 	gen := newRequestGen(cfg)
-	rep := &Report{Kind: "http", Started: time.Now().UTC().Format(time.RFC3339), URL: cfg.URL,
+	rep := &Report{Run: report.NewRun("http", time.Now()), URL: cfg.URL,
 		DurationS: cfg.Duration.Seconds(), Mix: cfg.Mix.String(), FeedbackShare: cfg.FeedbackShare,
 		Data: cfg.Data.Source, UniqueContent: !cfg.RepeatContent, Concurrency: cfg.Concurrency}
 	opts := []func(*vegeta.Attacker){vegeta.Timeout(cfg.Timeout), vegeta.KeepAlive(true), vegeta.MaxBody(2048)}

@@ -9,10 +9,12 @@ import (
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/llm4rec/llm4rec/bench/report"
 )
 
 func fakeHTTP() *Report {
-	rep := &Report{Kind: "http", URL: "http://x", Mode: "closed-loop", Concurrency: 2, DurationS: 1, Mix: "history=1",
+	rep := &Report{Run: report.Run{Kind: "http"}, URL: "http://x", Mode: "closed-loop", Concurrency: 2, DurationS: 1, Mix: "history=1",
 		UniqueContent: true, Status: map[string]int{"200": 3, "503": 1}, Errors: map[string]int{"503 Service Unavailable (overloaded)": 1}}
 	for i, c := range []int{200, 200, 503, 200} {
 		rep.samples = append(rep.samples, sample{start: time.Duration(1e9 + i*400e6), latency: time.Duration(i+1) * time.Millisecond,

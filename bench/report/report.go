@@ -14,10 +14,23 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/llm4rec/llm4rec/engine"
 )
+
+// Run begins every bench report: its kind, when it started and the machine it ran on.
+type Run struct {
+	Kind    string `json:"kind"`
+	Started string `json:"started"`
+	Host    Host   `json:"host"`
+}
+
+// NewRun is the Run of a report of this kind started at start, on this machine.
+func NewRun(kind string, start time.Time) Run {
+	return Run{Kind: kind, Started: start.UTC().Format(time.RFC3339), Host: ThisHost()}
+}
 
 // Host describes the machine a report was measured on.
 type Host struct {

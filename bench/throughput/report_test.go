@@ -14,8 +14,8 @@ import (
 
 // fakeThroughput is a report as RunThroughput would make it, measured on both providers.
 func fakeThroughput() *Report {
-	rep := &Report{Kind: "throughput", Bundle: "models/x/1", BundleName: "x/1", DurationS: 0.5,
-		Batches: []int{1, 8}, ONNXRuntime: "1.29.0", Host: report.Host{CPUs: 2},
+	rep := &Report{Run: report.Run{Kind: "throughput", Host: report.Host{CPUs: 2}}, Bundle: "models/x/1", BundleName: "x/1", DurationS: 0.5,
+		Batches: []int{1, 8}, ONNXRuntime: "1.29.0",
 		Providers: []ort.ProviderStatus{{Name: ort.ProviderCPU, Usable: true, Reason: "cpu requested"},
 			{Name: ort.ProviderCUDA, Usable: true, Reason: "cuda requested"}},
 		Inputs: map[string]string{"text_encoder": "30 words"}}

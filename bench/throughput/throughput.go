@@ -157,16 +157,14 @@ func (c Config) validate() error {
 
 // Report is the result of Run.
 type Report struct {
-	Kind        string      `json:"kind"` // "throughput"
-	Started     string      `json:"started"`
-	Host        report.Host `json:"host"`
-	ONNXRuntime string      `json:"onnxruntime"`
-	Library     string      `json:"onnxruntime_library"`
-	Bundle      string      `json:"bundle,omitempty"`
-	BundleName  string      `json:"bundle_name,omitempty"`
-	Graph       string      `json:"graph,omitempty"`
-	DurationS   float64     `json:"duration_s"` // per point
-	Batches     []int       `json:"batches"`
+	report.Run          // kind "throughput"
+	ONNXRuntime string  `json:"onnxruntime"`
+	Library     string  `json:"onnxruntime_library"`
+	Bundle      string  `json:"bundle,omitempty"`
+	BundleName  string  `json:"bundle_name,omitempty"`
+	Graph       string  `json:"graph,omitempty"`
+	DurationS   float64 `json:"duration_s"` // per point
+	Batches     []int   `json:"batches"`
 	// Providers says, for each provider asked for, whether it was usable and why.
 	Providers []ort.ProviderStatus `json:"providers"`
 	// Inputs describes one sample of each case.
@@ -246,7 +244,7 @@ func Run(cfg Config) (*Report, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	rep := &Report{Kind: "throughput", Started: time.Now().UTC().Format(time.RFC3339), Host: report.ThisHost(),
+	rep := &Report{Run: report.NewRun("throughput", time.Now()),
 		Bundle: cfg.Bundle, Graph: cfg.Graph, DurationS: cfg.Duration.Seconds(), Batches: cfg.Batches,
 		Inputs: map[string]string{}, Notes: map[string]string{}}
 	if cfg.Bundle != "" {
