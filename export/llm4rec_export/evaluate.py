@@ -46,9 +46,7 @@ def model_scores(model: Recommender, histories: list[np.ndarray], batch: int = 2
             hs = histories[s:s + batch]
             me = mod_emb[s:s + batch] if mod_emb is not None and cfg.content else None
             mm = mod_mask[s:s + batch] if mod_mask is not None and cfg.content else None
-            inp, _, _ = fusion_inputs(item_emb, hs, cfg.max_history, cfg.n_modalities, cfg.max_context, me, mm)
-            if R == 0:
-                inp["context_mask"] = np.zeros_like(inp["context_mask"])
+            inp, _, _ = fusion_inputs(item_emb, hs, cfg.max_history, cfg.n_modalities, R, me, mm)
             t = {k: torch.from_numpy(v) for k, v in inp.items()}
             us, _, steer = model.fusion(**t)
             out.append(first_step_scores(gen, us, cfg, steer if me is not None else None, E).numpy())
