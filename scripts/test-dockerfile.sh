@@ -22,8 +22,10 @@ grep -E '^COPY --from=build ' "$df" | awk '{print $3}' | while read -r src; do
 done
 ort=$(grep -oE 'ORT_LIB=[^ ]+' "$df" | cut -d= -f2)
 [ "$ort" = /opt/onnxruntime/lib/libonnxruntime.so.1 ] || { echo "test-dockerfile: ORT_LIB is $ort" >&2; exit 1; }
-ORT_LIB="$out/lib/libonnxruntime.so.1" "$out/bin/llm4rec" version | grep -q '^onnxruntime 1.29.0' \
-  || { echo "test-dockerfile: the built binary does not run on the shipped ONNX Runtime" >&2; exit 1; }
+# the output is captured first: with pipefail, `version | grep -q` fails whenever grep has
+# matched and gone before version finished writing (SIGPIPE)
+v=$(ORT_LIB="$out/lib/libonnxruntime.so.1" "$out/bin/llm4rec" version 2>&1) && grep -q '^onnxruntime 1.29.0' <<<"$v" \
+  || { echo "test-dockerfile: the built binary does not run on the shipped ONNX Runtime: $v" >&2; exit 1; }
 ORT_LIB="$out/lib/libonnxruntime.so.1" "$out/bin/llm4rec" models validate models/movielens-100k/1 >/dev/null
 bundle=$(grep -oE '"--bundle", "[^"]+"' "$df" | sed 's/.*"\/models\//models\//; s/"$//')
 [ -f "$bundle/manifest.json" ] || { echo "test-dockerfile: the image's default bundle $bundle is not in the repository" >&2; exit 1; }
