@@ -128,6 +128,41 @@ type Manifest struct {
 	Golden        GoldenSpec           `json:"golden"`
 	// Steering is how the export evaluated request steering; nil in bundles older than it.
 	Steering *SteeringSpec `json:"steering,omitempty"`
+	// Ranking holds the serving-time ranking terms chosen on validation; nil in bundles older
+	// than it (logits plus steering, plain top k).
+	Ranking *RankingSpec `json:"ranking,omitempty"`
+}
+
+// RankingSpec is the manifest's ranking section (engine/ranking).
+type RankingSpec struct {
+	// SimilarItems is the co-occurrence term; nil when validation kept it off.
+	SimilarItems *SimilarItemsSpec `json:"similar_items,omitempty"`
+	Diversity    DiversitySpec     `json:"diversity"`
+}
+
+// SimilarItemsSpec points at the neighbour tables ([items, neighbours] int32 rows, -1 padding,
+// and float32 similarities) and says how a history's evidence enters the logits.
+type SimilarItemsSpec struct {
+	Rows       ArraySpec `json:"rows"`
+	Weights    ArraySpec `json:"weights"`
+	Weight     float64   `json:"weight"`
+	Decay      float64   `json:"decay"`
+	MaxHistory int       `json:"max_history"`
+	Source     string    `json:"source"`
+}
+
+// DiversitySpec is the maximal-marginal-relevance re-ranking of the Candidates best items (top-k
+// mode); Weight 0 turns it off.
+type DiversitySpec struct {
+	Weight     float64 `json:"weight"`
+	Candidates int     `json:"candidates"`
+}
+
+// ArraySpec is a raw little-endian array file of the bundle.
+type ArraySpec struct {
+	File  string `json:"file"`
+	DType string `json:"dtype"`
+	Shape []int  `json:"shape"`
 }
 
 // DataSpec is the manifest's data section: what the bundle was trained on.

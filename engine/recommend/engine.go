@@ -35,6 +35,7 @@ import (
 	"github.com/llm4rec/llm4rec/engine/ort"
 	"github.com/llm4rec/llm4rec/engine/popularity"
 	"github.com/llm4rec/llm4rec/engine/preprocess"
+	"github.com/llm4rec/llm4rec/engine/ranking"
 	"github.com/llm4rec/llm4rec/engine/retrieval"
 	"github.com/llm4rec/llm4rec/engine/tokenizer"
 )
@@ -120,9 +121,12 @@ type Engine struct {
 	genHeads    int
 	genHeadDim  int
 	maxSteps    int
-	decodes     chan struct{} // a slot per image or WAV being decoded (Config.MaxDecodes)
-	fusionItems bool          // the fusion graph takes history_items (item tokens beside their embeddings)
-	steerOut    int           // index of the fusion's steering output, -1 when it has none
+	decodes     chan struct{}    // a slot per image or WAV being decoded (Config.MaxDecodes)
+	fusionItems bool             // the fusion graph takes history_items (item tokens beside their embeddings)
+	steerOut    int              // index of the fusion's steering output, -1 when it has none
+	similar     *ranking.Similar // similar-items term; nil when the bundle has none
+	diversity   float64          // MMR weight of top-k lists (0: plain top k)
+	candidates  int              // how many of the best items the re-ranking chooses from
 }
 
 // Open validates the bundle in dir, loads its graphs on rt's execution provider, starts the
@@ -164,9 +168,12 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 		dim: m.EmbeddingDim, offset: m.Items.TokenOffset, bos: m.Items.BOSToken,
 		genLayers: m.Generator.Layers, genHeads: m.Generator.Heads, genHeadDim: m.Generator.HeadDim,
 		maxSteps: m.Generator.MaxSteps, decodes: make(chan struct{}, cfg.MaxDecodes)}
+	// the engine being built, kept apart from the named result: `return nil, err` sets e to
+	// nil before this runs
+	built := e
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, e.Close())
+			err = errors.Join(err, built.Close())
 			e = nil
 		}
 	}()
@@ -208,6 +215,9 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 		if n := math.Sqrt(float64(retrieval.Dot(e.itemEmb[i*e.dim:(i+1)*e.dim], e.itemEmb[i*e.dim:(i+1)*e.dim]))); math.Abs(n-1) > 1e-3 {
 			return nil, fmt.Errorf("recommend: %s: row %d has norm %.4f, want unit rows", m.Items.Embeddings, i, n)
 		}
+	}
+	if err := e.loadRanking(); err != nil {
+		return nil, err
 	}
 	if e.index, err = retrieval.NewExact(e.itemEmb, e.dim); err != nil {
 		return nil, err
@@ -346,6 +356,47 @@ func readFloat32s(path string, n int) ([]float32, error) {
 		}
 	}
 	return out, nil
+}
+
+// loadRanking reads the manifest's ranking section (bundles without one rank by logits plus
+// steering, plain top k).
+func (e *Engine) loadRanking() error {
+	r := e.manifest.Ranking
+	if r == nil {
+		return nil
+	}
+	d := r.Diversity
+	if math.IsNaN(d.Weight) || math.IsInf(d.Weight, 0) || d.Weight < 0 || (d.Weight > 0 && d.Candidates <= 0) {
+		return fmt.Errorf("recommend: manifest ranking.diversity: weight %v with %d candidates: want a weight >= 0 and candidates > 0", d.Weight, d.Candidates)
+	}
+	e.diversity, e.candidates = d.Weight, d.Candidates
+	s := r.SimilarItems
+	if s == nil {
+		return nil
+	}
+	n := len(e.items)
+	for _, a := range []struct {
+		spec  bundle.ArraySpec
+		dtype string
+	}{{s.Rows, "int32"}, {s.Weights, "float32"}} {
+		if a.spec.DType != a.dtype || len(a.spec.Shape) != 2 || a.spec.Shape[0] != n || a.spec.Shape[1] < 0 {
+			return fmt.Errorf("recommend: manifest ranking.similar_items: %s is %s %v, want %s [%d, neighbours]", a.spec.File, a.spec.DType, a.spec.Shape, a.dtype, n)
+		}
+	}
+	k := s.Rows.Shape[1]
+	if s.Weights.Shape[1] != k {
+		return fmt.Errorf("recommend: manifest ranking.similar_items: rows have %d neighbours, weights %d", k, s.Weights.Shape[1])
+	}
+	rows, err := ranking.ReadInt32s(filepath.Join(e.dir, s.Rows.File), n*k)
+	if err != nil {
+		return err
+	}
+	w, err := ranking.ReadFloat32s(filepath.Join(e.dir, s.Weights.File), n*k)
+	if err != nil {
+		return err
+	}
+	e.similar, err = ranking.NewSimilar(rows, w, n, k, s.Weight, s.Decay, s.MaxHistory)
+	return err
 }
 
 // catalogView adapts the engine to explain.Catalog.

@@ -11,6 +11,7 @@ import (
 	"github.com/llm4rec/llm4rec/engine/bundle"
 	"github.com/llm4rec/llm4rec/engine/explain"
 	"github.com/llm4rec/llm4rec/engine/ort"
+	"github.com/llm4rec/llm4rec/engine/ranking"
 )
 
 // ErrRequest is wrapped by every error caused by the request itself (unknown item, limits,
@@ -192,10 +193,11 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		t4 := time.Now()
 		resp.Timings.Generate = t4.Sub(t3).Microseconds()
 		e.addSteering(logits, steer)
-		picks = e.rankTopK(logits, seen, alpha, k)
+		e.similar.Add(logits[e.offset:], hist)
+		picks = e.rankTopK(logits, seen, alpha, k, true)
 		resp.Timings.Rank = time.Since(t4).Microseconds()
 	} else {
-		picks, err = e.decodeSlate(ctx, userState, steer, seen, alpha, k)
+		picks, err = e.decodeSlate(ctx, userState, steer, hist, seen, alpha, k)
 		if err != nil {
 			return nil, err
 		}
@@ -446,8 +448,15 @@ func (e *Engine) logProbs(logits []float32, dst []float32) {
 	}
 }
 
-// rankTopK picks the k best unseen items by IPS-reweighted log-probability.
-func (e *Engine) rankTopK(logits []float32, seen []bool, alpha float64, k int) []pick {
+// rankTopK picks the k best unseen items by IPS-reweighted log-probability; with diversify and
+// a bundle diversity weight, the k are re-ranked by maximal marginal relevance from the
+// bundle's number of best candidates (engine/ranking.Diversify).
+func (e *Engine) rankTopK(logits []float32, seen []bool, alpha float64, k int, diversify bool) []pick {
+	want := k
+	diversify = diversify && e.diversity > 0
+	if diversify {
+		want = max(k, e.candidates)
+	}
 	n := len(e.items)
 	lp := make([]float32, n)
 	e.logProbs(logits, lp)
@@ -458,23 +467,26 @@ func (e *Engine) rankTopK(logits []float32, seen []bool, alpha float64, k int) [
 	if alpha != 0 {
 		e.stats.ReweightAll(score, alpha)
 	}
-	// the k best by score (ties by lower row), kept sorted by insertion: k is small
-	order := make([]int, 0, k+1)
+	// the best by score (ties by lower row), kept sorted by insertion: k is small
+	order := make([]int, 0, want+1)
 	better := func(a, b int) bool { return score[a] > score[b] || (score[a] == score[b] && a < b) }
 	for i := 0; i < n; i++ {
-		if seen[i] || (len(order) == k && !better(i, order[k-1])) {
+		if seen[i] || (len(order) == want && !better(i, order[want-1])) {
 			continue
 		}
 		j := len(order)
-		if j < k {
+		if j < want {
 			order = append(order, i)
 		} else {
-			j = k - 1
+			j = want - 1
 		}
 		for ; j > 0 && better(i, order[j-1]); j-- {
 			order[j] = order[j-1]
 		}
 		order[j] = i
+	}
+	if diversify {
+		order = ranking.Diversify(order, score, e.itemEmb, e.dim, e.diversity, k)
 	}
 	out := make([]pick, len(order))
 	for i, r := range order {
@@ -487,7 +499,7 @@ func (e *Engine) rankTopK(logits []float32, seen []bool, alpha float64, k int) [
 // next token with the key-value cache, so later picks are conditioned on earlier ones. Steps
 // run outside the batchers, so ctx is checked before each one: a cancelled or expired request
 // stops between steps (a running step always finishes).
-func (e *Engine) decodeSlate(ctx context.Context, userState, steer []float32, seen []bool, alpha float64, k int) ([]pick, error) {
+func (e *Engine) decodeSlate(ctx context.Context, userState, steer []float32, hist []int, seen []bool, alpha float64, k int) ([]pick, error) {
 	seen = slices.Clone(seen)
 	var pastK, pastV []float32
 	token, past := e.bos, 0
@@ -501,7 +513,8 @@ func (e *Engine) decodeSlate(ctx context.Context, userState, steer []float32, se
 			return nil, err
 		}
 		e.addSteering(logits, steer)
-		best := e.rankTopK(logits, seen, alpha, 1)
+		e.similar.Add(logits[e.offset:], hist)
+		best := e.rankTopK(logits, seen, alpha, 1, false)
 		if len(best) == 0 {
 			break
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -391,5 +392,60 @@ func TestPopularitySeededFromBundle(t *testing.T) {
 	}
 	if got := e.stats.Propensity(0); got <= e.stats.Config().ClipMin {
 		t.Fatalf("propensity of a shipped item %v is only the clip", got)
+	}
+}
+
+// A bundle whose ranking section is malformed is refused when opened, with the field named.
+func TestOpenRefusesBadRankingSection(t *testing.T) {
+	src := testBundle(t)
+	testEngine(t) // the shared runtime
+	raw, err := os.ReadFile(filepath.Join(src, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var man map[string]any
+	if err := json.Unmarshal(raw, &man); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		ranking map[string]any
+		want    string
+	}{
+		"negative diversity": {map[string]any{"diversity": map[string]any{"weight": -1, "candidates": 50}}, "ranking.diversity"},
+		"no candidates":      {map[string]any{"diversity": map[string]any{"weight": 1, "candidates": 0}}, "ranking.diversity"},
+		"wrong table shape": {map[string]any{"diversity": map[string]any{"weight": 0, "candidates": 50},
+			"similar_items": map[string]any{"rows": map[string]any{"file": "item_embeddings.f32", "dtype": "int32", "shape": []int{3, 2}},
+				"weights": map[string]any{"file": "item_embeddings.f32", "dtype": "float32", "shape": []int{3, 2}},
+				"weight": 1, "decay": 1, "max_history": 10}}, "ranking.similar_items"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+				if err != nil || p == src || d.Name() == "manifest.json" {
+					return err
+				}
+				rel, _ := filepath.Rel(src, p)
+				if d.IsDir() {
+					return os.Mkdir(filepath.Join(dir, rel), 0o755)
+				}
+				return os.Symlink(p, filepath.Join(dir, rel))
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			man["ranking"] = c.ranking
+			b, _ := json.Marshal(man)
+			if err := os.WriteFile(filepath.Join(dir, "manifest.json"), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			e, err := Open(dir, rt, Config{})
+			if err == nil {
+				e.Close()
+				t.Fatal("opened")
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one naming %s", err, c.want)
+			}
+		})
 	}
 }

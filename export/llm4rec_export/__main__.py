@@ -56,6 +56,9 @@ def main(argv=None) -> int:
                    help="write item text into the bundle's items.jsonl (default: dataset.json's ship_text)")
     b.add_argument("--no-ship-text", dest="ship_text", action="store_false")
     b.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    b.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="train from scratch: neither reuse nor continue runs checkpointed in the cache "
+                        "($LLM4REC_CACHE/runs, default ~/.cache/llm4rec/runs)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="advanced training option (TrainConfig field), e.g. --set p_modality=0.2")
 
@@ -97,7 +100,7 @@ def main(argv=None) -> int:
                       eval_every=a.eval_every, patience=a.patience, jobs=a.jobs,
                       image_epochs=a.image_epochs, image_width=a.image_width, image_mix=a.image_mix,
                       audio_epochs=a.audio_epochs, audio_phrases=a.audio_phrases, ablations=a.ablations,
-                      ship_text=a.ship_text, threads=a.threads, extra=extra)
+                      ship_text=a.ship_text, threads=a.threads, resume=a.resume, extra=extra)
     build(args)
     return 0
 

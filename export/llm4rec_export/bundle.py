@@ -29,7 +29,7 @@ from .model import ExportGenerator, ModelConfig, Recommender
 from .rank import fusion_inputs, top_k
 from .steering import manifest_section as steering_section
 from .steering import steering_report
-from .train import RequestBank, TrainConfig, TrainData, train_runs
+from .train import RequestBank, TrainConfig, TrainData, save_checkpoint, train_runs
 
 ATOL, RTOL = 1e-4, 1e-3
 MODALITIES = ["text", "image", "audio"]
@@ -82,6 +82,7 @@ class BundleArgs:
     recommend_users: int = 3
     threads: int = 0
     text_batch: int = 32
+    resume: bool = True            # reuse / continue checkpointed runs (image encoder, trainings)
     extra: dict = field(default_factory=dict)
 
 
@@ -129,6 +130,14 @@ def _cached_text_embeddings(model, tok, texts: list[str], weights_sha: str, batc
     np.save(tmp, e)
     os.replace(tmp, path)
     return e
+
+
+def _image_checkpoint(a: BundleArgs, data_fp, targets: np.ndarray) -> Path:
+    """Where the image encoder trained on this data with these settings is kept."""
+    h = hashlib.sha256(json.dumps([str(data_fp), a.image_epochs, a.image_width, a.seed]).encode())
+    h.update(np.round(targets.astype(np.float64), 4).tobytes())
+    h.update((Path(__file__).parent / "image.py").read_bytes())
+    return weights.cache_dir() / "runs" / f"image-{h.hexdigest()[:32]}.pt"
 
 
 def _write_bin(path: Path, arr: np.ndarray, dtype: str) -> dict:
@@ -207,12 +216,22 @@ def build(a: BundleArgs) -> dict:
         image_stats: dict = {"images": len(img_rows)}
         image_trained = False
         if len(img_rows) >= image_mod.MIN_IMAGES and a.image_epochs > 0:
-            imgs = image_mod.load_posters([ds.items[i].image for i in img_rows])
-            image_model, image_stats, emb = image_mod.train_image_encoder(
-                imgs, text_emb[img_rows], D, a.image_epochs, a.seed, log=_log, width=a.image_width)
+            ck = _image_checkpoint(a, fp, text_emb[img_rows]) if a.resume else None
+            if ck is not None and ck.is_file():
+                saved = torch.load(ck, weights_only=False)
+                image_model = image_mod.ImageEncoder(D, width=a.image_width)
+                image_model.load_state_dict(saved["state"])
+                image_stats, emb = saved["stats"], saved["emb"]
+                _log(f"image encoder: trained encoder reused from {ck}")
+            else:
+                imgs = image_mod.load_posters([ds.items[i].image for i in img_rows])
+                image_model, image_stats, emb = image_mod.train_image_encoder(
+                    imgs, text_emb[img_rows], D, a.image_epochs, a.seed, log=_log, width=a.image_width)
+                del imgs
+                if ck is not None:
+                    save_checkpoint(ck, {"state": image_model.state_dict(), "stats": image_stats, "emb": emb})
             image_emb[img_rows] = emb
             image_trained = True
-            del imgs
             image_prov = (f"small CNN ({sum(p.numel() for p in image_model.parameters())} parameters) trained from "
                           f"scratch for {a.image_epochs} epochs on {len(img_rows)} item images of {name}, contrastive "
                           f"(InfoNCE, in-batch negatives) against the items' frozen text embeddings; no pretrained "
@@ -275,13 +294,20 @@ def build(a: BundleArgs) -> dict:
     jobs = [(v, replace(tc, seed=sd), mc) for v, (mc, tc) in variants.items() for sd in seeds]
     with timer("train"):
         runs = train_runs([(mc, tc, tdata, n_groups, sp.val, f"train {v} seed {tc.seed}") for v, tc, mc in jobs],
-                          a.jobs, a.threads)
+                          a.jobs, a.threads, weights.cache_dir() / "runs" if a.resume else None)
     trained: dict[str, list] = {v: [] for v in variants}
     for (v, tc, mc), (state, lg) in zip(jobs, runs):
         m = Recommender(mc, n_groups if tc.adversarial_weight > 0 else 0)
         m.load_state_dict(state)
         m.eval()
         trained[v].append((tc.seed, m, lg))
+    with timer("ranking"):
+        ranking, ranking_report = ev.choose_ranking([m for _, m, _ in trained["model"]], sp.train, sp.val, item_emb,
+                                                    seed=a.seed)
+        for _, m, _ in trained["model"]:
+            m.ranking = ranking
+        _log(f"ranking chosen on validation: similar items weight {ranking.weight} decay {ranking.decay}, "
+             f"diversity {ranking.diversity}")
     # the exported model: the seed with the best validation NDCG@10
     best_seed, model, best_log = max(trained["model"], key=lambda r: r[2]["best_val_ndcg@10"])
     _log(f"exporting the model of seed {best_seed} (validation NDCG@10 {best_log['best_val_ndcg@10']:.4f})")
@@ -293,14 +319,20 @@ def build(a: BundleArgs) -> dict:
         per_user: dict[str, np.ndarray] = {}
         states = None
         for vname, runs_v in trained.items():
-            per_seed = []
+            per_seed, net_only = [], []
             nd = []
             for sd, m, lg in runs_v:
                 if m is model:
                     sc, states = ev.model_scores(m, test_hist, return_states=True)
                 else:
                     sc = ev.model_scores(m, test_hist)
-                res, top = ev.evaluate_scores(sc, test_hist, sp.test, item_emb, pop, groups)
+                res, top = ev.evaluate_scores(sc, test_hist, sp.test, item_emb, pop, groups, model=m)
+                if m.ranking is not None:
+                    # ablation: the network's own ranking (no similar-items term, no re-ranking)
+                    r0, _ = ev.evaluate_scores(ev.model_scores(m, test_hist, served=False), test_hist, sp.test,
+                                               item_emb, pop, groups)
+                    r0["seed"] = sd
+                    net_only.append(r0)
                 res["val_ndcg@10"] = lg["best_val_ndcg@10"]
                 res["best_epoch"] = lg["best_epoch"]
                 res["epochs"] = lg["epochs"]
@@ -310,6 +342,8 @@ def build(a: BundleArgs) -> dict:
                 if m is model:
                     tops[vname] = top
             results[vname] = ev.mean_over_seeds(per_seed)
+            if net_only:
+                results[f"{vname}_network_only"] = ev.mean_over_seeds(net_only)
             if vname == "model":
                 # the served weights' own figures (what `llm4rec bench quality` reproduces)
                 results[vname]["exported"] = next(r for r in per_seed if r["seed"] == best_seed)
@@ -341,9 +375,11 @@ def build(a: BundleArgs) -> dict:
                 qmask[u, 0] = 1.0
             sc = ev.model_scores(model, test_hist, mod_emb=qm, mod_mask=qmask)
             t_ok = np.where(ok, sp.test, -1)
-            results["model_with_category_query"], _ = ev.evaluate_scores(sc, test_hist, t_ok, item_emb, pop, groups)
+            results["model_with_category_query"], _ = ev.evaluate_scores(sc, test_hist, t_ok, item_emb, pop, groups,
+                                                                         model=model)
             sc = ev.model_scores(model, test_hist)
-            results["model_same_users_no_query"], _ = ev.evaluate_scores(sc, test_hist, t_ok, item_emb, pop, groups)
+            results["model_same_users_no_query"], _ = ev.evaluate_scores(sc, test_hist, t_ok, item_emb, pop, groups,
+                                                                         model=model)
         steering = steering_report(
             ds, sp, model, test_hist,
             lambda xs: _cached_text_embeddings(text_model, tok, xs, mini.weights_sha256, a.text_batch, "text encoder (steering)"),
@@ -384,7 +420,7 @@ def build(a: BundleArgs) -> dict:
             ox.check(out / specs[g]["file"])
         modules = {"text_encoder": text_model, "image_encoder": image_model, "audio_encoder": audio_model,
                    "fusion": model.fusion, "generator": gen_export}
-        golden, parity = _golden(out, ds, sp, specs, modules, tok, served_emb, mcfg, a, name)
+        golden, parity = _golden(out, ds, sp, specs, modules, tok, served_emb, mcfg, a, name, model.ranking)
         # catalog + embeddings + tokenizer
         with open(out / "items.jsonl", "w", encoding="utf-8") as f:
             for i, it in enumerate(ds.items):
@@ -396,6 +432,15 @@ def build(a: BundleArgs) -> dict:
                     rec["text"] = it.text
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         (out / "item_embeddings.f32").write_bytes(served_emb.astype("<f4").tobytes())
+        for stale in ("similar_items.i32", "similar_items.f32"):
+            (out / stale).unlink(missing_ok=True)
+        ranking_section = {"diversity": {"weight": ranking.diversity, "candidates": ranking.candidates}}
+        if ranking.weight > 0:
+            ranking_section["similar_items"] = {
+                "rows": _write_bin(out / "similar_items.i32", ranking.neighbour_rows, "int32"),
+                "weights": _write_bin(out / "similar_items.f32", ranking.neighbour_weights, "float32"),
+                "weight": ranking.weight, "decay": ranking.decay, "max_history": ranking.max_history,
+                "source": "training interactions: shrunk cosine of item co-occurrence (shrink 10)"}
         (out / "tokenizer.json").write_text(textenc.bundle_tokenizer_json(mini.tokenizer), encoding="utf-8")
 
     # ------------------------------------------------------------ report + manifest
@@ -432,7 +477,7 @@ def build(a: BundleArgs) -> dict:
                                                            "items": N, "interactions": ds.n_interactions},
               "protocol": "leave-one-out by time, full ranking minus the user's history, k=10",
               "metrics": results, "targets": targets, "gender_probe": probe,
-              "paired_ndcg_difference_model_minus": paired, "steering": steering,
+              "paired_ndcg_difference_model_minus": paired, "steering": steering, "ranking": ranking_report,
               "encoders": {"image": image_stats, "audio": audio_stats, "text_external_initializers": ext},
               "parity_max_abs_diff": parity, "training": training, "training_curves": curves,
               "timings_s": timer.t, "modalities": modal,
@@ -459,6 +504,7 @@ def build(a: BundleArgs) -> dict:
                         if m in v} for k, v in results.items()},
         "golden": {"index": "golden/index.json", "atol": ATOL, "rtol": RTOL},
         "steering": steering_section(ds, 20, a.steering_users),
+        "ranking": ranking_section,
     }
     for p in sorted(out.rglob("*")):
         if p.is_file() and p.name != "manifest.json":
@@ -553,7 +599,19 @@ def _report_md(r: dict) -> str:
     L += ["", "Trained variants: mean over seeds (sd: standard deviation over seeds). val NDCG@10: validation "
           "NDCG@10 of the weights kept (history = training items, target = the validation item). "
           "model_with_category_query: the test item's own categories in words typed as the query, beside "
-          "model_same_users_no_query on the same users.", ""]
+          "model_same_users_no_query on the same users. model_network_only: the same trained seeds ranked by "
+          "their logits alone (no similar-items term, no diversity re-ranking).", ""]
+    rk = r.get("ranking") or {}
+    if rk:
+        si, dv = rk["similar_items"], rk["diversity"]
+        L += [f"Ranking terms chosen on validation ({rk['validation_users']} users, {rk['seeds']} seeds): "
+              f"similar items weight {si['weight']} decay {si['decay']} (best on the grid: weight "
+              f"{si['best']['weight']} decay {si['best']['decay']}, validation NDCG@10 {si['val_ndcg@10_best']:.4f} "
+              f"vs {si['val_ndcg@10_without']:.4f} without; paired 95% CI of the gain "
+              f"[{si['paired_gain_ci95'][0]:+.4f}, {si['paired_gain_ci95'][1]:+.4f}], kept only when above 0); "
+              f"diversity weight {dv['weight']} over the best {dv['candidates']} (the largest whose validation "
+              f"NDCG@10 is not below none: " + ", ".join(f"{k} {v:.4f}" for k, v in dv["grid_val_ndcg@10"].items())
+              + ").", ""]
     if r.get("paired_ndcg_difference_model_minus"):
         L += ["Paired test NDCG@10 difference, model minus each other (same users, each user's NDCG@10 averaged "
               "over seeds; bootstrap 95% interval over users):", ""]
@@ -604,7 +662,7 @@ def _group_cols(r):
 
 
 # ---------------------------------------------------------------- golden
-def _golden(out: Path, ds, sp, specs, modules, tok, item_emb, mcfg, a: BundleArgs, name: str):
+def _golden(out: Path, ds, sp, specs, modules, tok, item_emb, mcfg, a: BundleArgs, name: str, ranking=None):
     gdir = out / "golden"
     for p in gdir.glob("*"):
         p.unlink()
@@ -692,8 +750,8 @@ def _golden(out: Path, ds, sp, specs, modules, tok, item_emb, mcfg, a: BundleArg
     with torch.no_grad():
         past = torch.zeros((mcfg.gen_layers, len(users), mcfg.gen_heads, 0, mcfg.head_dim))
         logits, _, _ = gen(torch.from_numpy(rec_us), torch.full((len(users), 1), BOS_TOKEN, dtype=torch.int64), past, past)
-    scores = logits.numpy()[:, TOKEN_OFFSET:]
-    top = top_k(scores, full_hist, 10)
+    scores = ranking.add_similar(logits.numpy()[:, TOKEN_OFFSET:], full_hist) if ranking else logits.numpy()[:, TOKEN_OFFSET:]
+    top = ranking.top_k(scores, full_hist, item_emb, 10) if ranking else top_k(scores, full_hist, 10)
     recommend = []
     for b, u in enumerate(users):
         recommend.append({"user_id": ds.users[u], "history": [ds.items[i].item_id for i in full_hist[b]],
@@ -715,7 +773,9 @@ def _golden(out: Path, ds, sp, specs, modules, tok, item_emb, mcfg, a: BundleArg
         logits, _, _ = gen(torch.from_numpy(fo["user_state"]), torch.full((len(users), 1), BOS_TOKEN, dtype=torch.int64),
                            past, past)
     scores = logits.numpy()[:, TOKEN_OFFSET:] + fo["steering"] @ item_emb.T
-    top = top_k(scores, full_hist, 10)
+    if ranking:
+        scores = ranking.add_similar(scores, full_hist)
+    top = ranking.top_k(scores, full_hist, item_emb, 10) if ranking else top_k(scores, full_hist, 10)
     for b, u in enumerate(users):
         recommend.append({"user_id": ds.users[u], "history": [ds.items[i].item_id for i in full_hist[b]],
                           "query": query, "context": [ds.items[i].item_id for i in ctx_rows[b] if i >= 0],

@@ -22,17 +22,18 @@ import torch
 
 from .data import TOKEN_OFFSET
 from .model import ExportGenerator, Recommender
-from .rank import first_step_scores, fusion_inputs, top_k
+from .rank import Ranking, first_step_scores, fusion_inputs, similar_items, top_k
 
 K = 10
 
 
 def model_scores(model: Recommender, histories: list[np.ndarray], batch: int = 256,
                  mod_emb: np.ndarray | None = None, mod_mask: np.ndarray | None = None,
-                 return_states: bool = False):
+                 return_states: bool = False, served: bool = True):
     """Scores [U,N] as served for users with the given full histories: the generator's first
-    step plus the request's steering term when modalities are given. The ID-only model gets no
-    context and no modalities (it was trained without them)."""
+    step plus the request's steering term when modalities are given, plus the similar-items
+    term of model.ranking when set and `served`. The ID-only model gets no context and no
+    modalities (it was trained without them)."""
     cfg = model.cfg
     model.eval()
     item_emb = model.served_item_emb(TOKEN_OFFSET)
@@ -52,7 +53,16 @@ def model_scores(model: Recommender, histories: list[np.ndarray], batch: int = 2
             out.append(first_step_scores(gen, us, cfg, steer if me is not None else None, E).numpy())
             states.append(us.numpy())
     scores = np.concatenate(out)
+    if served and model.ranking is not None:
+        scores = model.ranking.add_similar(scores, histories)
     return (scores, np.concatenate(states)) if return_states else scores
+
+
+def served_top_k(model, scores: np.ndarray, histories: list[np.ndarray], k: int = K) -> np.ndarray:
+    """Top k as served: model.ranking's diversity re-ranking when set, else plain top k."""
+    if getattr(model, "ranking", None) is not None:
+        return model.ranking.top_k(scores, histories, model.served_item_emb(TOKEN_OFFSET), k)
+    return top_k(scores, histories, k)
 
 
 def metrics(top: np.ndarray, targets: np.ndarray, item_emb: np.ndarray, pop: np.ndarray,
@@ -122,8 +132,9 @@ def itemknn_scores(train: list[np.ndarray], histories: list[np.ndarray], n_items
 
 
 def evaluate_scores(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray, item_emb: np.ndarray,
-                    pop: np.ndarray, groups=None) -> tuple[dict, np.ndarray]:
-    top = top_k(scores, histories, K)
+                    pop: np.ndarray, groups=None, model=None) -> tuple[dict, np.ndarray]:
+    """Metrics of the top 10 of scores (as model serves them when given: see served_top_k)."""
+    top = served_top_k(model, scores, histories, K) if model is not None else top_k(scores, histories, K)
     return metrics(top, targets, item_emb, pop, groups), top
 
 
@@ -183,3 +194,61 @@ def paired_diff_ci(a: np.ndarray, b: np.ndarray, seed: int = 0, n: int = 2000) -
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return {"diff": float(d.mean()), "relative": float(d.mean() / b.mean()) if b.mean() else float("nan"),
             "ci95": [float(lo), float(hi)], "users": int(len(d))}
+
+
+SIMILAR_DECAYS = (1.0, 0.8, 0.6)
+SIMILAR_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+DIVERSITY_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
+
+
+def choose_ranking(models: list, train: list[np.ndarray], val: np.ndarray, item_emb: np.ndarray,
+                   neighbours: int = 50, candidates: int = 50, seed: int = 0) -> tuple[Ranking, dict]:
+    """The serving-time ranking terms, chosen on validation (history = training items, target =
+    the validation item) with the trained model seeds' scores, never on test:
+    - similar items: the (decay, weight) of SIMILAR_DECAYS x SIMILAR_WEIGHTS with the best
+      validation NDCG@10 (mean over seeds); kept only when the paired bootstrap 95% interval of
+      its per-user gain over weight 0 lies above 0, else weight 0;
+    - diversity: the largest of DIVERSITY_WEIGHTS whose validation NDCG@10 is at least that of
+      no re-ranking (diversity that costs no validation accuracy).
+    Neighbours come from the training interactions only."""
+    rows, vals = similar_items(train, item_emb.shape[0], neighbours)
+    L = models[0].cfg.max_history
+    base = [model_scores(m, train, served=False) for m in models]
+    ok = val >= 0
+
+    def per_user(r: Ranking) -> np.ndarray:
+        nd = []
+        for S in base:
+            sc = r.add_similar(S, train)
+            nd.append(ndcg_per_user(r.top_k(sc, train, item_emb, K), val))
+        return np.mean(nd, axis=0)
+
+    grid = {}
+    zero = per_user(Ranking(rows, vals, 0.0, 1.0, L))
+    best = (float(zero.mean()), 0.0, 1.0)
+    best_pu = zero
+    for d in SIMILAR_DECAYS:
+        for w in SIMILAR_WEIGHTS[1:]:
+            pu = per_user(Ranking(rows, vals, w, d, L))
+            grid[f"decay {d} weight {w}"] = float(pu.mean())
+            if pu.mean() > best[0]:
+                best, best_pu = (float(pu.mean()), w, d), pu
+    ci = paired_diff_ci(best_pu, zero, seed)
+    weight, decay = (best[1], best[2]) if ci["ci95"][0] > 0 else (0.0, 1.0)
+    chosen = Ranking(rows, vals, weight, decay, L, 0.0, candidates)
+    ref = float(per_user(chosen).mean())
+    div = {"0.0": ref}
+    diversity = 0.0
+    for lam in DIVERSITY_WEIGHTS[1:]:
+        v = float(per_user(Ranking(rows, vals, weight, decay, L, lam, candidates)).mean())
+        div[str(lam)] = v
+        if v >= ref:
+            diversity = lam
+    chosen.diversity = diversity
+    report = {"similar_items": {"neighbours": neighbours, "weight": weight, "decay": decay,
+                                "val_ndcg@10_without": float(zero.mean()),
+                                "val_ndcg@10_best": best[0], "best": {"weight": best[1], "decay": best[2]},
+                                "paired_gain_ci95": ci["ci95"], "grid_val_ndcg@10": grid},
+              "diversity": {"weight": diversity, "candidates": candidates, "grid_val_ndcg@10": div},
+              "validation_users": int(ok.sum()), "seeds": len(models)}
+    return chosen, report

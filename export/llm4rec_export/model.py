@@ -301,6 +301,9 @@ class Recommender(nn.Module):
         self.generator = Generator(cfg, self.items)
         self.adversary = (nn.Sequential(nn.Linear(cfg.dim, 64), nn.ReLU(), nn.Linear(64, n_groups))
                           if n_groups >= 2 else None)
+        # serving-time ranking terms (rank.Ranking), chosen on validation after training; None
+        # means logits (+ steering) and plain top k
+        self.ranking = None
 
     def content_table(self):
         """[V,D] item content embeddings as served (rows of padding/BOS are zero)."""

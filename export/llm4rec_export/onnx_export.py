@@ -9,7 +9,7 @@ import torch
 OPSET = 17
 
 _DT = {"float32": 1, "int64": 7, "bool": 9}
-_NP = {"float32": np.float32, "int64": np.int64, "bool": np.bool_}
+_NP = {"float32": np.float32, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
 
 
 def io_spec(name: str, dtype: str, shape: list) -> dict:

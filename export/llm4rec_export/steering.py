@@ -17,7 +17,6 @@ from . import audio as audio_mod
 from . import evaluate as ev
 from . import requests as rq
 from . import weights
-from .rank import top_k
 
 MAX_CATEGORIES = 8
 MAX_SHARE = 0.5
@@ -61,13 +60,13 @@ def spoken_embeddings(audio_model, phrases: list[str]) -> np.ndarray | None:
 def _tops(model, hists, mod=None, slot=None, k=10):
     """Top-k rows for each history, with mod [B,D] in modality slot `slot` (none: history only)."""
     if slot is None:
-        return top_k(ev.model_scores(model, hists), hists, k)
+        return ev.served_top_k(model, ev.model_scores(model, hists), hists, k)
     B = len(hists)
     me = np.zeros((B, model.cfg.n_modalities, mod.shape[-1]), dtype=np.float32)
     mm = np.zeros((B, model.cfg.n_modalities), dtype=np.float32)
     me[:, slot] = mod
     mm[:, slot] = 1.0
-    return top_k(ev.model_scores(model, hists, mod_emb=me, mod_mask=mm), hists, k)
+    return ev.served_top_k(model, ev.model_scores(model, hists, mod_emb=me, mod_mask=mm), hists, k)
 
 
 def steering_report(ds, sp, model, test_hist, embed_text, audio_model, n_users: int, seed: int,

@@ -21,6 +21,12 @@ Selection: validation NDCG@10 (history = training items, target = the validation
 `eval_every` epochs; training stops after `patience` evaluations without improvement and the
 best weights are kept.
 
+Checkpoints: with a checkpoint path, the whole training state (weights, optimiser, schedule,
+random generators, best weights, curve) is written after every evaluation, and a run started
+with the same path continues from it, reaching the same weights as an uninterrupted run; a
+finished run leaves its result there, so asking again returns it without training.
+`run_key` names a run by everything that determines it (configurations, data, RECIPE).
+
 IPS (optional, off by default): each target item i weighted by w_i = min(1 / p_i, w_max)
 renormalised to mean 1 over the training targets, p_i = ((n_i + smoothing) / (max_j n_j +
 smoothing)) ** power. Adversarial debiasing (optional, off by default): a gender classifier
@@ -29,9 +35,13 @@ reads user_state through a gradient-reversal layer.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -343,8 +353,10 @@ class Trainer:
         self.rng.shuffle(out)
         return out
 
-    def fit(self, evaluate=None, log=print, desc="train"):
-        """evaluate(model) -> validation NDCG@10; keeps the best state."""
+    def fit(self, evaluate=None, log=print, desc="train", checkpoint: Path | None = None, stop_after: int = 0):
+        """evaluate(model) -> validation NDCG@10; keeps the best state. checkpoint: see the module
+        doc. stop_after > 0 interrupts the run after that many epochs of this call (returns
+        None), as a stopped process would."""
         from tqdm import tqdm
 
         tc, model = self.t, self.model
@@ -360,9 +372,27 @@ class Trainer:
         warm = max(1, tc.warmup_epochs * per_epoch)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
         best, best_state, best_epoch, history, bad = -1.0, None, 0, [], 0
-        t0 = time.time()
-        bar = tqdm(range(tc.max_epochs), desc=desc, unit="epoch", leave=False)
+        start, spent = 0, 0.0
+        if checkpoint is not None and Path(checkpoint).is_file():
+            ck = torch.load(checkpoint, weights_only=False)
+            if ck.get("done"):
+                model.load_state_dict(ck["state"])
+                model.eval()
+                log(f"{desc}: finished run found at {checkpoint}")
+                return ck["log"]
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["opt"])
+            sched.load_state_dict(ck["sched"])
+            self.rng.bit_generator.state = ck["np_rng"]
+            torch.set_rng_state(ck["torch_rng"])
+            best, best_state, best_epoch, history, bad = ck["best"], ck["best_state"], ck["best_epoch"], ck["history"], ck["bad"]
+            start, spent = ck["epoch"], ck["seconds"]
+            log(f"{desc}: resuming after epoch {start} from {checkpoint}")
+        t0 = time.time() - spent
+        bar = tqdm(range(start, tc.max_epochs), desc=desc, unit="epoch", leave=False)
         for ep in bar:
+            if stop_after and ep - start >= stop_after:
+                return None
             model.train()
             tl = ta = 0.0
             nb = 0
@@ -395,16 +425,67 @@ class Trainer:
             bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items() if k not in ("epoch", "seconds")})
             if stop:
                 break
+            if checkpoint is not None and "val_ndcg@10" in rec:
+                save_checkpoint(checkpoint, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                   "np_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                                   "best": best, "best_state": best_state, "best_epoch": best_epoch,
+                                   "history": history, "bad": bad, "epoch": ep + 1,
+                                   "seconds": round(time.time() - t0, 1)})
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
         epochs = len(history)
         log(f"{desc}: {epochs} epochs in {time.time() - t0:.0f}s, best val NDCG@10 {best:.4f} at epoch {best_epoch}")
-        return {"history": history, "epochs": epochs, "best_epoch": best_epoch,
-                "best_val_ndcg@10": best, "seconds": round(time.time() - t0, 1)}
+        out = {"history": history, "epochs": epochs, "best_epoch": best_epoch,
+               "best_val_ndcg@10": best, "seconds": round(time.time() - t0, 1)}
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {"done": True, "state": model.state_dict(), "log": out})
+        return out
+
+
+def save_checkpoint(path: Path, obj: dict) -> None:
+    """Atomic: a stopped process leaves the previous checkpoint, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _arrays_digest(h, *arrays) -> None:
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        a = np.asarray(a)
+        if a.dtype.kind == "f":
+            a = np.round(a.astype(np.float64), 4)      # float noise below 1e-4 names the same run
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+
+
+def run_key(mc: ModelConfig, tc: TrainConfig, data: TrainData, n_groups: int, val: np.ndarray) -> str:
+    """A name for a training run: configurations, training data, requests, validation targets
+    and RECIPE."""
+    h = hashlib.sha256()
+    h.update(json.dumps([asdict(mc), asdict(tc), n_groups], sort_keys=True, default=str).encode())
+    h.update(np.array([len(s) for s in data.train], dtype=np.int64).tobytes())
+    _arrays_digest(h, np.concatenate(data.train) if data.train else np.zeros(0, np.int64), data.content,
+                   data.groups, data.counts, val)
+    rb = data.requests
+    if rb is not None:
+        _arrays_digest(h, rb.phrase_emb, rb.item_cat_phrases, rb.item_desc_phrases, rb.item_cats,
+                       rb.cat_image_items, rb.image_emb)
+    h.update(RECIPE.encode())
+    return h.hexdigest()[:32]
 
 
 NEG_LOGIT = -1e4
+
+# Part of every run's name (run_key): change it with any change to the model, the training loop,
+# the simulated requests or the validation rule that alters what a run produces, so checkpoints
+# of the old recipe are not reused.
+RECIPE = "2026-12-02.1"
 
 
 def _validation_ndcg(val_hist, val_targets):
@@ -414,29 +495,31 @@ def _validation_ndcg(val_hist, val_targets):
 
 
 def _train_one(job):
-    mc, tc, data, n_groups, val, desc, threads = job
+    mc, tc, data, n_groups, val, desc, threads, ck_dir = job
     import sys
 
     if threads:
         torch.set_num_threads(threads)
     tr = Trainer(mc, tc, data, n_groups)
+    ck = Path(ck_dir) / f"{run_key(mc, tc, data, n_groups, val)}.pt" if ck_dir else None
     lg = tr.fit(_validation_ndcg(data.train, val), log=lambda s: print(f"bundle: {s}", file=sys.stderr, flush=True),
-                desc=desc)
+                desc=desc, checkpoint=ck)
     return {k: v.detach().clone() for k, v in tr.model.state_dict().items()}, lg
 
 
-def train_runs(jobs: list[tuple], processes: int = 0, threads: int = 0) -> list[tuple[dict, dict]]:
+def train_runs(jobs: list[tuple], processes: int = 0, threads: int = 0,
+               checkpoints: Path | None = None) -> list[tuple[dict, dict]]:
     """Trains each (model config, train config, data, groups, validation targets, name) job and
     returns (best state, log) per job, in order. Jobs run in `processes` worker processes
     (default: one per core, at most one per job), each with `threads` torch threads (default:
-    cores / processes): these small models train faster side by side than with more threads each."""
+    cores / processes): these small models train faster side by side than with more threads each.
+    checkpoints: a folder where each run checkpoints and resumes (see the module doc)."""
     import multiprocessing as mp
-    import os
 
     cores = os.cpu_count() or 1
     processes = max(1, min(processes or cores, len(jobs)))
     threads = threads or max(1, cores // processes)
-    full = [j + (threads,) for j in jobs]
+    full = [j + (threads, str(checkpoints) if checkpoints else None) for j in jobs]
     if processes == 1:
         return [_train_one(j) for j in full]
     with mp.get_context("spawn").Pool(processes) as pool:

@@ -17,7 +17,7 @@ from llm4rec_export.bundle import BundleArgs, build
 def tiny_args(data, out, **kw):
     a = dict(data=str(data), out=str(out), max_epochs=2, eval_every=1, seeds=2, jobs=1, batch=16, dim_small=16, gen_layers=1, gen_heads=2,
              max_history=8, max_context=3, max_steps=6, image_epochs=1, image_width=8, audio_epochs=1,
-             audio_phrases=8, seed=1, threads=2)
+             audio_phrases=8, seed=1, threads=2, resume=False)
     a.update(kw)
     return BundleArgs(**a)
 
@@ -165,7 +165,8 @@ def test_generic_catalog_without_images_or_users(tmp_path, minilm):
     man = json.loads((out / "manifest.json").read_text())
     assert "untrained" in man["modalities"]["image"]
     assert man["training"]["adversary"] == "off"
-    assert set(man["metrics"]) == {"model", "model_with_category_query", "model_same_users_no_query"}
+    assert set(man["metrics"]) == {"model", "model_network_only", "model_with_category_query",
+                                   "model_same_users_no_query"}
     assert man["data"]["image_encoder_trained"] is False
     validate.validate(out)
     assert report["metrics"]["model"]["users"] == 12

@@ -104,3 +104,61 @@ def test_steering_report_on_a_small_catalog(tmp_path):
         assert all(0.0 <= x[k] <= 1.0 for k in ("none", "typed", "typed_no_history"))
     assert sum(r["by_category"][c]["none"] for c in cats) <= 1.0 + 1e-9   # one category per item here
     assert r["precision@10_typed"] == np.mean([r["by_category"][c]["typed"] for c in cats])
+
+
+def _tiny_run():
+    from llm4rec_export.train import TrainConfig, TrainData
+
+    rng = np.random.default_rng(1)
+    N, D = 25, 8
+    train = [rng.integers(0, N, size=n) for n in rng.integers(3, 15, size=12)]
+    content = rng.normal(size=(N, D)).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    mc = ModelConfig(dim=D, num_tokens=N + TOKEN_OFFSET, dim_small=8, fusion_layers=1, fusion_heads=2,
+                     max_history=8, max_context=2, n_modalities=3, gen_layers=1, gen_heads=2, max_steps=3,
+                     dropout=0.2)
+    tc = TrainConfig(max_epochs=6, batch=4, eval_every=2, patience=10, seed=3, use_requests=False)
+    val = np.array([int(s[-1]) for s in train])
+    return mc, tc, TrainData(train, content), val
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    from llm4rec_export.train import Trainer, _validation_ndcg, run_key
+
+    mc, tc, data, val = _tiny_run()
+    ev = _validation_ndcg(data.train, val)
+    quiet = lambda s: None
+    whole = Trainer(mc, tc, data, 0)
+    log_whole = whole.fit(ev, log=quiet)
+
+    ck = tmp_path / f"{run_key(mc, tc, data, 0, val)}.pt"
+    first = Trainer(mc, tc, data, 0)
+    assert first.fit(ev, log=quiet, checkpoint=ck, stop_after=3) is None   # stopped in epoch 4
+    assert ck.is_file()
+    resumed = Trainer(mc, tc, data, 0)
+    log_resumed = resumed.fit(ev, log=quiet, checkpoint=ck)
+    assert [r["val_ndcg@10"] for r in log_resumed["history"] if "val_ndcg@10" in r] == \
+           [r["val_ndcg@10"] for r in log_whole["history"] if "val_ndcg@10" in r]
+    for k, v in whole.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+    # a finished run is returned without training
+    again = Trainer(mc, tc, data, 0)
+    assert again.fit(None, log=quiet, checkpoint=ck)["best_epoch"] == log_whole["best_epoch"]
+    for k, v in whole.model.state_dict().items():
+        assert torch.equal(v, again.model.state_dict()[k]), k
+
+
+def test_run_key_names_what_determines_a_run():
+    from dataclasses import replace
+
+    from llm4rec_export.train import run_key
+
+    mc, tc, data, val = _tiny_run()
+    k = run_key(mc, tc, data, 0, val)
+    assert k == run_key(mc, tc, data, 0, val.copy())
+    assert k != run_key(mc, replace(tc, seed=4), data, 0, val)
+    assert k != run_key(replace(mc, dropout=0.1), tc, data, 0, val)
+    other = replace(data, train=[s.copy() for s in data.train])
+    other.train[0][0] = (other.train[0][0] + 1) % 25
+    assert k != run_key(mc, tc, other, 0, val)

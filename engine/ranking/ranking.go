@@ -1,0 +1,175 @@
+// Package ranking holds the serving-time ranking terms a bundle's export chose on validation
+// (docs/BUNDLE.md, "ranking"): the similar-items evidence added to the generator's logits and
+// the diversity re-ranking of the best candidates. The export's llm4rec_export/rank.py is the
+// reference; golden recommendations check that both agree.
+package ranking
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"os"
+)
+
+// Similar is each item's most similar items by training co-occurrence and how a history's
+// evidence for them enters the logits.
+type Similar struct {
+	rows    []int32   // [n, k] neighbour rows, -1 padding
+	weights []float32 // [n, k] similarities, 0 padding
+	n, k    int
+	// Weight multiplies the normalised evidence (0: the term is off).
+	Weight float64
+	// Decay is the factor per position back from the newest history item (newest: 1).
+	Decay float64
+	// MaxHistory is how many of the newest history items count.
+	MaxHistory int
+}
+
+// NewSimilar checks and keeps neighbour tables of n items with k neighbours each.
+func NewSimilar(rows []int32, weights []float32, n, k int, weight, decay float64, maxHistory int) (*Similar, error) {
+	if n <= 0 || k < 0 || len(rows) != n*k || len(weights) != n*k {
+		return nil, fmt.Errorf("ranking: similar items: %d rows and %d weights for %d items of %d neighbours", len(rows), len(weights), n, k)
+	}
+	if math.IsNaN(weight) || math.IsInf(weight, 0) || weight < 0 {
+		return nil, fmt.Errorf("ranking: similar items weight %v: want a finite value >= 0", weight)
+	}
+	if math.IsNaN(decay) || decay <= 0 || decay > 1 {
+		return nil, fmt.Errorf("ranking: similar items decay %v: want 0 < decay <= 1", decay)
+	}
+	if maxHistory <= 0 {
+		return nil, fmt.Errorf("ranking: similar items max_history %d: want > 0", maxHistory)
+	}
+	for i, r := range rows {
+		if r < -1 || int(r) >= n {
+			return nil, fmt.Errorf("ranking: similar items: neighbour %d of item %d is row %d, outside the catalog of %d", i%k, i/k, r, n)
+		}
+		w := weights[i]
+		if math.IsNaN(float64(w)) || math.IsInf(float64(w), 0) || w < 0 {
+			return nil, fmt.Errorf("ranking: similar items: weight %v of item %d is not a finite value >= 0", w, i/k)
+		}
+	}
+	return &Similar{rows: rows, weights: weights, n: n, k: k, Weight: weight, Decay: decay, MaxHistory: maxHistory}, nil
+}
+
+// Neighbours returns item row's neighbour rows and similarities (padding included).
+func (s *Similar) Neighbours(row int) ([]int32, []float32) {
+	return s.rows[row*s.k : (row+1)*s.k], s.weights[row*s.k : (row+1)*s.k]
+}
+
+// Evidence writes into dst (one value per item) the history's normalised evidence: for the
+// newest MaxHistory items h_1..h_m (oldest first), sum over t of Decay^(m-t) * sim(h_t, j)
+// over h_t's neighbours j, divided by its largest value (all zero when nothing is a
+// neighbour). Accumulated in float64, as the export does.
+func (s *Similar) Evidence(hist []int, dst []float64) {
+	clear(dst)
+	if len(hist) > s.MaxHistory {
+		hist = hist[len(hist)-s.MaxHistory:]
+	}
+	m := len(hist)
+	for t, h := range hist {
+		w := math.Pow(s.Decay, float64(m-1-t))
+		rows, sims := s.Neighbours(h)
+		for j, r := range rows {
+			if r >= 0 {
+				dst[r] += w * float64(sims[j])
+			}
+		}
+	}
+	mx := 0.0
+	for _, v := range dst {
+		mx = max(mx, v)
+	}
+	if mx > 0 {
+		for i := range dst {
+			dst[i] /= mx
+		}
+	}
+}
+
+// Add adds Weight times the history's evidence to logits (one per item); nothing when Weight
+// is 0 or the history is empty.
+func (s *Similar) Add(logits []float32, hist []int) {
+	if s == nil || s.Weight == 0 || len(hist) == 0 {
+		return
+	}
+	ev := make([]float64, s.n)
+	s.Evidence(hist, ev)
+	for i, v := range ev {
+		if v != 0 {
+			logits[i] = float32(float64(logits[i]) + s.Weight*v)
+		}
+	}
+}
+
+// Diversify re-ranks candidates (item rows, best first by score) by maximal marginal
+// relevance and returns the first k: each pick is the candidate with the highest
+// score - lambda * (its largest dot product with an item already picked; 0 for the first),
+// ties by candidate order. emb holds unit item embeddings [n, dim].
+func Diversify(candidates []int, score []float32, emb []float32, dim int, lambda float64, k int) []int {
+	k = min(k, len(candidates))
+	near := make([]float64, len(candidates))
+	taken := make([]bool, len(candidates))
+	out := make([]int, 0, k)
+	for len(out) < k {
+		best, bestV := -1, math.Inf(-1)
+		for i, r := range candidates {
+			if taken[i] {
+				continue
+			}
+			if v := float64(score[r]) - lambda*near[i]; v > bestV {
+				best, bestV = i, v
+			}
+		}
+		if best < 0 {
+			break
+		}
+		taken[best] = true
+		p := candidates[best]
+		out = append(out, p)
+		pe := emb[p*dim : (p+1)*dim]
+		for i, r := range candidates {
+			if taken[i] {
+				continue
+			}
+			var d float64
+			for j, x := range emb[r*dim : (r+1)*dim] {
+				d += float64(x) * float64(pe[j])
+			}
+			if len(out) == 1 || d > near[i] {
+				near[i] = d
+			}
+		}
+	}
+	return out
+}
+
+// ReadInt32s reads exactly n little-endian int32 values from path.
+func ReadInt32s(path string, n int) ([]int32, error) {
+	out := make([]int32, n)
+	return out, readExact(path, out, n)
+}
+
+// ReadFloat32s reads exactly n little-endian float32 values from path.
+func ReadFloat32s(path string, n int) ([]float32, error) {
+	out := make([]float32, n)
+	return out, readExact(path, out, n)
+}
+
+func readExact(path string, dst any, n int) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("ranking: %w", err)
+	}
+	defer f.Close()
+	if err := binary.Read(bufio.NewReader(f), binary.LittleEndian, dst); err != nil {
+		return fmt.Errorf("ranking: %s: want %d values: %w", path, n, err)
+	}
+	if _, err := f.Seek(0, io.SeekEnd); err == nil {
+		if st, err := f.Stat(); err == nil && st.Size() != int64(4*n) {
+			return fmt.Errorf("ranking: %s: %d bytes, want %d (%d values)", path, st.Size(), 4*n, n)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,112 @@
+package ranking
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// 4 items, 2 neighbours each.
+func testSimilar(t *testing.T, weight, decay float64, maxHistory int) *Similar {
+	t.Helper()
+	rows := []int32{1, 2, 0, -1, 3, 0, 2, -1}
+	sims := []float32{0.5, 0.25, 0.5, 0, 1, 0.25, 1, 0}
+	s, err := NewSimilar(rows, sims, 4, 2, weight, decay, maxHistory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestEvidenceWeighsNewerItemsAndNormalises(t *testing.T) {
+	s := testSimilar(t, 1, 0.5, 10)
+	ev := make([]float64, 4)
+	// history 0 (older, weight 0.5) then 2 (newest, weight 1):
+	// item 1: 0.5*0.5 = 0.25; item 2: 0.5*0.25 = 0.125; item 3: 1*1 = 1; item 0: 1*0.25 = 0.25
+	s.Evidence([]int{0, 2}, ev)
+	want := []float64{0.25, 0.25, 0.125, 1}
+	for i := range want {
+		if math.Abs(ev[i]-want[i]) > 1e-12 {
+			t.Fatalf("evidence %v, want %v", ev, want)
+		}
+	}
+	// only the newest MaxHistory items count
+	s.MaxHistory = 1
+	s.Evidence([]int{0, 2}, ev)
+	if ev[1] != 0 || ev[3] != 1 {
+		t.Fatalf("with max history 1: %v", ev)
+	}
+}
+
+func TestAddLeavesLogitsAloneWithoutHistoryOrWeight(t *testing.T) {
+	logits := []float32{1, 2, 3, 4}
+	testSimilar(t, 0, 1, 10).Add(logits, []int{0})
+	testSimilar(t, 2, 1, 10).Add(logits, nil)
+	var none *Similar
+	none.Add(logits, []int{0})
+	if !slices.Equal(logits, []float32{1, 2, 3, 4}) {
+		t.Fatalf("logits changed: %v", logits)
+	}
+	testSimilar(t, 2, 1, 10).Add(logits, []int{1}) // item 1's neighbour: 0 (0.5) -> normalised 1
+	if !slices.Equal(logits, []float32{3, 2, 3, 4}) {
+		t.Fatalf("logits %v, want item 0 raised by 2", logits)
+	}
+}
+
+func TestNewSimilarRefusesBadTables(t *testing.T) {
+	for name, c := range map[string]struct {
+		rows   []int32
+		sims   []float32
+		w, d   float64
+		maxH   int
+		errHas string
+	}{
+		"row outside":  {[]int32{1, 4}, []float32{1, 1}, 1, 1, 5, "outside the catalog"},
+		"nan weight":   {[]int32{1, 0}, []float32{float32(math.NaN()), 1}, 1, 1, 5, "finite"},
+		"short":        {[]int32{1}, []float32{1, 1}, 1, 1, 5, "rows"},
+		"zero decay":   {[]int32{1, 0}, []float32{1, 1}, 1, 0, 5, "decay"},
+		"neg weight":   {[]int32{1, 0}, []float32{1, 1}, -1, 1, 5, "weight"},
+		"no history":   {[]int32{1, 0}, []float32{1, 1}, 1, 1, 0, "max_history"},
+		"decay over 1": {[]int32{1, 0}, []float32{1, 1}, 1, 1.5, 5, "decay"},
+	} {
+		_, err := NewSimilar(c.rows, c.sims, 2, 1, c.w, c.d, c.maxH)
+		if err == nil || !strings.Contains(err.Error(), c.errHas) {
+			t.Errorf("%s: error %v, want one mentioning %q", name, err, c.errHas)
+		}
+	}
+}
+
+func TestDiversifyPushesNearDuplicatesDown(t *testing.T) {
+	// items 0 and 1 point the same way, 2 is orthogonal
+	emb := []float32{1, 0, 1, 0, 0, 1}
+	score := []float32{3, 2.9, 2}
+	if got := Diversify([]int{0, 1, 2}, score, emb, 2, 0, 2); !slices.Equal(got, []int{0, 1}) {
+		t.Fatalf("lambda 0: %v, want the plain order", got)
+	}
+	if got := Diversify([]int{0, 1, 2}, score, emb, 2, 1, 3); !slices.Equal(got, []int{0, 2, 1}) {
+		t.Fatalf("lambda 1: %v, want the orthogonal item second", got)
+	}
+	if got := Diversify([]int{0, 1}, score, emb, 2, 1, 5); len(got) != 2 {
+		t.Fatalf("k beyond the candidates: %v", got)
+	}
+}
+
+func TestReadExactRefusesWrongSizes(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "a.i32")
+	if err := os.WriteFile(p, make([]byte, 12), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadInt32s(p, 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadInt32s(p, 4); err == nil {
+		t.Fatal("short file accepted")
+	}
+	if _, err := ReadFloat32s(p, 2); err == nil {
+		t.Fatal("long file accepted")
+	}
+}
