@@ -37,6 +37,15 @@ type Config struct {
 	// MaxBodyBytes bounds a request body (default 16 MiB: a base64 image or WAV of the default
 	// limits fits, a larger body is refused with 413 before it is read).
 	MaxBodyBytes int `json:"max_body_bytes" env:"LLM4REC_MAX_BODY_BYTES" flag:"max-body-bytes"`
+	// MaxBodyMemory bounds the request bodies held at once, server-wide (default 64 MiB): a
+	// body is read only after its request is authorized, and only when its declared length
+	// (MaxBodyBytes for a chunked body) fits in what is left; otherwise 503 with Retry-After at
+	// once, before any of it is read.
+	MaxBodyMemory int64 `json:"max_body_memory" env:"LLM4REC_MAX_BODY_MEMORY"`
+	// MaxConns bounds open connections (default 1024) and MaxConnsPerIP those from one client
+	// address (default 256); connections beyond either are refused at once.
+	MaxConns      int `json:"max_conns" env:"LLM4REC_MAX_CONNS"`
+	MaxConnsPerIP int `json:"max_conns_per_ip" env:"LLM4REC_MAX_CONNS_PER_IP"`
 	// MaxJSONDepth bounds JSON nesting (default 16).
 	MaxJSONDepth int `json:"max_json_depth" env:"LLM4REC_MAX_JSON_DEPTH"`
 	// MaxHistory bounds the history ids of one request (default 1000).
@@ -91,7 +100,8 @@ type Config struct {
 func Defaults() Config {
 	t, f := true, true
 	return Config{Addr: "127.0.0.1:8080", Bundle: "models/movielens-100k/1", DataDir: "data", Provider: "auto",
-		OpenHealth: &t, MaxBodyBytes: 16 << 20, MaxJSONDepth: 16, MaxHistory: 1000, MaxK: 100,
+		OpenHealth: &t, MaxBodyBytes: 16 << 20, MaxBodyMemory: 64 << 20, MaxConns: 1024, MaxConnsPerIP: 256,
+		MaxJSONDepth: 16, MaxHistory: 1000, MaxK: 100,
 		MaxFeedbackBatch: 1000, MaxImageBytes: 8 << 20, MaxAudioBytes: 8 << 20,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
 		RequestTimeout: 5 * time.Second, MaxInFlight: 256, ShutdownTimeout: 20 * time.Second,
@@ -116,6 +126,12 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.MaxBodyBytes < 1024 {
 		errs = append(errs, fmt.Errorf("max_body_bytes %d: at least 1024", c.MaxBodyBytes))
+	}
+	if c.MaxBodyMemory < int64(c.MaxBodyBytes) {
+		errs = append(errs, fmt.Errorf("max_body_memory %d: at least max_body_bytes (%d)", c.MaxBodyMemory, c.MaxBodyBytes))
+	}
+	if c.MaxConns < 1 || c.MaxConnsPerIP < 1 {
+		errs = append(errs, errors.New("max_conns and max_conns_per_ip must be positive"))
 	}
 	if c.MaxInFlight < 1 || c.MaxHistory < 1 || c.MaxK < 1 || c.MaxFeedbackBatch < 1 || c.MaxJSONDepth < 2 {
 		errs = append(errs, errors.New("limits must be positive"))

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"runtime/debug"
 	"strings"
@@ -166,9 +167,56 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, err)
 		return
 	}
+	release, err := s.readBody(ctx)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	defer release()
 	if err := r.fn(ctx); err != nil {
 		writeError(ctx, err)
 	}
+}
+
+// readBody reads an authorized request's body into memory within the server-wide body budget
+// (Config.MaxBodyMemory): the declared length (MaxBodyBytes when chunked) is reserved first, or
+// the request is answered 503 at once with nothing read; release returns the reservation when
+// the handler is done with the body. fasthttp streams bodies (Server.StreamRequestBody), so
+// nothing beyond its first few kilobytes is held before this runs.
+func (s *Server) readBody(ctx *fasthttp.RequestCtx) (release func(), err error) {
+	if declared := ctx.Request.Header.Peek(bodyRefusedHeader); declared != nil {
+		ctx.SetConnectionClose()
+		return nil, &apiError{status: 413, code: "too_large", msg: fmt.Sprintf("request body of %s bytes exceeds the limit of %d bytes", declared, s.cfg.MaxBodyBytes)}
+	}
+	n := ctx.Request.Header.ContentLength()
+	stream := ctx.RequestBodyStream()
+	if n == 0 || stream == nil {
+		return func() {}, nil
+	}
+	want := int64(n)
+	if n < 0 || n > s.cfg.MaxBodyBytes {
+		want = int64(s.cfg.MaxBodyBytes) // chunked: at most the limit is read
+	}
+	if n > s.cfg.MaxBodyBytes {
+		return nil, &apiError{status: 413, code: "too_large", msg: fmt.Sprintf("request body of %d bytes exceeds the limit of %d bytes", n, s.cfg.MaxBodyBytes)}
+	}
+	if !s.bodies.TryAcquire(want) {
+		s.m.bodyRefused.Inc()
+		return nil, &apiError{status: 503, code: "busy", retryAfter: 1,
+			msg: fmt.Sprintf("request bodies in flight fill the server's body memory budget of %d bytes: retry", s.cfg.MaxBodyMemory)}
+	}
+	release = func() { s.bodies.Release(want) }
+	body, err := io.ReadAll(io.LimitReader(stream, int64(s.cfg.MaxBodyBytes)+1))
+	if err != nil {
+		release()
+		return nil, readError(err, s.cfg)
+	}
+	if len(body) > s.cfg.MaxBodyBytes {
+		release()
+		return nil, &apiError{status: 413, code: "too_large", msg: fmt.Sprintf("request body exceeds the limit of %d bytes", s.cfg.MaxBodyBytes)}
+	}
+	ctx.Request.SetBodyRaw(body)
+	return release, nil
 }
 
 // authorize checks the bearer key in constant time: 401 without a valid key, 403 with a valid

@@ -20,6 +20,8 @@ type metrics struct {
 	reloads     *prometheus.CounterVec
 	// snapshotErrors counts learner snapshots that could not be read or decoded.
 	snapshotErrors prometheus.Counter
+	// bodyRefused counts requests answered 503 because the body memory budget was full.
+	bodyRefused prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -38,7 +40,9 @@ func newMetrics(s *Server) *metrics {
 		Help: "Model reloads by result."}, []string{"result"})
 	m.snapshotErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "llm4rec_online_snapshot_errors_total",
 		Help: "Online learner snapshots that could not be read or decoded at start-up or reload (the learner then started fresh)."})
-	m.reg.MustRegister(m.requests, m.latency, m.batchSize, m.runSeconds, m.feedbackAck, m.reloads, m.snapshotErrors)
+	m.bodyRefused = prometheus.NewCounter(prometheus.CounterOpts{Name: "llm4rec_http_body_budget_refused_total",
+		Help: "Requests refused (503) because the request bodies in flight filled the body memory budget."})
+	m.reg.MustRegister(m.requests, m.latency, m.batchSize, m.runSeconds, m.feedbackAck, m.reloads, m.snapshotErrors, m.bodyRefused)
 	for _, g := range []string{"text_encoder", "image_encoder", "audio_encoder", "fusion", "generator"} {
 		g := g
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llm4rec_batch_queue_depth",

@@ -8,11 +8,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/llm4rec/llm4rec/engine/batch"
 	"github.com/llm4rec/llm4rec/engine/online"
@@ -36,7 +38,8 @@ type Server struct {
 
 	engines  holder
 	reloadMu sync.Mutex
-	slots    chan struct{} // MaxInFlight semaphore
+	slots    chan struct{}       // MaxInFlight semaphore
+	bodies   *semaphore.Weighted // MaxBodyMemory: bytes of request bodies held at once
 	ready    atomic.Bool
 	stopping atomic.Bool
 
@@ -67,7 +70,8 @@ func NewWithBackend(cfg Config, backend Backend, logger *slog.Logger) (*Server, 
 		logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: logger, backend: backend, live: live.New(popularity.Config{}),
-		slots: make(chan struct{}, cfg.MaxInFlight), followWake: make(chan struct{}, 1), followStop: make(chan struct{})}
+		bodies: semaphore.NewWeighted(cfg.MaxBodyMemory),
+		slots:  make(chan struct{}, cfg.MaxInFlight), followWake: make(chan struct{}, 1), followStop: make(chan struct{})}
 	s.m = newMetrics(s)
 	s.router = s.routes()
 	if cfg.APIKey == "" && cfg.AdminKey == "" {
@@ -92,12 +96,19 @@ func NewWithBackend(cfg Config, backend Backend, logger *slog.Logger) (*Server, 
 	s.followWG.Add(1)
 	go s.follow()
 	s.http = &fasthttp.Server{
-		Handler:                       s.handle,
-		Name:                          "llm4rec",
-		ReadTimeout:                   cfg.ReadTimeout,
-		WriteTimeout:                  cfg.WriteTimeout,
-		IdleTimeout:                   cfg.IdleTimeout,
-		MaxRequestBodySize:            cfg.MaxBodyBytes,
+		Handler:            s.handle,
+		Name:               "llm4rec",
+		ReadTimeout:        cfg.ReadTimeout,
+		WriteTimeout:       cfg.WriteTimeout,
+		IdleTimeout:        cfg.IdleTimeout,
+		MaxRequestBodySize: cfg.MaxBodyBytes,
+		// bodies are read by the handler after authorization, within the body memory budget
+		// (readBody); fasthttp would otherwise allocate a body's declared length before any
+		// handler runs
+		StreamRequestBody:             true,
+		HeaderReceived:                refuseDeclaredTooLarge(cfg.MaxBodyBytes),
+		Concurrency:                   cfg.MaxConns,
+		MaxConnsPerIP:                 cfg.MaxConnsPerIP,
 		ReadBufferSize:                readBufferSize,
 		DisableHeaderNamesNormalizing: false,
 		NoDefaultServerHeader:         true,
@@ -109,6 +120,26 @@ func NewWithBackend(cfg Config, backend Backend, logger *slog.Logger) (*Server, 
 	}
 	s.ready.Store(true)
 	return s, nil
+}
+
+// bodyRefusedHeader marks, inside the server only, a request whose declared Content-Length
+// exceeded MaxBodyBytes (refuseDeclaredTooLarge); a client's own copy is removed first.
+const bodyRefusedHeader = "X-Llm4rec-Declared-Too-Large"
+
+// refuseDeclaredTooLarge runs on every request head: a body declared larger than max is never
+// read (fasthttp would read its first kilobytes before any handler when streaming bodies, so a
+// client sending only the head would wait for the read timeout); the request reaches the
+// handler with no body, marked, is answered 413 and its connection closed.
+func refuseDeclaredTooLarge(max int) func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+	return func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+		h.Del(bodyRefusedHeader)
+		if n := h.ContentLength(); n > max {
+			h.Set(bodyRefusedHeader, strconv.Itoa(n))
+			h.SetContentLength(0)
+			h.SetConnectionClose()
+		}
+		return fasthttp.RequestConfig{}
+	}
 }
 
 // readError is the answer to an error met while reading a request, before any handler.

@@ -472,7 +472,10 @@ def build(a: BundleArgs) -> dict:
                               else "off"),
                 "item_embeddings": f"normalise(text + {a.image_mix} * image), fixed; items also have a learned "
                                    f"ID embedding inside the graphs",
-                "where": f"{platform.machine()} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads"}
+                "where": f"{platform.machine()} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads",
+                "run_seconds": {f"{v} seed {sd}": lg["seconds"] for v, runs_v in trained.items() for sd, _, lg in runs_v},
+                "runs_from_checkpoint": sum(bool(lg.get("reused_checkpoint")) for runs_v in trained.values()
+                                            for _, _, lg in runs_v)}
     report = {"name": name, "version": a.version, "data": {"name": ds.name, "fingerprint": fp, "users": len(ds.users),
                                                            "items": N, "interactions": ds.n_interactions},
               "protocol": "leave-one-out by time, full ranking minus the user's history, k=10",

@@ -379,7 +379,7 @@ class Trainer:
                 model.load_state_dict(ck["state"])
                 model.eval()
                 log(f"{desc}: finished run found at {checkpoint}")
-                return ck["log"]
+                return dict(ck["log"], reused_checkpoint=True)
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["opt"])
             sched.load_state_dict(ck["sched"])
