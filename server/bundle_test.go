@@ -7,7 +7,9 @@ package server
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"slices"
@@ -158,6 +160,19 @@ func TestBundleRequestErrors(t *testing.T) {
 		if r := ts.do("POST", "/v1/recommend", "", c.body); r.status != 400 || r.errCode() != "bad_request" {
 			t.Errorf("%s: %d %s, want 400 bad_request", c.name, r.status, r.raw)
 		}
+	}
+	// a 6000x5999 16-bit RGBA PNG is under the pixel limit, but decoding it would take about
+	// 430 MiB: refused from its header, before any decoding
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr[0:], 6000)
+	binary.BigEndian.PutUint32(ihdr[4:], 5999)
+	ihdr[8], ihdr[9] = 16, 6
+	chunk := append([]byte("IHDR"), ihdr...)
+	png := binary.BigEndian.AppendUint32([]byte("\x89PNG\r\n\x1a\n"), 13)
+	png = binary.BigEndian.AppendUint32(append(png, chunk...), crc32.ChecksumIEEE(chunk))
+	r := ts.do("POST", "/v1/recommend", "", map[string]any{"image": base64.StdEncoding.EncodeToString(png)})
+	if r.status != 413 || r.errCode() != "too_large" || !strings.Contains(string(r.raw), "MiB") {
+		t.Errorf("16-bit 6000x5999 PNG: %d %s, want 413 naming the decode memory", r.status, r.raw)
 	}
 }
 

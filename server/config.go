@@ -57,6 +57,10 @@ type Config struct {
 	// MaxImageBytes and MaxAudioBytes bound decoded media (defaults 8 MiB and 8 MiB).
 	MaxImageBytes int `json:"max_image_bytes" env:"LLM4REC_MAX_IMAGE_BYTES"`
 	MaxAudioBytes int `json:"max_audio_bytes" env:"LLM4REC_MAX_AUDIO_BYTES"`
+	// MaxDecodeMemory bounds the memory of all image and WAV decodes at once (default 512
+	// MiB; one image may take at most 256 MiB, judged from its header: bit depth and channels
+	// counted); a request waits for room within its deadline (504 past it).
+	MaxDecodeMemory int64 `json:"max_decode_memory" env:"LLM4REC_MAX_DECODE_MEMORY"`
 
 	// ReadTimeout, WriteTimeout and IdleTimeout bound a connection's phases (defaults 10s,
 	// 10s, 60s): a slow client cannot hold a worker.
@@ -102,7 +106,7 @@ func Defaults() Config {
 	return Config{Addr: "127.0.0.1:8080", Bundle: "models/movielens-100k/1", DataDir: "data", Provider: "auto",
 		OpenHealth: &t, MaxBodyBytes: 16 << 20, MaxBodyMemory: 64 << 20, MaxConns: 1024, MaxConnsPerIP: 256,
 		MaxJSONDepth: 16, MaxHistory: 1000, MaxK: 100,
-		MaxFeedbackBatch: 1000, MaxImageBytes: 8 << 20, MaxAudioBytes: 8 << 20,
+		MaxFeedbackBatch: 1000, MaxImageBytes: 8 << 20, MaxAudioBytes: 8 << 20, MaxDecodeMemory: 512 << 20,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
 		RequestTimeout: 5 * time.Second, MaxInFlight: 256, ShutdownTimeout: 20 * time.Second,
 		BatchMaxSize: 64, BatchMaxWaitMicros: 500, BatchQueue: 1024, OnlineLearning: &f,

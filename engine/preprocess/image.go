@@ -27,6 +27,8 @@ const (
 	DefaultMaxImagePixels = 40_000_000
 	// DefaultMaxImageBytes (20 MiB) bounds the encoded upload.
 	DefaultMaxImageBytes = 20 << 20
+	// DefaultMaxImageDecodeBytes bounds the memory one image's decode may allocate.
+	DefaultMaxImageDecodeBytes = 256 << 20
 )
 
 // ImageNetMean and ImageNetStd are the default per-channel (R, G, B)
@@ -58,6 +60,10 @@ type ImageConfig struct {
 	MaxPixels int
 	// MaxBytes bounds the encoded input; default 20 MiB.
 	MaxBytes int
+	// MaxDecodeBytes bounds the memory a decode may allocate, estimated from the header before
+	// decoding (DecodeBytes: pixels times the decoded format's bytes per pixel, bit depth and
+	// channels counted, plus the RGB copy formats with alpha need); default 256 MiB.
+	MaxDecodeBytes int64
 }
 
 // withDefaults returns c with every zero field replaced by its default.
@@ -80,6 +86,9 @@ func (c ImageConfig) withDefaults() ImageConfig {
 	if c.MaxBytes == 0 {
 		c.MaxBytes = DefaultMaxImageBytes
 	}
+	if c.MaxDecodeBytes == 0 {
+		c.MaxDecodeBytes = DefaultMaxImageDecodeBytes
+	}
 	return c
 }
 
@@ -89,7 +98,7 @@ func (c ImageConfig) Validate() error {
 	switch {
 	case c.Size < 1 || c.Size > 4096:
 		return fmt.Errorf("%w: image size %d outside 1..4096", ErrConfig, c.Size)
-	case c.MaxWidth < 1 || c.MaxHeight < 1 || c.MaxPixels < 1 || c.MaxBytes < 1:
+	case c.MaxWidth < 1 || c.MaxHeight < 1 || c.MaxPixels < 1 || c.MaxBytes < 1 || c.MaxDecodeBytes < 1:
 		return fmt.Errorf("%w: image limits must be positive", ErrConfig)
 	}
 	for i, s := range c.Std {
@@ -197,15 +206,59 @@ func imageFormat(data []byte) string {
 	return ""
 }
 
-// decode checks format and limits, then decodes the image. The limits on
-// the declared dimensions are enforced from the header alone
-// (DecodeConfig), before the decoder allocates the pixel buffer.
-func (c ImageConfig) decode(data []byte) (image.Image, error) {
+// DecodeBytes reads only the image's header and returns the memory its decode would allocate
+// (see decodeBytes), or the error decoding it would meet first for its format, header or
+// limits (MaxBytes, MaxWidth, MaxHeight, MaxPixels, MaxDecodeBytes).
+func (c ImageConfig) DecodeBytes(data []byte) (int64, error) {
+	c = c.withDefaults()
+	_, cfg, _, err := c.header(data)
+	if err != nil {
+		return 0, err
+	}
+	return decodeBytes(cfg, c.Size), nil
+}
+
+// decodeBytes estimates the peak allocation of decoding and resizing an image: its pixels at
+// the decoder's bytes per pixel (1 gray or paletted, 2 gray16, 3 YCbCr 4:4:4 at most, 4 RGBA,
+// NRGBA or CMYK, 8 for 16-bit RGBA), plus a 4-byte NRGBA copy for formats with alpha that are
+// not converted in place (toRGB), plus the resize's intermediate (the long side times Size,
+// NRGBA).
+func decodeBytes(cfg image.Config, size int) int64 {
+	px := int64(cfg.Width) * int64(cfg.Height)
+	var bpp, copyBpp int64
+	switch cfg.ColorModel {
+	case color.GrayModel:
+		bpp = 1
+	case color.Gray16Model:
+		bpp = 2
+	case color.YCbCrModel:
+		bpp = 3
+	case color.NRGBAModel, color.CMYKModel:
+		bpp = 4
+	case color.RGBAModel:
+		bpp, copyBpp = 4, 4
+	case color.RGBA64Model, color.NRGBA64Model:
+		bpp, copyBpp = 8, 4
+	default:
+		if _, ok := cfg.ColorModel.(color.Palette); ok {
+			bpp = 1
+		} else {
+			bpp, copyBpp = 8, 4 // unknown: the widest
+		}
+	}
+	long := int64(max(cfg.Width, cfg.Height))
+	return px*(bpp+copyBpp) + 4*long*int64(size)
+}
+
+// header checks format and limits from the image's header alone (DecodeConfig), before the
+// decoder allocates anything, and returns the decoder to use.
+func (c ImageConfig) header(data []byte) (string, image.Config, func([]byte) (image.Image, error), error) {
+	var none image.Config
 	if len(data) == 0 {
-		return nil, fmt.Errorf("%w: no image data", ErrEmptyInput)
+		return "", none, nil, fmt.Errorf("%w: no image data", ErrEmptyInput)
 	}
 	if len(data) > c.MaxBytes {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrImageTooLarge, len(data), c.MaxBytes)
+		return "", none, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrImageTooLarge, len(data), c.MaxBytes)
 	}
 	format := imageFormat(data)
 	var (
@@ -221,25 +274,36 @@ func (c ImageConfig) decode(data []byte) (image.Image, error) {
 		decodeImage = func(b []byte) (image.Image, error) { return png.Decode(bytes.NewReader(b)) }
 	case "":
 		n := min(len(data), 8)
-		return nil, fmt.Errorf("%w: unrecognised data starting % x (jpeg and png are accepted)", ErrImageFormat, data[:n])
+		return "", none, nil, fmt.Errorf("%w: unrecognised data starting % x (jpeg and png are accepted)", ErrImageFormat, data[:n])
 	default:
-		return nil, fmt.Errorf("%w: %s (jpeg and png are accepted)", ErrImageFormat, format)
+		return "", none, nil, fmt.Errorf("%w: %s (jpeg and png are accepted)", ErrImageFormat, format)
 	}
 
 	cfg, err := decodeConfig(data)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s header: %w", ErrImageDecode, format, err)
+		return "", none, nil, fmt.Errorf("%w: %s header: %w", ErrImageDecode, format, err)
 	}
 	if cfg.Width < 1 || cfg.Height < 1 {
-		return nil, fmt.Errorf("%w: %s has empty dimensions %dx%d", ErrImageDecode, format, cfg.Width, cfg.Height)
+		return "", none, nil, fmt.Errorf("%w: %s has empty dimensions %dx%d", ErrImageDecode, format, cfg.Width, cfg.Height)
 	}
 	if cfg.Width > c.MaxWidth || cfg.Height > c.MaxHeight {
-		return nil, fmt.Errorf("%w: %s is %dx%d, limit %dx%d", ErrImageTooLarge, format, cfg.Width, cfg.Height, c.MaxWidth, c.MaxHeight)
+		return "", none, nil, fmt.Errorf("%w: %s is %dx%d, limit %dx%d", ErrImageTooLarge, format, cfg.Width, cfg.Height, c.MaxWidth, c.MaxHeight)
 	}
 	if px := int64(cfg.Width) * int64(cfg.Height); px > int64(c.MaxPixels) {
-		return nil, fmt.Errorf("%w: %s is %dx%d = %d pixels, limit %d", ErrImageTooLarge, format, cfg.Width, cfg.Height, px, c.MaxPixels)
+		return "", none, nil, fmt.Errorf("%w: %s is %dx%d = %d pixels, limit %d", ErrImageTooLarge, format, cfg.Width, cfg.Height, px, c.MaxPixels)
 	}
+	if need := decodeBytes(cfg, c.Size); need > c.MaxDecodeBytes {
+		return "", none, nil, fmt.Errorf("%w: decoding the %dx%d %s would allocate about %d MiB, limit %d MiB", ErrImageTooLarge, cfg.Width, cfg.Height, format, need>>20, c.MaxDecodeBytes>>20)
+	}
+	return format, cfg, decodeImage, nil
+}
 
+// decode checks format and limits (header), then decodes the image.
+func (c ImageConfig) decode(data []byte) (image.Image, error) {
+	format, cfg, decodeImage, err := c.header(data)
+	if err != nil {
+		return nil, err
+	}
 	img, err := decodeImage(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrImageDecode, format, err)

@@ -2,6 +2,7 @@ package preprocess
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"image"
 	"image/color"
@@ -102,7 +103,7 @@ func TestImageBufferSize(t *testing.T) {
 
 func TestImageConfigDefaults(t *testing.T) {
 	c := ImageConfig{}.withDefaults()
-	want := ImageConfig{Size: 224, Mean: ImageNetMean, Std: ImageNetStd, MaxWidth: 8192, MaxHeight: 8192, MaxPixels: 40_000_000, MaxBytes: 20 << 20}
+	want := ImageConfig{Size: 224, Mean: ImageNetMean, Std: ImageNetStd, MaxWidth: 8192, MaxHeight: 8192, MaxPixels: 40_000_000, MaxBytes: 20 << 20, MaxDecodeBytes: 256 << 20}
 	if c != want {
 		t.Errorf("defaults = %+v, want %+v", c, want)
 	}
@@ -356,5 +357,53 @@ func TestImageFormatNames(t *testing.T) {
 		if got := imageFormat([]byte(data)); got != want {
 			t.Errorf("imageFormat(%q) = %q, want %q", data, got, want)
 		}
+	}
+}
+
+// pngHeaderTyped is pngHeader with a chosen bit depth and colour type.
+func pngHeaderTyped(w, h uint32, depth, colorType byte) []byte {
+	var b bytes.Buffer
+	b.WriteString("\x89PNG\r\n\x1a\n")
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr[0:4], w)
+	binary.BigEndian.PutUint32(ihdr[4:8], h)
+	ihdr[8], ihdr[9] = depth, colorType
+	writePNGChunk(&b, "IHDR", ihdr)
+	return b.Bytes()
+}
+
+// The memory a decode would allocate is judged from the header, bit depth and channels
+// counted: a 6000x5999 16-bit RGBA PNG (36 megapixels, under the pixel limit) is refused
+// before any decoding, the same dimensions in 8-bit gray are not.
+func TestDecodeBytesCountsBitDepthAndChannels(t *testing.T) {
+	var c ImageConfig
+	big := pngHeaderTyped(6000, 5999, 16, 6)
+	if _, err := c.DecodeBytes(big); !errors.Is(err, ErrImageTooLarge) || !strings.Contains(err.Error(), "MiB") {
+		t.Fatalf("16-bit RGBA 6000x5999: %v, want ErrImageTooLarge naming the memory", err)
+	}
+	if _, err := c.AppendPixels(nil, big); !errors.Is(err, ErrImageTooLarge) {
+		t.Fatalf("decoding it: %v, want ErrImageTooLarge before decoding", err)
+	}
+	gray := pngHeaderTyped(6000, 5999, 8, 0)
+	n, err := c.DecodeBytes(gray)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(6000*5999) + 4*6000*224; n != want {
+		t.Fatalf("8-bit gray: %d bytes, want %d", n, want)
+	}
+	rgba8, _ := c.DecodeBytes(pngHeaderTyped(1000, 1000, 8, 6))
+	rgba16, _ := c.DecodeBytes(pngHeaderTyped(1000, 1000, 16, 6))
+	// 8-bit RGBA decodes to NRGBA (4 bytes, alpha dropped in place); 16-bit to NRGBA64 (8
+	// bytes) plus the 4-byte NRGBA copy
+	if rgba16-rgba8 != 8*1000*1000 {
+		t.Fatalf("16-bit RGBA costs %d, 8-bit %d: want 8 bytes a pixel more", rgba16, rgba8)
+	}
+	small := ImageConfig{MaxDecodeBytes: rgba8 - 1}
+	if _, err := small.DecodeBytes(pngHeaderTyped(1000, 1000, 8, 6)); !errors.Is(err, ErrImageTooLarge) {
+		t.Fatalf("one byte over MaxDecodeBytes: %v", err)
+	}
+	if _, err := (ImageConfig{MaxDecodeBytes: rgba8}).DecodeBytes(pngHeaderTyped(1000, 1000, 8, 6)); err != nil {
+		t.Fatalf("at MaxDecodeBytes: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,10 +49,26 @@ func TestDecodesAreBounded(t *testing.T) {
 		t.Fatalf("audio with every decoding slot taken: %v", err)
 	}
 	release()
+	// with a slot free but the decoding memory taken, the same: the request waits within its
+	// deadline
+	if !e.decodeMem.TryAcquire(e.cfg.MaxDecodeMemory) {
+		t.Fatal("decoding memory in use by nothing")
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel2()
+	_, err = e.EmbedImage(ctx2, img)
+	e.decodeMem.Release(e.cfg.MaxDecodeMemory)
+	if !errors.Is(err, batch.ErrDeadline) || !strings.Contains(err.Error(), "decoding memory") {
+		t.Fatalf("image with the decoding memory taken: %v", err)
+	}
 	if _, err := e.EmbedImage(context.Background(), img); err != nil {
 		t.Fatalf("image once a slot is free: %v", err)
 	}
 	if len(e.decodes) != 0 {
 		t.Fatalf("%d decoding slots still held", len(e.decodes))
 	}
+	if !e.decodeMem.TryAcquire(e.cfg.MaxDecodeMemory) {
+		t.Fatal("decoding memory still held after the decodes")
+	}
+	e.decodeMem.Release(e.cfg.MaxDecodeMemory)
 }

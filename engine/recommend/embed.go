@@ -58,11 +58,16 @@ func (e *Engine) EmbedImage(ctx context.Context, data []byte) ([]float32, error)
 	if v, ok := e.cache.Get(key); ok {
 		return v, nil
 	}
-	if err := e.decodeSlot(ctx, "image"); err != nil {
+	need, err := e.imageCfg.DecodeBytes(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: image: %w", ErrRequest, err)
+	}
+	release, err := e.decodeSlot(ctx, "image", need)
+	if err != nil {
 		return nil, err
 	}
 	px, err := e.imageCfg.AppendPixels(nil, data)
-	<-e.decodes
+	release()
 	if err != nil {
 		return nil, fmt.Errorf("%w: image: %w", ErrRequest, err)
 	}
@@ -82,11 +87,13 @@ func (e *Engine) EmbedAudio(ctx context.Context, data []byte) ([]float32, error)
 	if v, ok := e.cache.Get(key); ok {
 		return v, nil
 	}
-	if err := e.decodeSlot(ctx, "audio"); err != nil {
+	// the WAV's samples as float64 (8 bytes per 8-bit sample at worst) plus the frames
+	release, err := e.decodeSlot(ctx, "audio", min(8*int64(len(data))+1<<20, e.cfg.MaxDecodeMemory))
+	if err != nil {
 		return nil, err
 	}
 	mel, frames, err := e.audioFx.LogMel(data)
-	<-e.decodes
+	release()
 	if err != nil {
 		return nil, fmt.Errorf("%w: audio: %w", ErrRequest, err)
 	}
@@ -102,13 +109,20 @@ func (e *Engine) EmbedAudio(ctx context.Context, data []byte) ([]float32, error)
 	return out[0].Float32, nil
 }
 
-// decodeSlot waits for one of the Config.MaxDecodes decoding slots within ctx; the caller
-// frees it with <-e.decodes when its decode is done.
-func (e *Engine) decodeSlot(ctx context.Context, what string) error {
+// decodeSlot waits, within ctx, for one of the Config.MaxDecodes decoding slots and then for
+// need bytes of the Config.MaxDecodeMemory budget; release gives both back.
+func (e *Engine) decodeSlot(ctx context.Context, what string, need int64) (release func(), err error) {
 	select {
 	case e.decodes <- struct{}{}:
-		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("%w: waiting to decode the %s: %w", batch.ErrDeadline, what, ctx.Err())
+		return nil, fmt.Errorf("%w: waiting to decode the %s: %w", batch.ErrDeadline, what, ctx.Err())
 	}
+	if err := e.decodeMem.Acquire(ctx, need); err != nil {
+		<-e.decodes
+		return nil, fmt.Errorf("%w: waiting for %d MiB of decoding memory for the %s: %w", batch.ErrDeadline, need>>20, what, err)
+	}
+	return func() {
+		e.decodeMem.Release(need)
+		<-e.decodes
+	}, nil
 }

@@ -28,6 +28,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/llm4rec/llm4rec/engine/batch"
 	"github.com/llm4rec/llm4rec/engine/bundle"
 	"github.com/llm4rec/llm4rec/engine/explain"
@@ -67,10 +69,15 @@ type Config struct {
 	Live *popularity.Live
 	// Online configures the online-learned item bias; Online.Rate < 0 turns it off.
 	Online online.Config
-	// MaxDecodes bounds how many images and WAVs are decoded at once (default: GOMAXPROCS):
-	// a large picture within the limits can take hundreds of megabytes while it decodes, so
-	// memory stays bounded by MaxDecodes of them; a request waits its turn within its deadline.
+	// MaxDecodes bounds how many images and WAVs are decoded at once (default: GOMAXPROCS), so
+	// decoding never takes more than the cores; a request waits its turn within its deadline.
 	MaxDecodes int
+	// MaxDecodeMemory bounds the memory all images and WAVs being decoded at once may allocate
+	// (default 512 MiB), each reserving its estimate before it starts (an image's from its
+	// header: preprocess.ImageConfig.DecodeBytes; a WAV's as 8 bytes per input byte); a request
+	// waits for room within its deadline. Image.MaxDecodeBytes, the most one image may take,
+	// is capped to it.
+	MaxDecodeMemory int64
 	// Observe, when set, is told of every graph run: the graph, its rows, its run time and
 	// error (the server's metrics).
 	Observe func(graph string, rows int, d time.Duration, err error)
@@ -121,12 +128,13 @@ type Engine struct {
 	genHeads    int
 	genHeadDim  int
 	maxSteps    int
-	decodes     chan struct{}    // a slot per image or WAV being decoded (Config.MaxDecodes)
-	fusionItems bool             // the fusion graph takes history_items (item tokens beside their embeddings)
-	steerOut    int              // index of the fusion's steering output, -1 when it has none
-	similar     *ranking.Similar // similar-items term; nil when the bundle has none
-	diversity   float64          // MMR weight of top-k lists (0: plain top k)
-	candidates  int              // how many of the best items the re-ranking chooses from
+	decodes     chan struct{}       // a slot per image or WAV being decoded (Config.MaxDecodes)
+	decodeMem   *semaphore.Weighted // bytes reserved by decodes in progress (Config.MaxDecodeMemory)
+	fusionItems bool                // the fusion graph takes history_items (item tokens beside their embeddings)
+	steerOut    int                 // index of the fusion's steering output, -1 when it has none
+	similar     *ranking.Similar    // similar-items term; nil when the bundle has none
+	diversity   float64             // MMR weight of top-k lists (0: plain top k)
+	candidates  int                 // how many of the best items the re-ranking chooses from
 }
 
 // Open validates the bundle in dir, loads its graphs on rt's execution provider, starts the
@@ -146,6 +154,12 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	}
 	if cfg.MaxDecodes <= 0 {
 		cfg.MaxDecodes = runtime.GOMAXPROCS(0)
+	}
+	if cfg.MaxDecodeMemory <= 0 {
+		cfg.MaxDecodeMemory = 512 << 20
+	}
+	if cfg.Image.MaxDecodeBytes <= 0 || cfg.Image.MaxDecodeBytes > cfg.MaxDecodeMemory {
+		cfg.Image.MaxDecodeBytes = min(preprocess.DefaultMaxImageDecodeBytes, cfg.MaxDecodeMemory)
 	}
 	m, err := bundle.Validate(dir, rt)
 	if err != nil {
@@ -167,7 +181,8 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	e = &Engine{cfg: cfg, dir: dir, manifest: m, log: cfg.Logger, sessions: map[string]*ort.Session{},
 		dim: m.EmbeddingDim, offset: m.Items.TokenOffset, bos: m.Items.BOSToken,
 		genLayers: m.Generator.Layers, genHeads: m.Generator.Heads, genHeadDim: m.Generator.HeadDim,
-		maxSteps: m.Generator.MaxSteps, decodes: make(chan struct{}, cfg.MaxDecodes)}
+		maxSteps: m.Generator.MaxSteps, decodes: make(chan struct{}, cfg.MaxDecodes),
+		decodeMem: semaphore.NewWeighted(cfg.MaxDecodeMemory)}
 	// the engine being built, kept apart from the named result: `return nil, err` sets e to
 	// nil before this runs
 	built := e

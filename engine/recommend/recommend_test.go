@@ -416,7 +416,7 @@ func TestOpenRefusesBadRankingSection(t *testing.T) {
 		"wrong table shape": {map[string]any{"diversity": map[string]any{"weight": 0, "candidates": 50},
 			"similar_items": map[string]any{"rows": map[string]any{"file": "item_embeddings.f32", "dtype": "int32", "shape": []int{3, 2}},
 				"weights": map[string]any{"file": "item_embeddings.f32", "dtype": "float32", "shape": []int{3, 2}},
-				"weight": 1, "decay": 1, "max_history": 10}}, "ranking.similar_items"},
+				"weight":  1, "decay": 1, "max_history": 10}}, "ranking.similar_items"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
