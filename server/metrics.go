@@ -22,6 +22,7 @@ type metrics struct {
 	snapshotErrors prometheus.Counter
 	// bodyRefused counts requests answered 503 because the body memory budget was full.
 	bodyRefused prometheus.Counter
+	queueWait   *prometheus.HistogramVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -42,7 +43,9 @@ func newMetrics(s *Server) *metrics {
 		Help: "Online learner snapshots that could not be read or decoded at start-up or reload (the learner then started fresh)."})
 	m.bodyRefused = prometheus.NewCounter(prometheus.CounterOpts{Name: "llm4rec_http_body_budget_refused_total",
 		Help: "Requests refused (503) because the request bodies in flight filled the body memory budget."})
-	m.reg.MustRegister(m.requests, m.latency, m.batchSize, m.runSeconds, m.feedbackAck, m.reloads, m.snapshotErrors, m.bodyRefused)
+	m.queueWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "llm4rec_batch_queue_wait_seconds",
+		Help: "Time a request waited in a graph's batch queue before its batch ran.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"graph"})
+	m.reg.MustRegister(m.requests, m.latency, m.batchSize, m.runSeconds, m.feedbackAck, m.reloads, m.snapshotErrors, m.bodyRefused, m.queueWait)
 	for _, g := range []string{"text_encoder", "image_encoder", "audio_encoder", "fusion", "generator"} {
 		g := g
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llm4rec_batch_queue_depth",
@@ -112,6 +115,11 @@ func (m *metrics) observeGraph(provider string) func(graph string, rows int, d t
 		m.batchSize.WithLabelValues(graph).Observe(float64(rows))
 		m.runSeconds.WithLabelValues(graph, provider).Observe(d.Seconds())
 	}
+}
+
+// observeWait is the engine's hook for every request's wait in a batch queue.
+func (m *metrics) observeWait(graph string, d time.Duration) {
+	m.queueWait.WithLabelValues(graph).Observe(d.Seconds())
 }
 
 // render writes the Prometheus text format.

@@ -20,6 +20,10 @@ var (
 	ErrQueueFull = errors.New("batch: queue full")
 	ErrDeadline  = errors.New("batch: deadline expired before the request ran")
 	ErrClosed    = errors.New("batch: closed")
+	// ErrWouldMissDeadline refuses, at once, a request whose expected wait (the batches ahead
+	// of it times the recent run time) is longer than what is left of its deadline: it is a
+	// kind of ErrQueueFull (the caller should retry later or elsewhere), not a timeout.
+	ErrWouldMissDeadline = fmt.Errorf("%w: the expected wait outlasts the request's deadline", ErrQueueFull)
 )
 
 // Runner runs one batch: the session of a graph, or a stand-in in tests.
@@ -48,6 +52,9 @@ type Config struct {
 	Pad map[string]float64
 	// Observe, when set, is told the size of every batch run, its run time and error.
 	Observe func(rows int, d time.Duration, err error)
+	// ObserveWait, when set, is told how long each request waited in the queue before its
+	// batch ran (or before it was answered ErrDeadline there).
+	ObserveWait func(d time.Duration)
 }
 
 func (c Config) withDefaults() Config {
@@ -65,6 +72,7 @@ func (c Config) withDefaults() Config {
 
 type request struct {
 	ctx    context.Context
+	queued time.Time
 	inputs []ort.Tensor // owned copies, in graph order
 	rows   int
 	done   chan result
@@ -88,6 +96,9 @@ type Batcher struct {
 	// decrements it as it answers, so that when it forms the next batch the count holds no
 	// caller that has its answer but has not yet returned from Submit.
 	waiting atomic.Int64
+	// runNanos is a moving average of recent batch run times (0 until the first run): the
+	// admission estimate of Submit.
+	runNanos atomic.Int64
 
 	closeOnce sync.Once
 	mu        sync.RWMutex // Submit holds it shared while enqueueing; Close exclusively
@@ -110,16 +121,35 @@ func New(r Runner, cfg Config) *Batcher {
 // QueueDepth is the number of requests waiting to be batched.
 func (b *Batcher) QueueDepth() int { return len(b.queue) }
 
+// ExpectedWait is how long a request submitted now can expect to wait before its batch has
+// run: the batches that the requests already accepted fill, plus its own, at the recent run
+// time; 0 before any batch has run.
+func (b *Batcher) ExpectedWait() time.Duration {
+	run := b.runNanos.Load()
+	if run == 0 {
+		return 0
+	}
+	batches := b.waiting.Load()/int64(b.cfg.MaxBatch) + 1
+	return time.Duration(batches * run)
+}
+
 // Submit queues one request and waits for its outputs. Each input has the graph's rank with
 // dimension 0 the request's rows (all inputs the same); other dimensions may be shorter than
 // those of other requests and are padded (Config.Pad). The inputs are copied before queuing,
 // so the caller may reuse its buffers as soon as Submit returns, or even before it answers.
-// Outputs hold this request's rows only. A full queue answers ErrQueueFull at once; a context
-// that expires before the batch runs answers ErrDeadline (wrapping the context's error). Once
-// a request's batch is running, Submit waits for it: a running native call is never abandoned.
+// Outputs hold this request's rows only. A full queue answers ErrQueueFull at once, and so
+// does a context whose deadline is nearer than ExpectedWait (ErrWouldMissDeadline: refused
+// rather than left to time out in the queue); a context that expires before the batch runs
+// answers ErrDeadline (wrapping the context's error). Once a request's batch is running,
+// Submit waits for it: a running native call is never abandoned.
 func (b *Batcher) Submit(ctx context.Context, inputs []ort.Tensor) ([]ort.Tensor, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrDeadline, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		if wait := b.ExpectedWait(); wait > 0 && time.Until(dl) < wait {
+			return nil, fmt.Errorf("%w (about %s, %s left)", ErrWouldMissDeadline, wait.Round(time.Microsecond), time.Until(dl).Round(time.Microsecond))
+		}
 	}
 	req, err := b.prepare(ctx, inputs)
 	if err != nil {
@@ -131,6 +161,7 @@ func (b *Batcher) Submit(ctx context.Context, inputs []ort.Tensor) ([]ort.Tensor
 		return nil, ErrClosed
 	}
 	b.waiting.Add(1)
+	req.queued = time.Now()
 	select {
 	case b.queue <- req:
 		b.mu.RUnlock()
@@ -248,7 +279,11 @@ func (b *Batcher) loop() {
 func (b *Batcher) run(batch []*request) {
 	// Requests whose deadline passed while queued are answered now and never run.
 	live := batch[:0]
+	now := time.Now()
 	for _, r := range batch {
+		if b.cfg.ObserveWait != nil {
+			b.cfg.ObserveWait(now.Sub(r.queued))
+		}
 		if err := r.ctx.Err(); err != nil {
 			b.answer(r, result{err: fmt.Errorf("%w: %w", ErrDeadline, err)})
 			continue
@@ -261,8 +296,14 @@ func (b *Batcher) run(batch []*request) {
 	inputs, release := b.assemble(live)
 	start := time.Now()
 	outputs, err := b.runner.Run(inputs)
+	took := time.Since(start)
+	if old := b.runNanos.Load(); old == 0 {
+		b.runNanos.Store(int64(took))
+	} else {
+		b.runNanos.Store((3*old + int64(took)) / 4) // only the loop goroutine writes it
+	}
 	if b.cfg.Observe != nil {
-		b.cfg.Observe(totalRows(live), time.Since(start), err)
+		b.cfg.Observe(totalRows(live), took, err)
 	}
 	release()
 	if err != nil {

@@ -364,3 +364,63 @@ func TestNextBatchDoesNotWaitForAnsweredCallers(t *testing.T) {
 		b.Close()
 	}
 }
+
+// sleepRunner takes d per batch and counts the rows it ran.
+type sleepRunner struct {
+	fakeRunner
+	d time.Duration
+}
+
+func (s *sleepRunner) Run(in []ort.Tensor) ([]ort.Tensor, error) {
+	time.Sleep(s.d)
+	return s.fakeRunner.Run(in)
+}
+
+// A request whose deadline is nearer than the batches ahead of it would take is refused at
+// once (a kind of ErrQueueFull, never run); one with time enough waits its turn; the queue
+// wait of each request is observed.
+func TestAdmissionByDeadline(t *testing.T) {
+	var waits atomic.Int64
+	r := &sleepRunner{d: 30 * time.Millisecond}
+	b := New(r, Config{MaxBatch: 1, NoWait: true, ObserveWait: func(time.Duration) { waits.Add(1) }})
+	defer b.Close()
+	if b.ExpectedWait() != 0 {
+		t.Fatalf("expected wait %v before any run, want 0", b.ExpectedWait())
+	}
+	if _, err := b.Submit(context.Background(), x(1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); b.Submit(context.Background(), x(2, 2)) }()
+	}
+	waitForCallers(t, b, 3)
+	if w := b.ExpectedWait(); w < 60*time.Millisecond {
+		t.Fatalf("expected wait %v with 3 requests of ~30ms ahead", w)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := b.Submit(ctx, x(9, 9))
+	if !errors.Is(err, ErrWouldMissDeadline) || !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("request that cannot make its deadline: %v", err)
+	}
+	if time.Since(start) >= 40*time.Millisecond {
+		t.Fatalf("refused only after %v", time.Since(start))
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	if _, err := b.Submit(ctx2, x(4, 4)); err != nil {
+		t.Fatalf("request with time enough: %v", err)
+	}
+	wg.Wait()
+	for _, bt := range r.batches {
+		if bt[0].Float32[0] == 9 {
+			t.Fatal("the refused request reached Run")
+		}
+	}
+	if waits.Load() != 5 {
+		t.Fatalf("%d queue waits observed, want 5 (every request that ran)", waits.Load())
+	}
+}

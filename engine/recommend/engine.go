@@ -81,6 +81,8 @@ type Config struct {
 	// Observe, when set, is told of every graph run: the graph, its rows, its run time and
 	// error (the server's metrics).
 	Observe func(graph string, rows int, d time.Duration, err error)
+	// ObserveWait, when set, is told how long each request waited in a graph's batch queue.
+	ObserveWait func(graph string, d time.Duration)
 	// Logger receives load-time information; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -268,6 +270,9 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	}
 	batchCfg := func(graph string) batch.Config {
 		c := cfg.Batch
+		if cfg.ObserveWait != nil {
+			c.ObserveWait = func(d time.Duration) { cfg.ObserveWait(graph, d) }
+		}
 		if cfg.Observe != nil {
 			c.Observe = func(rows int, d time.Duration, err error) { cfg.Observe(graph, rows, d, err) }
 		}
