@@ -134,7 +134,7 @@ func TestBundleEndToEnd(t *testing.T) {
 	for _, series := range []string{`llm4rec_http_requests_total{route="recommend",status="200"}`, "llm4rec_batch_queue_depth",
 		`llm4rec_batch_size_bucket{graph="fusion"`, `llm4rec_onnx_run_seconds_bucket{graph="fusion",provider="cpu"`,
 		`llm4rec_onnx_run_seconds_bucket{graph="generator",provider="cpu"`, "llm4rec_embedding_cache_hits_total",
-		"llm4rec_feedback_events_total"} {
+		"llm4rec_feedback_events_total", `llm4rec_batch_queue_wait_seconds_bucket{graph="fusion"`} {
 		if !strings.Contains(string(r.raw), series) {
 			t.Errorf("metrics lack %s", series)
 		}
