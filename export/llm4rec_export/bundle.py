@@ -74,7 +74,7 @@ class BundleArgs:
     steering_users: int = 50
     image_epochs: int = 10
     image_width: int = 16
-    audio_epochs: int = 30
+    audio_epochs: int = 20
     audio_phrases: int = 240
     image_mix: float = 0.25
     ablations: bool = True
@@ -138,6 +138,15 @@ def _image_checkpoint(a: BundleArgs, data_fp, targets: np.ndarray) -> Path:
     h.update(np.round(targets.astype(np.float64), 4).tobytes())
     h.update((Path(__file__).parent / "image.py").read_bytes())
     return weights.cache_dir() / "runs" / f"image-{h.hexdigest()[:32]}.pt"
+
+
+def _audio_checkpoint(a: BundleArgs, phrases: list[str], targets: np.ndarray) -> Path:
+    """Where the audio encoder trained on these phrases with these settings is kept."""
+    h = hashlib.sha256(json.dumps([phrases, a.audio_epochs, a.seed, audio_mod.TRAIN_VOICES,
+                                   audio_mod.HELDOUT_VOICE]).encode())
+    h.update(np.round(targets.astype(np.float64), 4).tobytes())
+    h.update((Path(__file__).parent / "audio.py").read_bytes())
+    return weights.cache_dir() / "runs" / f"audio-{h.hexdigest()[:32]}.pt"
 
 
 def _write_bin(path: Path, arr: np.ndarray, dtype: str) -> dict:
@@ -251,8 +260,17 @@ def build(a: BundleArgs) -> dict:
             aph = list(dict.fromkeys(cat_req + _audio_phrases(ds, a.audio_phrases, rng)))
             targets = _cached_text_embeddings(text_model, tok, aph, mini.weights_sha256, a.text_batch,
                                               "text encoder (phrases)")
-            audio_model, audio_stats = audio_mod.train_audio_encoder(
-                aph, targets, weights.cache_dir() / "tts", D, a.audio_epochs, a.seed, log=_log)
+            ck = _audio_checkpoint(a, aph, targets) if a.resume else None
+            if ck is not None and ck.is_file():
+                saved = torch.load(ck, weights_only=False)
+                audio_model.load_state_dict(saved["state"])
+                audio_stats = saved["stats"]
+                _log(f"audio encoder: trained encoder reused from {ck}")
+            else:
+                audio_model, audio_stats = audio_mod.train_audio_encoder(
+                    aph, targets, weights.cache_dir() / "tts", D, a.audio_epochs, a.seed, log=_log)
+                if ck is not None:
+                    save_checkpoint(ck, {"state": audio_model.state_dict(), "stats": audio_stats})
             audio_prov = (f"GRU over log-mel ({sum(p.numel() for p in audio_model.parameters())} parameters) trained "
                           f"from scratch for {a.audio_epochs} epochs on {audio_stats['train_clips']} espeak-ng clips "
                           f"({len(aph)} phrases: category requests in every template, item titles, query templates; "
