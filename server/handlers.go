@@ -438,7 +438,7 @@ func (s *Server) handleFeedback(ctx *fasthttp.RequestCtx) error {
 	}
 	var probe map[string]json.RawMessage
 	if err := json.Unmarshal(body, &probe); err != nil {
-		return badRequest("invalid JSON: %v", err)
+		return badRequest("invalid JSON: %v", jsonProblem(err))
 	}
 	var events []feedback.Event
 	if raw, ok := probe["events"]; ok {
