@@ -384,13 +384,17 @@ func (s *Server) handleRecommend(ctx *fasthttp.RequestCtx) error {
 	}
 	defer l.release()
 	history := req.History
+	var skipped []string
 	if room := s.cfg.MaxHistory - len(history); req.UserID != "" && room > 0 {
 		// the stored history keeps only what this model's catalog has: an item logged for a
-		// catalog since replaced cannot make the user's every request fail
+		// catalog since replaced cannot make the user's every request fail; the answer names
+		// what was left out
 		var known []string
 		for _, id := range s.live.History(req.UserID, room) {
 			if _, ok := l.eng.Row(id); ok {
 				known = append(known, id)
+			} else {
+				skipped = append(skipped, id)
 			}
 		}
 		history = append(known, history...)
@@ -415,9 +419,13 @@ func (s *Server) handleRecommend(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	m := l.eng.Manifest()
-	writeJSON(ctx, 200, map[string]any{"user_id": req.UserID, "items": resp.Items, "ips_alpha": resp.Alpha,
+	out := map[string]any{"user_id": req.UserID, "items": resp.Items, "ips_alpha": resp.Alpha,
 		"mode": resp.Mode, "context_items": resp.Context, "timings_us": resp.Timings,
-		"model": map[string]string{"name": m.Name, "version": m.Version}, "provider": s.backend.Provider()})
+		"model": map[string]string{"name": m.Name, "version": m.Version}, "provider": s.backend.Provider()}
+	if len(skipped) > 0 {
+		out["history_skipped"] = skipped
+	}
+	writeJSON(ctx, 200, out)
 	return nil
 }
 

@@ -607,6 +607,12 @@ func TestUnknownItemsCannotPoisonAUser(t *testing.T) {
 	if slices.Contains(items(r), cat[3]) {
 		t.Fatalf("the known stored item %s was not used as history: %v", cat[3], items(r))
 	}
+	if fmt.Sprint(r.body["history_skipped"]) != "[gone]" {
+		t.Fatalf("history_skipped %v, want [gone]", r.body["history_skipped"])
+	}
+	if r := ts.do("POST", "/v1/recommend", "", map[string]any{"history": []string{cat[3]}, "k": 5}); r.body["history_skipped"] != nil {
+		t.Fatalf("history_skipped on a request with nothing skipped: %s", r.raw)
+	}
 	// an unknown id the request itself sends is still the caller's error
 	if r := ts.do("POST", "/v1/recommend", "", map[string]any{"history": []string{"gone"}, "k": 5}); r.status != 400 {
 		t.Fatalf("unknown id in the request's history: %d %s", r.status, r.raw)
