@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     b.add_argument("--image-width", type=int, default=16, help="CNN base width (default 16)")
     b.add_argument("--image-mix", type=float, default=0.25,
                    help="weight of the image embedding in the item content embedding")
-    b.add_argument("--audio-epochs", type=int, default=20)
+    b.add_argument("--audio-epochs", type=int, default=30)
     b.add_argument("--audio-phrases", type=int, default=240)
     b.add_argument("--no-ablations", dest="ablations", action="store_false",
                    help="skip the ablations and baselines (faster; the report then has the model only)")

@@ -74,7 +74,7 @@ class BundleArgs:
     steering_users: int = 50
     image_epochs: int = 10
     image_width: int = 16
-    audio_epochs: int = 20
+    audio_epochs: int = 30
     audio_phrases: int = 240
     image_mix: float = 0.25
     ablations: bool = True
