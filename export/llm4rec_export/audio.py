@@ -234,6 +234,7 @@ def train_audio_encoder(phrases: list[str], targets: np.ndarray, cache: Path, di
     from tqdm import tqdm
 
     g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)          # the initial weights depend on the seed alone, not on earlier stages
     jobs = [(p, v) for p in phrases for v in TRAIN_VOICES]
     feats = synthesize_many(jobs, cache)
     labels = np.repeat(np.arange(len(phrases)), len(TRAIN_VOICES))
