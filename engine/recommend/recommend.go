@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/llm4rec/llm4rec/engine/batch"
 	"github.com/llm4rec/llm4rec/engine/bundle"
 	"github.com/llm4rec/llm4rec/engine/explain"
 	"github.com/llm4rec/llm4rec/engine/ort"
@@ -149,6 +150,14 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		}
 		hist[i] = r
 	}
+	if dl, ok := ctx.Deadline(); ok {
+		// admission: a request that cannot finish within its deadline at the current queues is
+		// refused now, not answered 504 after taking its share of the graphs
+		wait := e.expectedWait(req)
+		if left := time.Until(dl); wait > 0 && left < wait {
+			return nil, fmt.Errorf("%w: about %s expected through the graphs, %s left", batch.ErrWouldMissDeadline, wait.Round(time.Millisecond), left.Round(time.Millisecond))
+		}
+	}
 	resp := &Response{Alpha: alpha, Mode: mode}
 	t0 := time.Now()
 
@@ -222,6 +231,22 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 	}
 	resp.Timings.Explain = time.Since(t5).Microseconds()
 	return resp, nil
+}
+
+// expectedWait sums the expected waits (queue and run) of the batchers the request passes
+// through: its encoders (whatever their caches hold), fusion and the generator's first step.
+func (e *Engine) expectedWait(req Request) time.Duration {
+	wait := e.fusion.ExpectedWait() + e.gen1.ExpectedWait()
+	if req.Query != "" {
+		wait += e.text.ExpectedWait()
+	}
+	if len(req.Image) > 0 {
+		wait += e.image.ExpectedWait()
+	}
+	if len(req.Audio) > 0 {
+		wait += e.audio.ExpectedWait()
+	}
+	return wait
 }
 
 // modalities holds the request's modality embeddings in manifest order (nil when absent).

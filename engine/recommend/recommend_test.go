@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llm4rec/llm4rec/engine/batch"
 	"github.com/llm4rec/llm4rec/engine/ort"
 )
 
@@ -447,5 +449,29 @@ func TestOpenRefusesBadRankingSection(t *testing.T) {
 				t.Fatalf("error %v, want one naming %s", err, c.want)
 			}
 		})
+	}
+}
+
+// A request whose deadline is nearer than the graphs' expected waits together is refused at
+// once with batch.ErrWouldMissDeadline, before any graph runs for it.
+func TestRecommendAdmitsByDeadline(t *testing.T) {
+	e := testEngine(t)
+	req := Request{History: []string{e.items[0].ID, e.items[1].ID}, K: 5}
+	if _, err := e.Recommend(context.Background(), req); err != nil { // the batchers have run once
+		t.Fatal(err)
+	}
+	wait := e.expectedWait(req)
+	if wait <= 0 {
+		t.Fatalf("expected wait %v after a run", wait)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait/2)
+	defer cancel()
+	if _, err := e.Recommend(ctx, req); !errors.Is(err, batch.ErrWouldMissDeadline) {
+		t.Fatalf("deadline of half the expected wait: %v", err)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel2()
+	if _, err := e.Recommend(ctx2, req); err != nil {
+		t.Fatalf("deadline of a minute: %v", err)
 	}
 }
