@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"sync"
 )
 
 // Similar is each item's most similar items by training co-occurrence and how a history's
@@ -88,13 +89,21 @@ func (s *Similar) Evidence(hist []int, dst []float64) {
 	}
 }
 
+// evidenceBufs holds Add's catalog-sized evidence buffers between requests.
+var evidenceBufs = sync.Pool{New: func() any { return new([]float64) }}
+
 // Add adds Weight times the history's evidence to logits (one per item); nothing when Weight
 // is 0 or the history is empty.
 func (s *Similar) Add(logits []float32, hist []int) {
 	if s == nil || s.Weight == 0 || len(hist) == 0 {
 		return
 	}
-	ev := make([]float64, s.n)
+	buf := evidenceBufs.Get().(*[]float64)
+	defer evidenceBufs.Put(buf)
+	if cap(*buf) < s.n {
+		*buf = make([]float64, s.n)
+	}
+	ev := (*buf)[:s.n]
 	s.Evidence(hist, ev)
 	for i, v := range ev {
 		if v != 0 {

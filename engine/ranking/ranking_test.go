@@ -110,3 +110,41 @@ func TestReadExactRefusesWrongSizes(t *testing.T) {
 		t.Fatal("long file accepted")
 	}
 }
+
+func catalogSimilar(tb testing.TB, n, k int) *Similar {
+	rows := make([]int32, n*k)
+	sims := make([]float32, n*k)
+	for i := range rows {
+		rows[i] = int32((i*7919 + 13) % n)
+		sims[i] = float32(i%97) / 97
+	}
+	s, err := NewSimilar(rows, sims, n, k, 2, 0.8, 100)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// Adding the term reuses its catalog-sized buffer between requests.
+func TestAddDoesNotAllocate(t *testing.T) {
+	s := catalogSimilar(t, 1682, 50)
+	logits := make([]float32, 1682)
+	hist := []int{5, 17, 300, 1200}
+	s.Add(logits, hist)
+	if a := testing.AllocsPerRun(100, func() { s.Add(logits, hist) }); a >= 1 {
+		t.Fatalf("%v allocations per Add", a)
+	}
+}
+
+func BenchmarkSimilarAdd(b *testing.B) {
+	s := catalogSimilar(b, 1682, 50)
+	logits := make([]float32, 1682)
+	hist := make([]int, 50)
+	for i := range hist {
+		hist[i] = i * 31 % 1682
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Add(logits, hist)
+	}
+}

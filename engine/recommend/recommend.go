@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/llm4rec/llm4rec/engine/batch"
@@ -473,6 +474,17 @@ func (e *Engine) logProbs(logits []float32, dst []float32) {
 	}
 }
 
+// rankBufs holds the log-probability and score buffers of rankTopK between requests.
+var rankBufs = sync.Pool{New: func() any { return new([2][]float32) }}
+
+// growF32 returns b resized to n, reallocating only when its capacity is short.
+func growF32(b []float32, n int) []float32 {
+	if cap(b) < n {
+		return make([]float32, n)
+	}
+	return b[:n]
+}
+
 // rankTopK picks the k best unseen items by IPS-reweighted log-probability; with diversify and
 // a bundle diversity weight, the k are re-ranked by maximal marginal relevance from the
 // bundle's number of best candidates (engine/ranking.Diversify).
@@ -483,9 +495,13 @@ func (e *Engine) rankTopK(logits []float32, seen []bool, alpha float64, k int, d
 		want = max(k, e.candidates)
 	}
 	n := len(e.items)
-	lp := make([]float32, n)
+	// the two catalog-sized buffers come from a pool: only the k picks outlive this call
+	bufs := rankBufs.Get().(*[2][]float32)
+	defer rankBufs.Put(bufs)
+	lp, score := growF32(bufs[0], n), growF32(bufs[1], n)
+	bufs[0], bufs[1] = lp, score
 	e.logProbs(logits, lp)
-	score := slices.Clone(lp)
+	copy(score, lp)
 	if e.bias != nil {
 		e.bias.Add(score)
 	}
