@@ -5,12 +5,8 @@
 package ranking
 
 import (
-	"bufio"
-	"encoding/binary"
 	"fmt"
-	"io"
 	"math"
-	"os"
 	"sync"
 )
 
@@ -152,33 +148,4 @@ func Diversify(candidates []int, score []float32, emb []float32, dim int, lambda
 		}
 	}
 	return out
-}
-
-// ReadInt32s reads exactly n little-endian int32 values from path.
-func ReadInt32s(path string, n int) ([]int32, error) {
-	out := make([]int32, n)
-	return out, readExact(path, out, n)
-}
-
-// ReadFloat32s reads exactly n little-endian float32 values from path.
-func ReadFloat32s(path string, n int) ([]float32, error) {
-	out := make([]float32, n)
-	return out, readExact(path, out, n)
-}
-
-func readExact(path string, dst any, n int) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("ranking: %w", err)
-	}
-	defer f.Close()
-	if err := binary.Read(bufio.NewReader(f), binary.LittleEndian, dst); err != nil {
-		return fmt.Errorf("ranking: %s: want %d values: %w", path, n, err)
-	}
-	if _, err := f.Seek(0, io.SeekEnd); err == nil {
-		if st, err := f.Stat(); err == nil && st.Size() != int64(4*n) {
-			return fmt.Errorf("ranking: %s: %d bytes, want %d (%d values)", path, st.Size(), 4*n, n)
-		}
-	}
-	return nil
 }

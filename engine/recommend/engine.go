@@ -13,16 +13,12 @@
 package recommend
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -224,7 +220,7 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 		}
 		e.byID[it.ID] = i
 	}
-	if e.itemEmb, err = readFloat32s(filepath.Join(dir, m.Items.Embeddings), len(e.items)*e.dim); err != nil {
+	if e.itemEmb, err = bundle.ReadFloat32s(filepath.Join(dir, m.Items.Embeddings), len(e.items)*e.dim); err != nil {
 		return nil, err
 	}
 	for i := range e.items {
@@ -357,27 +353,6 @@ func ReadItems(path string) ([]Item, error) {
 // ParseItemID accepts an item id written as a JSON string or number (bundle.ParseItemID).
 func ParseItemID(raw json.RawMessage) (string, error) { return bundle.ParseItemID(raw) }
 
-func readFloat32s(path string, n int) ([]float32, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("recommend: %w", err)
-	}
-	defer f.Close()
-	out := make([]float32, n)
-	if err := binary.Read(bufio.NewReader(f), binary.LittleEndian, out); err != nil {
-		return nil, fmt.Errorf("recommend: %s: %w", path, err)
-	}
-	if _, err := f.Read(make([]byte, 1)); err != io.EOF {
-		return nil, fmt.Errorf("recommend: %s: longer than %d float32 values", path, n)
-	}
-	for _, v := range out {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return nil, fmt.Errorf("recommend: %s: holds a non-finite value", path)
-		}
-	}
-	return out, nil
-}
-
 // loadRanking reads the manifest's ranking section (bundles without one rank by logits plus
 // steering, plain top k).
 func (e *Engine) loadRanking() error {
@@ -407,11 +382,11 @@ func (e *Engine) loadRanking() error {
 	if s.Weights.Shape[1] != k {
 		return fmt.Errorf("recommend: manifest ranking.similar_items: rows have %d neighbours, weights %d", k, s.Weights.Shape[1])
 	}
-	rows, err := ranking.ReadInt32s(filepath.Join(e.dir, s.Rows.File), n*k)
+	rows, err := bundle.ReadInt32s(filepath.Join(e.dir, s.Rows.File), n*k)
 	if err != nil {
 		return err
 	}
-	w, err := ranking.ReadFloat32s(filepath.Join(e.dir, s.Weights.File), n*k)
+	w, err := bundle.ReadFloat32s(filepath.Join(e.dir, s.Weights.File), n*k)
 	if err != nil {
 		return err
 	}

@@ -56,7 +56,8 @@ type Recommendation struct {
 	Title      string   `json:"title"`
 	Categories []string `json:"categories,omitempty"`
 	// LogProb is the model's log-probability of the item (over valid items): the generator's
-	// logits plus, when the request sent a query, image or audio, the steering term.
+	// logits plus, when the request sent a query, image or audio, the steering term, plus the
+	// bundle's similar-items term of the history when it has one.
 	LogProb float32 `json:"log_prob"`
 	// Score is LogProb after IPS reweighting; the list is sorted by it.
 	Score        float32               `json:"score"`
@@ -183,7 +184,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		return nil, err
 	}
 	userState := out[0].Float32
-	steer := e.steering(out)
+	terms := e.requestTerms(out, hist)
 	t3 := time.Now()
 	resp.Timings.Fusion = t3.Sub(t2).Microseconds()
 
@@ -202,12 +203,11 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		}
 		t4 := time.Now()
 		resp.Timings.Generate = t4.Sub(t3).Microseconds()
-		e.addSteering(logits, steer)
-		e.similar.Add(logits[e.offset:], hist)
+		e.addTerms(logits, terms)
 		picks = e.rankTopK(logits, seen, alpha, k, true)
 		resp.Timings.Rank = time.Since(t4).Microseconds()
 	} else {
-		picks, err = e.decodeSlate(ctx, userState, steer, hist, seen, alpha, k)
+		picks, err = e.decodeSlate(ctx, userState, terms, seen, alpha, k)
 		if err != nil {
 			return nil, err
 		}
@@ -406,10 +406,25 @@ func (e *Engine) steering(out []ort.Tensor) []float32 {
 	return e.index.Scores(v, nil)
 }
 
-// addSteering adds the request's steering term to every item's logit (the model was trained
-// with this sum as its score when a request is present).
-func (e *Engine) addSteering(logits, steer []float32) {
-	for i, s := range steer {
+// requestTerms is what a request adds to every item's logit at every decoding step, computed
+// once per request: the steering term (the model was trained with this sum as its score when
+// a request is present) plus the bundle's similar-items term of the history; nil when neither
+// applies.
+func (e *Engine) requestTerms(out []ort.Tensor, hist []int) []float32 {
+	terms := e.steering(out)
+	if e.similar == nil || e.similar.Weight == 0 || len(hist) == 0 {
+		return terms
+	}
+	if terms == nil {
+		terms = make([]float32, len(e.items))
+	}
+	e.similar.Add(terms, hist)
+	return terms
+}
+
+// addTerms adds the request's terms (requestTerms) to the item columns of logits.
+func (e *Engine) addTerms(logits, terms []float32) {
+	for i, s := range terms {
 		logits[e.offset+i] += s
 	}
 }
@@ -540,7 +555,7 @@ func (e *Engine) rankTopK(logits []float32, seen []bool, alpha float64, k int, d
 // next token with the key-value cache, so later picks are conditioned on earlier ones. Steps
 // run outside the batchers, so ctx is checked before each one: a cancelled or expired request
 // stops between steps (a running step always finishes).
-func (e *Engine) decodeSlate(ctx context.Context, userState, steer []float32, hist []int, seen []bool, alpha float64, k int) ([]pick, error) {
+func (e *Engine) decodeSlate(ctx context.Context, userState, terms []float32, seen []bool, alpha float64, k int) ([]pick, error) {
 	seen = slices.Clone(seen)
 	var pastK, pastV []float32
 	token, past := e.bos, 0
@@ -553,8 +568,7 @@ func (e *Engine) decodeSlate(ctx context.Context, userState, steer []float32, hi
 		if err != nil {
 			return nil, err
 		}
-		e.addSteering(logits, steer)
-		e.similar.Add(logits[e.offset:], hist)
+		e.addTerms(logits, terms)
 		best := e.rankTopK(logits, seen, alpha, 1, false)
 		if len(best) == 0 {
 			break

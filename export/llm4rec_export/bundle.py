@@ -132,21 +132,13 @@ def _cached_text_embeddings(model, tok, texts: list[str], weights_sha: str, batc
     return e
 
 
-def _image_checkpoint(a: BundleArgs, data_fp, targets: np.ndarray) -> Path:
-    """Where the image encoder trained on this data with these settings is kept."""
-    h = hashlib.sha256(json.dumps([str(data_fp), a.image_epochs, a.image_width, a.seed]).encode())
+def _stage_checkpoint(stage: str, settings: list, targets: np.ndarray, source: str) -> Path:
+    """Where an encoder trained with these settings against these target embeddings by this
+    source file (image.py, audio.py) is kept: a change to any of them trains it again."""
+    h = hashlib.sha256(json.dumps(settings).encode())
     h.update(np.round(targets.astype(np.float64), 4).tobytes())
-    h.update((Path(__file__).parent / "image.py").read_bytes())
-    return weights.cache_dir() / "runs" / f"image-{h.hexdigest()[:32]}.pt"
-
-
-def _audio_checkpoint(a: BundleArgs, phrases: list[str], targets: np.ndarray) -> Path:
-    """Where the audio encoder trained on these phrases with these settings is kept."""
-    h = hashlib.sha256(json.dumps([phrases, a.audio_epochs, a.seed, audio_mod.TRAIN_VOICES,
-                                   audio_mod.HELDOUT_VOICE]).encode())
-    h.update(np.round(targets.astype(np.float64), 4).tobytes())
-    h.update((Path(__file__).parent / "audio.py").read_bytes())
-    return weights.cache_dir() / "runs" / f"audio-{h.hexdigest()[:32]}.pt"
+    h.update((Path(__file__).parent / source).read_bytes())
+    return weights.cache_dir() / "runs" / f"{stage}-{h.hexdigest()[:32]}.pt"
 
 
 def _write_bin(path: Path, arr: np.ndarray, dtype: str) -> dict:
@@ -225,7 +217,8 @@ def build(a: BundleArgs) -> dict:
         image_stats: dict = {"images": len(img_rows)}
         image_trained = False
         if len(img_rows) >= image_mod.MIN_IMAGES and a.image_epochs > 0:
-            ck = _image_checkpoint(a, fp, text_emb[img_rows]) if a.resume else None
+            ck = (_stage_checkpoint("image", [str(fp), a.image_epochs, a.image_width, a.seed], text_emb[img_rows],
+                                    "image.py") if a.resume else None)
             if ck is not None and ck.is_file():
                 saved = torch.load(ck, weights_only=False)
                 image_model = image_mod.ImageEncoder(D, width=a.image_width)
@@ -260,7 +253,8 @@ def build(a: BundleArgs) -> dict:
             aph = list(dict.fromkeys(cat_req + _audio_phrases(ds, a.audio_phrases, rng)))
             targets = _cached_text_embeddings(text_model, tok, aph, mini.weights_sha256, a.text_batch,
                                               "text encoder (phrases)")
-            ck = _audio_checkpoint(a, aph, targets) if a.resume else None
+            ck = (_stage_checkpoint("audio", [aph, a.audio_epochs, a.seed, audio_mod.TRAIN_VOICES, audio_mod.HELDOUT_VOICE],
+                                   targets, "audio.py") if a.resume else None)
             if ck is not None and ck.is_file():
                 saved = torch.load(ck, weights_only=False)
                 audio_model.load_state_dict(saved["state"])
@@ -341,14 +335,14 @@ def build(a: BundleArgs) -> dict:
             nd = []
             for sd, m, lg in runs_v:
                 if m is model:
-                    sc, states = ev.model_scores(m, test_hist, return_states=True)
+                    raw, states = ev.model_scores(m, test_hist, return_states=True, served=False)
                 else:
-                    sc = ev.model_scores(m, test_hist)
+                    raw = ev.model_scores(m, test_hist, served=False)
+                sc = m.ranking.add_similar(raw, test_hist) if m.ranking is not None else raw
                 res, top = ev.evaluate_scores(sc, test_hist, sp.test, item_emb, pop, groups, model=m)
                 if m.ranking is not None:
                     # ablation: the network's own ranking (no similar-items term, no re-ranking)
-                    r0, _ = ev.evaluate_scores(ev.model_scores(m, test_hist, served=False), test_hist, sp.test,
-                                               item_emb, pop, groups)
+                    r0, _ = ev.evaluate_scores(raw, test_hist, sp.test, item_emb, pop, groups)
                     r0["seed"] = sd
                     net_only.append(r0)
                 res["val_ndcg@10"] = lg["best_val_ndcg@10"]

@@ -234,9 +234,10 @@ def choose_ranking(models: list, train: list[np.ndarray], val: np.ndarray, item_
             if pu.mean() > best[0]:
                 best, best_pu = (float(pu.mean()), w, d), pu
     ci = paired_diff_ci(best_pu, zero, seed)
-    weight, decay = (best[1], best[2]) if ci["ci95"][0] > 0 else (0.0, 1.0)
+    kept = ci["ci95"][0] > 0
+    weight, decay = (best[1], best[2]) if kept else (0.0, 1.0)
     chosen = Ranking(rows, vals, weight, decay, L, 0.0, candidates)
-    ref = float(per_user(chosen).mean())
+    ref = float((best_pu if kept else zero).mean())
     div = {"0.0": ref}
     diversity = 0.0
     for lam in DIVERSITY_WEIGHTS[1:]:
