@@ -91,10 +91,13 @@ type Replay struct {
 	Earlier     func(u int) int
 	// N is the catalog size.
 	N int
+	// Rank lists the k best unseen rows from final scores; nil: the plain top k (TopK). A
+	// replay of an engine passes Engine.TopK, so the bundle's re-ranking applies.
+	Rank func(score []float32, seen []bool, k int) []int
 }
 
 // Run replays the events through a fresh learner with setting s, ranking as the engine does
-// (log-probabilities plus biases, seen excluded, ties by the lower row), and returns the
+// (log-probabilities plus biases, seen excluded, ties by the lower row, listed by Rank), and returns the
 // result (its interval bootstrapped with seed) and each event's hit with learning.
 func (r Replay) Run(s LearnerSetting, seed uint64) (ReplayResult, []bool) {
 	bias := online.NewBias(r.N, online.Config{Rate: s.Rate, Penalty: s.Penalty})
@@ -107,11 +110,16 @@ func (r Replay) Run(s LearnerSetting, seed uint64) (ReplayResult, []bool) {
 		if withBias {
 			bias.Add(scratch)
 		}
-		for i, v := range scratch {
-			score[i] = float64(v)
-		}
 		mark(seen, hist, true)
-		top := TopK(score, seen, K)
+		var top []int
+		if r.Rank != nil {
+			top = r.Rank(scratch, seen, K)
+		} else {
+			for i, v := range scratch {
+				score[i] = float64(v)
+			}
+			top = TopK(score, seen, K)
+		}
 		mark(seen, hist, false)
 		return slices.Contains(top, target)
 	}

@@ -276,7 +276,7 @@ func RunOnline(ctx context.Context, cfg OnlineConfig) (rep *OnlineReport, err er
 		return nil, err
 	}
 	test := eval.Replay{Events: testEv, LP: lpTest, Hist: testHist, EarlierLP: lpVal, EarlierHist: valHist,
-		Earlier: func(u int) int { return users[u].Val }, N: n}
+		Earlier: func(u int) int { return users[u].Val }, N: n, Rank: eng.TopK}
 	fast, fastWith := test.Run(res.LearnerSetting, cfg.Seed)
 	same := 0
 	for i := range testEv {
@@ -298,7 +298,7 @@ func RunOnline(ctx context.Context, cfg OnlineConfig) (rep *OnlineReport, err er
 		}
 		tune := eval.Replay{
 			Events: eval.TimeOrder(len(users), func(u int) (int, int64) { return users[u].Val, users[u].ValTime }),
-			LP:     lpVal, Hist: valHist, EarlierLP: lpLast, EarlierHist: lastTrainHist, N: n,
+			LP:     lpVal, Hist: valHist, EarlierLP: lpLast, EarlierHist: lastTrainHist, N: n, Rank: eng.TopK,
 			Earlier: func(u int) int {
 				if len(users[u].Train) < 2 {
 					return -1

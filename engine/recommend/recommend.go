@@ -90,9 +90,11 @@ const (
 	modAudio = "audio"
 )
 
-// LogProbs is the model's log-probability of every item (catalog order) as the next one after
-// history (item ids, oldest first): fusion without modalities, then the generator's first
-// step; no online bias, no IPS. The online learner and evaluations use it.
+// LogProbs is the served log-probability of every item (catalog order) as the next one after
+// history (item ids, oldest first): fusion without modalities, the generator's first step,
+// plus the bundle's similar-items term of the history when it has one (what Recommend adds
+// to the logits without a request); no online bias, no IPS. The online learner and
+// evaluations use it: Engine.TopK of it plus the biases is Recommend's top-k list.
 func (e *Engine) LogProbs(ctx context.Context, history []string) ([]float32, error) {
 	hist := make([]int, 0, len(history))
 	for _, id := range history {
@@ -108,6 +110,9 @@ func (e *Engine) LogProbs(ctx context.Context, history []string) ([]float32, err
 	logits, err := e.firstStepLogits(ctx, out[0].Float32)
 	if err != nil {
 		return nil, err
+	}
+	if terms := e.requestTerms(nil, hist); terms != nil {
+		e.addTerms(logits, terms)
 	}
 	lp := make([]float32, len(e.items))
 	e.logProbs(logits, lp)
@@ -504,11 +509,6 @@ func growF32(b []float32, n int) []float32 {
 // a bundle diversity weight, the k are re-ranked by maximal marginal relevance from the
 // bundle's number of best candidates (engine/ranking.Diversify).
 func (e *Engine) rankTopK(logits []float32, seen []bool, alpha float64, k int, diversify bool) []pick {
-	want := k
-	diversify = diversify && e.diversity > 0
-	if diversify {
-		want = max(k, e.candidates)
-	}
 	n := len(e.items)
 	// the two catalog-sized buffers come from a pool: only the k picks outlive this call
 	bufs := rankBufs.Get().(*[2][]float32)
@@ -523,10 +523,34 @@ func (e *Engine) rankTopK(logits []float32, seen []bool, alpha float64, k int, d
 	if alpha != 0 {
 		e.stats.ReweightAll(score, alpha)
 	}
+	order := e.selectTopK(score, seen, k, diversify)
+	out := make([]pick, len(order))
+	for i, r := range order {
+		out[i] = pick{r, lp[r], score[r]}
+	}
+	return out
+}
+
+// TopK is the engine's top-k list from final item scores (catalog order): the k best items
+// not seen, ties by the lower row, re-ranked for diversity as the bundle's ranking section
+// says. Recommend's top-k mode lists by it; replays that add their own terms to
+// Engine.LogProbs call it to list exactly as the engine would.
+func (e *Engine) TopK(score []float32, seen []bool, k int) []int {
+	return e.selectTopK(score, seen, k, true)
+}
+
+// selectTopK picks the k best unseen rows by score; with diversify and a bundle diversity
+// weight, from the bundle's number of best candidates by maximal marginal relevance.
+func (e *Engine) selectTopK(score []float32, seen []bool, k int, diversify bool) []int {
+	want := k
+	diversify = diversify && e.diversity > 0
+	if diversify {
+		want = max(k, e.candidates)
+	}
 	// the best by score (ties by lower row), kept sorted by insertion: k is small
 	order := make([]int, 0, want+1)
 	better := func(a, b int) bool { return score[a] > score[b] || (score[a] == score[b] && a < b) }
-	for i := 0; i < n; i++ {
+	for i := range score {
 		if seen[i] || (len(order) == want && !better(i, order[want-1])) {
 			continue
 		}
@@ -544,11 +568,7 @@ func (e *Engine) rankTopK(logits []float32, seen []bool, alpha float64, k int, d
 	if diversify {
 		order = ranking.Diversify(order, score, e.itemEmb, e.dim, e.diversity, k)
 	}
-	out := make([]pick, len(order))
-	for i, r := range order {
-		out[i] = pick{r, lp[r], score[r]}
-	}
-	return out
+	return order
 }
 
 // decodeSlate decodes k steps: each step's best unseen, not yet chosen item is fed back as the

@@ -239,6 +239,28 @@ func checkRecommendations(t *testing.T, e *Engine) {
 		if c.Context != nil && !slices.Equal(resp.Context, c.Context) {
 			t.Errorf("user %s: context %v, export %v", c.UserID, resp.Context, c.Context)
 		}
+		if c.Query != "" {
+			continue
+		}
+		// without a request, Engine.TopK of LogProbs is the same list in the same order:
+		// what replays of the online learner rely on
+		lp, err := e.LogProbs(context.Background(), c.History)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := make([]bool, len(e.items))
+		for _, id := range c.History {
+			if r, ok := e.byID[id]; ok {
+				seen[r] = true
+			}
+		}
+		var fromLP []string
+		for _, r := range e.TopK(lp, seen, 10) {
+			fromLP = append(fromLP, e.items[r].ID)
+		}
+		if !slices.Equal(fromLP, got) {
+			t.Errorf("user %s: TopK(LogProbs) %v, Recommend %v", c.UserID, fromLP, got)
+		}
 	}
 }
 
