@@ -9,7 +9,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
+
+	"github.com/llm4rec/llm4rec/engine/ranking"
 )
 
 // The learner's defaults, the one place they are written (the server's configuration and the
@@ -146,35 +149,8 @@ func (a *Bias) Update(logProbs []float32, target int) error {
 
 // topK returns the k items with the highest biased score, the target always among them.
 func topK(lp, b []float32, scale float64, k, target int) []int {
-	type sc struct {
-		i int
-		v float32
-	}
-	best := make([]sc, 0, k+1)
-	for i := range lp {
-		v := lp[i] + b[i]*float32(scale)
-		if len(best) < k {
-			best = append(best, sc{i, v})
-			for j := len(best) - 1; j > 0 && best[j].v > best[j-1].v; j-- {
-				best[j], best[j-1] = best[j-1], best[j]
-			}
-			continue
-		}
-		if v <= best[k-1].v {
-			continue
-		}
-		best[k-1] = sc{i, v}
-		for j := k - 1; j > 0 && best[j].v > best[j-1].v; j-- {
-			best[j], best[j-1] = best[j-1], best[j]
-		}
-	}
-	out := make([]int, 0, k+1)
-	hasTarget := false
-	for _, s := range best {
-		out = append(out, s.i)
-		hasTarget = hasTarget || s.i == target
-	}
-	if !hasTarget {
+	out := ranking.TopKBy(len(lp), func(i int) float32 { return lp[i] + b[i]*float32(scale) }, nil, k)
+	if !slices.Contains(out, target) {
 		out = append(out, target)
 	}
 	return out

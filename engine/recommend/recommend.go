@@ -547,24 +547,7 @@ func (e *Engine) selectTopK(score []float32, seen []bool, k int, diversify bool)
 	if diversify {
 		want = max(k, e.candidates)
 	}
-	// the best by score (ties by lower row), kept sorted by insertion: k is small
-	order := make([]int, 0, want+1)
-	better := func(a, b int) bool { return score[a] > score[b] || (score[a] == score[b] && a < b) }
-	for i := range score {
-		if seen[i] || (len(order) == want && !better(i, order[want-1])) {
-			continue
-		}
-		j := len(order)
-		if j < want {
-			order = append(order, i)
-		} else {
-			j = want - 1
-		}
-		for ; j > 0 && better(i, order[j-1]); j-- {
-			order[j] = order[j-1]
-		}
-		order[j] = i
-	}
+	order := ranking.TopK(score, seen, want)
 	if diversify {
 		order = ranking.Diversify(order, score, e.itemEmb, e.dim, e.diversity, k)
 	}

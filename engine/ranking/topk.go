@@ -1,0 +1,40 @@
+package ranking
+
+// TopK returns the rows of the k highest scores, best first, ties by the lower row, skipping
+// excluded rows (nil: none); fewer than k when fewer rows are left. It is the one top-k of the
+// Go tree: the engine's lists, the online learner's candidates and the evaluation's
+// baselines all select with it (the export's rank.top_k is its reference).
+func TopK[F float32 | float64](score []F, excluded []bool, k int) []int {
+	return TopKBy(len(score), func(i int) F { return score[i] }, excluded, k)
+}
+
+// TopKBy is TopK over n rows whose scores score(i) computes (each called once).
+func TopKBy[F float32 | float64](n int, score func(i int) F, excluded []bool, k int) []int {
+	if k <= 0 {
+		return nil
+	}
+	// the best so far, sorted by insertion (k is small next to n)
+	rows := make([]int, 0, k+1)
+	vals := make([]F, 0, k+1)
+	for i := 0; i < n; i++ {
+		if excluded != nil && excluded[i] {
+			continue
+		}
+		v := score(i)
+		// rows are visited in increasing order, so an equal score never displaces a kept row
+		if len(rows) == k && !(v > vals[k-1]) {
+			continue
+		}
+		j := len(rows)
+		if j < k {
+			rows, vals = append(rows, i), append(vals, v)
+		} else {
+			j = k - 1
+		}
+		for ; j > 0 && v > vals[j-1]; j-- {
+			rows[j], vals[j] = rows[j-1], vals[j-1]
+		}
+		rows[j], vals[j] = i, v
+	}
+	return rows
+}

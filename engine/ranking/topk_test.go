@@ -1,0 +1,59 @@
+package ranking
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// TopK agrees with a full stable sort (score descending, ties by the lower row) on random
+// scores with many ties and exclusions, for every k from 0 past the number of rows left.
+func TestTopKMatchesSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for trial := 0; trial < 200; trial++ {
+		n := 1 + rng.IntN(60)
+		score := make([]float32, n)
+		excl := make([]bool, n)
+		for i := range score {
+			score[i] = float32(rng.IntN(8)) // few distinct values: ties everywhere
+			excl[i] = rng.IntN(4) == 0
+		}
+		var want []int
+		for i := range score {
+			if !excl[i] {
+				want = append(want, i)
+			}
+		}
+		slices.SortStableFunc(want, func(a, b int) int {
+			switch {
+			case score[a] > score[b]:
+				return -1
+			case score[a] < score[b]:
+				return 1
+			}
+			return 0
+		})
+		for k := 0; k <= n+1; k++ {
+			got := TopK(score, excl, k)
+			w := want[:min(k, len(want))]
+			if !slices.Equal(got, w) && !(len(got) == 0 && len(w) == 0) {
+				t.Fatalf("n %d k %d: got %v, want %v (scores %v)", n, k, got, w, score)
+			}
+		}
+	}
+}
+
+// TopKBy calls the score function once per row that is not excluded.
+func TestTopKByScoresEachRowOnce(t *testing.T) {
+	calls := make([]int, 10)
+	excl := []bool{false, true, false, false, false, false, false, false, false, true}
+	got := TopKBy(10, func(i int) float64 { calls[i]++; return float64(i % 3) }, excl, 3)
+	if !slices.Equal(got, []int{2, 5, 8}) {
+		t.Errorf("top 3 %v, want [2 5 8]", got)
+	}
+	for i, c := range calls {
+		if want := map[bool]int{true: 0, false: 1}[excl[i]]; c != want {
+			t.Errorf("row %d scored %d times, want %d", i, c, want)
+		}
+	}
+}
