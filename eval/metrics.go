@@ -4,6 +4,8 @@ import (
 	"math"
 	"slices"
 	"sort"
+
+	"github.com/llm4rec/llm4rec/engine/ranking"
 )
 
 // K is the length of every evaluated list.
@@ -26,6 +28,12 @@ type Metrics struct {
 	// ARP is the average recommendation popularity: the mean over lists of the mean training
 	// popularity (training interactions / users) of their items.
 	ARP float64 `json:"arp"`
+	// LongTailShare is the share of the lists' entries outside the short head (HeadItems of
+	// the training popularity, HeadShare of the interactions).
+	LongTailShare float64 `json:"long_tail_share"`
+	// ExposureGini is the Gini coefficient of how many lists each catalog item is in (items
+	// never listed included).
+	ExposureGini float64 `json:"exposure_gini"`
 	// NDCGByGender and NDCGByAge are NDCG per group, present with at least two groups.
 	NDCGByGender map[string]float64 `json:"ndcg@10_by_gender,omitempty"`
 	// GenderGap is the NDCG of the first gender minus the second, in sorted order
@@ -170,8 +178,9 @@ func SpreadGap(by map[string]float64) float64 {
 
 // ListMetrics computes every metric of the lists tops of users with held-out items targets
 // (-1: the user is skipped); emb are the item embeddings for diversity, pop the items'
-// training popularity (its length is the catalog size), gender and age each user's group
-// ("" unknown; nil: no groups).
+// training popularity (its length is the catalog size; LongTailShare's short head is drawn
+// from it, as from the counts it is a multiple of), gender and age each user's group (""
+// unknown; nil: no groups).
 func ListMetrics(tops [][]int, targets []int, emb []float32, dim int, pop []float64, gender, age []string) Metrics {
 	var kept [][]int
 	var ndcg []float64
@@ -207,6 +216,8 @@ func ListMetrics(tops [][]int, targets []int, emb []float32, dim int, pop []floa
 	m.HR, m.NDCG, m.ILD = hits/n, sum/n, ild/n
 	m.Coverage = Coverage(kept, len(pop))
 	m.ARP = AverageRecommendationPopularity(kept, pop)
+	m.LongTailShare = LongTailShare(kept, HeadItems(pop, HeadShare))
+	m.ExposureGini = ExposureGini(kept, len(pop))
 	if by := GroupNDCG(ndcg, g); by != nil {
 		gap, pair := GenderGap(by)
 		m.NDCGByGender, m.GenderGap, m.GenderGapPair = by, &gap, pair
@@ -219,29 +230,10 @@ func ListMetrics(tops [][]int, targets []int, emb []float32, dim int, pop []floa
 }
 
 // TopK returns the k rows with the highest score, ties by the lower row, skipping excluded
-// rows (nil: none). It is the export's rank.top_k but for one thing: when fewer than k rows
-// are left it returns them all, where the export fills the list with excluded rows.
-func TopK(score []float64, excluded []bool, k int) []int {
-	best := make([]int, 0, k+1)
-	better := func(a, b int) bool { return score[a] > score[b] || (score[a] == score[b] && a < b) }
-	for i := range score {
-		if excluded != nil && excluded[i] {
-			continue
-		}
-		if len(best) == k && !better(i, best[k-1]) {
-			continue
-		}
-		if len(best) < k {
-			best = append(best, i)
-		} else {
-			best[k-1] = i
-		}
-		for j := len(best) - 1; j > 0 && better(best[j], best[j-1]); j-- {
-			best[j], best[j-1] = best[j-1], best[j]
-		}
-	}
-	return best
-}
+// rows (nil: none): engine/ranking.TopK, the engine's own selection. It is the export's
+// rank.top_k but for one thing: when fewer than k rows are left it returns them all, where
+// the export fills the list with excluded rows.
+func TopK(score []float64, excluded []bool, k int) []int { return ranking.TopK(score, excluded, k) }
 
 // Tops ranks n catalog rows for every user, k each (TopK): score fills out (length n) with
 // user u's scores, and the user's TestHistory is excluded.

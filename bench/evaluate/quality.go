@@ -7,10 +7,13 @@ package evaluate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
@@ -32,12 +35,25 @@ const (
 // logits with no reweighting, so the Go engine is compared with it at alpha 0.
 const ExportAlpha = 0.0
 
-// NDCGTolerance is how far the engine's NDCG@10 may be from the export's at ExportAlpha.
+// NDCGTolerance is how far the engine's NDCG@10 may be from the export's at ExportAlpha, and
+// at the bundle's default alpha from the export's figures there (metrics.model_ips).
 const NDCGTolerance = 0.002
 
-// Row names of the quality report, the export's names.
+// SweepAlphas are the IPS strengths the model is evaluated at by default, beside the bundle's
+// default alpha (the manifest's ips.default_alpha).
+var SweepAlphas = []float64{0, 0.1, 0.2, 0.3, 0.5, 1}
+
+// Settings of the group figures (QualityReport.Groups), the export's names.
+const (
+	GroupsAlpha0  = "alpha 0"
+	GroupsDefault = "default"
+)
+
+// Row names of the quality report, the export's names (RowModelIPS: the model at the bundle's
+// default alpha in the comparison with the export, its metrics.model_ips).
 const (
 	RowModel       = "model"
+	RowModelIPS    = "model_ips"
 	RowMostPopular = "most_popular"
 	RowItemKNN     = "item_knn"
 )
@@ -48,8 +64,9 @@ type QualityConfig struct {
 	// Bundle is the model bundle folder; Data a generic-format dataset or a raw
 	// MovieLens-100K folder (the data the bundle was trained on, for a meaningful comparison).
 	Bundle, Data string
-	// Alphas are the IPS strengths the model is evaluated at (default 0, 0.5, 1). ExportAlpha
-	// is added first when missing, for the comparison with the export.
+	// Alphas are the IPS strengths the model is evaluated at (default: SweepAlphas and the
+	// manifest's ips.default_alpha). ExportAlpha is added when missing, for the comparison
+	// with the export; the model is evaluated at them in increasing order.
 	Alphas []float64
 	// Users limits the evaluation to the first Users users (by id) with a held-out item; 0
 	// means all. The export compares over all users.
@@ -72,14 +89,20 @@ type QualityConfig struct {
 }
 
 func (c QualityConfig) withDefaults() QualityConfig {
-	if len(c.Alphas) == 0 {
-		c.Alphas = []float64{0, 0.5, 1}
-	}
-	if !slices.Contains(c.Alphas, ExportAlpha) {
-		c.Alphas = append([]float64{ExportAlpha}, c.Alphas...)
-	}
 	engineDefaults(&c.Workers, &c.Logger, &c.Batch)
 	return c
+}
+
+// QualityAlphas are the IPS strengths the model is evaluated at: given, else SweepAlphas and
+// the bundle's default alpha def; ExportAlpha always; sorted, each once.
+func QualityAlphas(given []float64, def float64) []float64 {
+	a := slices.Clone(given)
+	if len(a) == 0 {
+		a = append(slices.Clone(SweepAlphas), def)
+	}
+	a = append(a, ExportAlpha)
+	slices.Sort(a)
+	return slices.Compact(a)
 }
 
 // engineDefaults fills the settings every evaluation through the engine shares: 32 requests in
@@ -103,6 +126,16 @@ type QualityRow struct {
 	// Seconds is the time the row took; UsersPerSec its rate.
 	Seconds     float64 `json:"seconds"`
 	UsersPerSec float64 `json:"users_per_s"`
+}
+
+// SweepPoint is the model at one IPS strength: accuracy against exposure.
+type SweepPoint struct {
+	Alpha         float64 `json:"alpha"`
+	NDCG          float64 `json:"ndcg@10"`
+	ARP           float64 `json:"arp"`
+	Coverage      float64 `json:"coverage@10"`
+	LongTailShare float64 `json:"long_tail_share"`
+	ExposureGini  float64 `json:"exposure_gini"`
 }
 
 // MetricDiff is one metric of a row beside the export's.
@@ -144,11 +177,26 @@ type QualityReport struct {
 	Steering *SteeringReport `json:"steering,omitempty"`
 	// NDCGDiff is the model's NDCG@10 at ExportAlpha minus the export's; NDCGMet says
 	// whether |NDCGDiff| <= NDCGTolerance.
-	NDCGDiff      *float64           `json:"ndcg_diff,omitempty"`
-	NDCGTolerance float64            `json:"ndcg_tolerance"`
-	NDCGMet       *bool              `json:"ndcg_met,omitempty"`
-	Notes         []string           `json:"notes,omitempty"`
-	Timings       map[string]float64 `json:"timings_s"`
+	NDCGDiff      *float64 `json:"ndcg_diff,omitempty"`
+	NDCGTolerance float64  `json:"ndcg_tolerance"`
+	NDCGMet       *bool    `json:"ndcg_met,omitempty"`
+	// DefaultAlpha is the bundle's default IPS strength (the manifest's ips.default_alpha,
+	// chosen on validation users by the export).
+	DefaultAlpha float64 `json:"default_alpha"`
+	// IPSSweep is the model at every evaluated IPS strength, in increasing order.
+	IPSSweep []SweepPoint `json:"ips_sweep"`
+	// Groups are NDCG@10 and ARP by user group with bootstrap intervals and the gap between
+	// the two largest groups, at alpha 0 (GroupsAlpha0) and at the default alpha
+	// (GroupsDefault) when it was evaluated, each by "gender" and by "age" (band) when the
+	// data has them.
+	Groups map[string]map[string]*eval.GroupReport `json:"groups,omitempty"`
+	// IPSNDCGDiff is the model's NDCG@10 at DefaultAlpha minus the export's there
+	// (metrics.model_ips.exported); IPSNDCGMet says whether it is within NDCGTolerance. nil
+	// when the export's report has no such figures or DefaultAlpha was not evaluated.
+	IPSNDCGDiff *float64           `json:"ips_ndcg_diff,omitempty"`
+	IPSNDCGMet  *bool              `json:"ips_ndcg_met,omitempty"`
+	Notes       []string           `json:"notes,omitempty"`
+	Timings     map[string]float64 `json:"timings_s"`
 }
 
 // Row returns the report's row of that name (and alpha, for the model), or nil.
@@ -162,8 +210,9 @@ func (rep *QualityReport) Row(name string, alpha float64) *QualityRow {
 }
 
 // RunQuality evaluates the bundle through the engine on data: full-ranking leave-one-out by
-// time, the model at every IPS strength of cfg.Alphas, most-popular and item-kNN baselines on
-// the same split, and compares with the export's report.
+// time, the model at every IPS strength of cfg.Alphas (QualityAlphas), most-popular and
+// item-kNN baselines on the same split, NDCG@10 and ARP by user group with intervals at alpha 0
+// and at the bundle's default alpha, and compares with the export's report.
 func RunQuality(ctx context.Context, cfg QualityConfig) (rep *QualityReport, err error) {
 	cfg = cfg.withDefaults()
 	if cfg.Bundle == "" || cfg.Data == "" {
@@ -192,6 +241,8 @@ func RunQuality(ctx context.Context, cfg QualityConfig) (rep *QualityReport, err
 		"of the catalog minus the history; k=%d; %d users with a held-out item", eval.K, len(users))
 	rep.Propensities = env.Propensities
 	rep.Embeddings = "the bundle's item_embeddings.f32: the content embeddings the export's ILD uses"
+	rep.DefaultAlpha = m.IPS.DefaultAlpha
+	alphas := QualityAlphas(cfg.Alphas, rep.DefaultAlpha)
 
 	row := func(name string, alpha *float64, tops [][]int, t0 time.Time) {
 		r := QualityRow{Name: name, Alpha: alpha, Metrics: env.Metrics(users, tops), Seconds: time.Since(t0).Seconds()}
@@ -204,13 +255,34 @@ func RunQuality(ctx context.Context, cfg QualityConfig) (rep *QualityReport, err
 		}
 		report.Progressf(cfg.Progress, "quality: %s: %d users in %.1fs", name, len(tops), r.Seconds)
 	}
-	for _, alpha := range cfg.Alphas {
+	for _, alpha := range alphas {
 		t0 := time.Now()
 		tops, err := eval.EngineTops(ctx, eng, users, alpha, cfg.Workers)
 		if err != nil {
 			return nil, err
 		}
 		row(RowModel, &alpha, tops, t0)
+		if alpha == 0 || alpha == rep.DefaultAlpha {
+			if g := groupFigures(users, tops, env.Popularity); g != nil {
+				if rep.Groups == nil {
+					rep.Groups = map[string]map[string]*eval.GroupReport{}
+				}
+				if alpha == 0 {
+					rep.Groups[GroupsAlpha0] = g
+				}
+				if alpha == rep.DefaultAlpha {
+					rep.Groups[GroupsDefault] = g
+				}
+			}
+		}
+	}
+	rep.sweep()
+	if rep.Groups == nil {
+		rep.Notes = append(rep.Notes, "the data has no user groups with two values or more: no group figures")
+	}
+	if !slices.Contains(alphas, rep.DefaultAlpha) {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("the bundle's default alpha %g was not evaluated (--alphas): no group figures or comparison with the export there",
+			rep.DefaultAlpha))
 	}
 	t0 := time.Now()
 	row(RowMostPopular, nil, eval.MostPopular(users, env.Counts, eval.K), t0)
@@ -231,13 +303,60 @@ func RunQuality(ctx context.Context, cfg QualityConfig) (rep *QualityReport, err
 	}
 
 	rep.Export, rep.ExportSource = eval.ExportMetrics(cfg.Bundle, m)
+	if rep.Export != nil {
+		delete(rep.Export, RowModelIPS) // the seeds' mean: the exported seed's own figures replace it below
+		if ips := exportIPS(cfg.Bundle); ips != nil {
+			rep.Export[RowModelIPS] = *ips
+		}
+	}
 	rep.compare()
-	if !rep.AllUsers && rep.NDCGDiff != nil {
+	if !rep.AllUsers && (rep.NDCGDiff != nil || rep.IPSNDCGDiff != nil) {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("only %d of %d users evaluated: the comparison with the export (all users) is indicative only",
 			len(users), len(env.Users)))
 	}
 	rep.Timings["total"] = time.Since(start).Seconds()
 	return rep, nil
+}
+
+// groupFigures are the users' NDCG@10 and ARP by gender and by age band with intervals
+// (eval.GroupIntervals) of lists tops; nil when the data has neither.
+func groupFigures(users []eval.SplitUser, tops [][]int, pop []float64) map[string]*eval.GroupReport {
+	targets, gender, age := make([]int, len(users)), make([]string, len(users)), make([]string, len(users))
+	for i, u := range users {
+		targets[i], gender[i], age[i] = u.Test, u.Gender, u.AgeBand
+	}
+	ndcg, arp := eval.PerUser(tops, targets, pop)
+	out := map[string]*eval.GroupReport{}
+	for key, g := range map[string][]string{"gender": gender, "age": age} {
+		if r := eval.GroupIntervals(ndcg, arp, g, eval.GroupSeed, eval.Resamples); r != nil {
+			out[key] = r
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// exportIPS reads the export's figures of the exported seed at the bundle's default alpha
+// (report.json's metrics.model_ips.exported); nil when the report has none (bundles older
+// than the popularity correction).
+func exportIPS(dir string) *eval.Metrics {
+	raw, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		return nil
+	}
+	var rep struct {
+		Metrics struct {
+			ModelIPS struct {
+				Exported *eval.Metrics `json:"exported"`
+			} `json:"model_ips"`
+		} `json:"metrics"`
+	}
+	if json.Unmarshal(raw, &rep) != nil {
+		return nil
+	}
+	return rep.Metrics.ModelIPS.Exported
 }
 
 // openEnv checks the bundle and opens eval's environment on it with the bench's batching.

@@ -12,20 +12,30 @@ import (
 	"strings"
 
 	"github.com/llm4rec/llm4rec/bench/report"
+	"github.com/llm4rec/llm4rec/eval"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 )
 
-// compare lines up the model at ExportAlpha and the baselines with the export's rows.
+// compare lines up the model at ExportAlpha and the baselines with the export's rows, and the
+// model at the default alpha with the export's figures there (RowModelIPS) when it has them.
 func (rep *QualityReport) compare() {
 	if rep.Export == nil {
 		rep.Notes = append(rep.Notes, "the bundle has no export metrics (report.json or manifest metrics) to compare with")
 		return
 	}
-	for _, name := range []string{RowModel, RowMostPopular, RowItemKNN} {
+	if _, ok := rep.Export[RowModelIPS]; !ok {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("the export's report has no metrics.model_ips.exported (a bundle older than the "+
+			"popularity correction): the model at the default alpha %g is not compared with the export", rep.DefaultAlpha))
+	}
+	for _, name := range []string{RowModel, RowModelIPS, RowMostPopular, RowItemKNN} {
 		r := rep.Row(name, ExportAlpha)
+		if name == RowModelIPS {
+			r = rep.Row(RowModel, rep.DefaultAlpha)
+		}
 		e, ok := rep.Export[name]
 		if r == nil || !ok {
 			continue
@@ -44,12 +54,36 @@ func (rep *QualityReport) compare() {
 		if r.AgeGap != nil && e.AgeGap != nil {
 			add("age_gap", *r.AgeGap, *e.AgeGap)
 		}
-		if name == RowModel {
-			d := r.NDCG - e.NDCG
-			met := math.Abs(d) <= NDCGTolerance
+		d := r.NDCG - e.NDCG
+		met := math.Abs(d) <= NDCGTolerance
+		switch name {
+		case RowModel:
 			rep.NDCGDiff, rep.NDCGMet = &d, &met
+		case RowModelIPS:
+			rep.IPSNDCGDiff, rep.IPSNDCGMet = &d, &met
 		}
 	}
+}
+
+// sweep lists the model's rows as the frontier of accuracy against exposure, by alpha.
+func (rep *QualityReport) sweep() {
+	rep.IPSSweep = []SweepPoint{}
+	for _, r := range rep.modelRows() {
+		rep.IPSSweep = append(rep.IPSSweep, SweepPoint{Alpha: *r.Alpha, NDCG: r.NDCG, ARP: r.ARP, Coverage: r.Coverage,
+			LongTailShare: r.LongTailShare, ExposureGini: r.ExposureGini})
+	}
+}
+
+// modelRows are the model's rows by increasing alpha.
+func (rep *QualityReport) modelRows() []QualityRow {
+	var model []QualityRow
+	for _, r := range rep.Rows {
+		if r.Name == RowModel && r.Alpha != nil {
+			model = append(model, r)
+		}
+	}
+	slices.SortStableFunc(model, func(a, b QualityRow) int { return cmp.Compare(*a.Alpha, *b.Alpha) })
+	return model
 }
 
 // WriteJSON writes the report as dir/quality.json and returns its path.
@@ -72,7 +106,8 @@ func fmtGap(g *float64) string {
 }
 
 // WriteTable prints the report for people: the setup, one row per ranker with its metrics and
-// NDCG by group, and the comparison with the export.
+// NDCG by group, the frontier of the popularity correction, the group figures with their
+// intervals, and the comparison with the export.
 func (rep *QualityReport) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "quality of %s (%s v%s) on %s, %s\n", rep.Bundle, rep.BundleName, rep.BundleVersion, rep.Data, rep.Provider)
@@ -119,8 +154,11 @@ func (rep *QualityReport) WriteTable(w io.Writer) error {
 		}
 		t.Write(&b)
 	}
+	rep.writeSweep(&b)
+	rep.writeGroups(&b)
 	if len(rep.Compare) > 0 {
-		fmt.Fprintf(&b, "\nagainst the export (%s; the model at alpha %g, the export ranks by logits without IPS):\n", rep.ExportSource, ExportAlpha)
+		fmt.Fprintf(&b, "\nagainst the export (%s; the model at alpha %g, the export ranks by logits without IPS; %s at the default alpha %g):\n",
+			rep.ExportSource, ExportAlpha, RowModelIPS, rep.DefaultAlpha)
 		t := report.NewTable("row", "metric", ">go", ">export", ">go - export")
 		prev := ""
 		for _, c := range rep.Compare {
@@ -139,6 +177,14 @@ func (rep *QualityReport) WriteTable(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "\ntarget |NDCG@10(go) - NDCG@10(export)| <= %g: %+.6f, %s\n", rep.NDCGTolerance, *rep.NDCGDiff, state)
 	}
+	if rep.IPSNDCGDiff != nil {
+		state := "met"
+		if !*rep.IPSNDCGMet {
+			state = "NOT met"
+		}
+		fmt.Fprintf(&b, "target at the default alpha %g, |NDCG@10(go) - NDCG@10(export)| <= %g: %+.6f, %s\n", rep.DefaultAlpha,
+			rep.NDCGTolerance, *rep.IPSNDCGDiff, state)
+	}
 	if rep.Steering != nil {
 		rep.Steering.writeTable(&b)
 		b.WriteByte('\n')
@@ -149,6 +195,134 @@ func (rep *QualityReport) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&b, "took %.1fs (load %.1fs)\n", rep.Timings["total"], rep.Timings["load"])
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeSweep prints the frontier: the model's accuracy and exposure at every alpha, with the
+// changes from alpha 0.
+func (rep *QualityReport) writeSweep(b *strings.Builder) {
+	if len(rep.IPSSweep) == 0 {
+		return
+	}
+	var base *SweepPoint
+	for i, p := range rep.IPSSweep {
+		if p.Alpha == 0 {
+			base = &rep.IPSSweep[i]
+		}
+	}
+	change := func(v, b0 float64) string {
+		if base == nil || b0 == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%+.1f%%", 100*(v/b0-1))
+	}
+	fmt.Fprintf(b, "\npopularity correction, score - alpha * log(propensity) (* the bundle's default alpha, %g):\n", rep.DefaultAlpha)
+	t := report.NewTable(">alpha", ">NDCG@10", ">vs 0", ">ARP", ">vs 0", ">cov@10", ">long tail", ">exposure Gini")
+	for _, p := range rep.IPSSweep {
+		a := strconv.FormatFloat(p.Alpha, 'g', -1, 64)
+		if p.Alpha == rep.DefaultAlpha {
+			a += "*"
+		}
+		var n0, a0 float64
+		if base != nil {
+			n0, a0 = base.NDCG, base.ARP
+		}
+		t.Add(a, fmt.Sprintf("%.4f", p.NDCG), change(p.NDCG, n0), fmt.Sprintf("%.4f", p.ARP), change(p.ARP, a0),
+			fmt.Sprintf("%.3f", p.Coverage), fmt.Sprintf("%.3f", p.LongTailShare), fmt.Sprintf("%.3f", p.ExposureGini))
+	}
+	t.Write(b)
+}
+
+// writeGroups prints NDCG@10 and ARP by user group with their intervals, and the gaps, at
+// alpha 0 and at the default alpha (once when the default is 0).
+func (rep *QualityReport) writeGroups(b *strings.Builder) {
+	if len(rep.Groups) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\nby user group, bootstrap 95%% intervals (%d resamples of the users within each group):\n", eval.Resamples)
+	t := report.NewTable("alpha", "by", "group", ">users", ">NDCG@10", "95% interval", ">ARP", "95% interval")
+	ci := func(c [2]float64, f string) string {
+		return "[" + fmt.Sprintf(f, c[0]) + ", " + fmt.Sprintf(f, c[1]) + "]"
+	}
+	first := true
+	for _, setting := range []string{GroupsAlpha0, GroupsDefault} {
+		by, ok := rep.Groups[setting]
+		if !ok || setting == GroupsDefault && rep.DefaultAlpha == 0 && rep.Groups[GroupsAlpha0] != nil {
+			continue
+		}
+		label := "0"
+		if setting == GroupsDefault || rep.DefaultAlpha == 0 {
+			label = fmt.Sprintf("%g (default)", rep.DefaultAlpha)
+		}
+		for _, key := range []string{"gender", "age"} {
+			g := by[key]
+			if g == nil {
+				continue
+			}
+			if !first {
+				t.Gap()
+			}
+			first = false
+			names := report.SortedKeys(g.ByGroup)
+			if key == "age" {
+				names = sortAgeBands(names)
+			}
+			for _, n := range names {
+				x := g.ByGroup[n]
+				t.Add(label, key, n, strconv.Itoa(x.Users), fmt.Sprintf("%.4f", x.NDCG), ci(x.NDCGCI, "%.4f"),
+					fmt.Sprintf("%.4f", x.ARP), ci(x.ARPCI, "%.4f"))
+			}
+			t.Add(label, key, "gap "+g.NDCGGap.Pair, "", fmt.Sprintf("%+.4f", g.NDCGGap.Gap), ci(g.NDCGGap.CI, "%+.4f"),
+				fmt.Sprintf("%+.4f", g.ARPGap.Gap), ci(g.ARPGap.CI, "%+.4f"))
+		}
+	}
+	t.Write(b)
+}
+
+// frontierPanel plots the model's NDCG@10 against its ARP at each alpha (labelled), the
+// baselines as single points.
+func (rep *QualityReport) frontierPanel(model []QualityRow) (*plot.Plot, error) {
+	p := report.NewPanel("accuracy against popularity over alpha", "ARP", "NDCG@10")
+	p.Legend.Left = false // the model sits top left: little popularity, most accuracy
+	xy := make(plotter.XYs, len(model))
+	labels := make([]string, len(model))
+	for i, r := range model {
+		xy[i] = plotter.XY{X: r.ARP, Y: r.NDCG}
+		labels[i] = "α " + fmtAlpha(r.Alpha)
+		if *r.Alpha == rep.DefaultAlpha {
+			labels[i] += " (default)"
+		}
+	}
+	if err := report.AddLine(p, xy, "model", plotutil.Color(0), nil, 0); err != nil {
+		return nil, err
+	}
+	l, err := plotter.NewLabels(plotter.XYLabels{XYs: xy, Labels: labels})
+	if err != nil {
+		return nil, fmt.Errorf("bench: plot: %w", err)
+	}
+	for i := range l.TextStyle {
+		l.TextStyle[i].Font.Size = vg.Points(7)
+		l.TextStyle[i].XAlign = draw.XLeft
+	}
+	l.Offset = vg.Point{X: vg.Points(4), Y: vg.Points(2)}
+	p.Add(l)
+	series := 1
+	for _, r := range rep.Rows {
+		if r.Name == RowModel {
+			continue
+		}
+		s, err := plotter.NewScatter(plotter.XYs{{X: r.ARP, Y: r.NDCG}})
+		if err != nil {
+			return nil, fmt.Errorf("bench: plot: %w", err)
+		}
+		s.Color = plotutil.Color(series)
+		s.Shape = plotutil.Shape(series)
+		p.Add(s)
+		p.Legend.Add(r.Name, s)
+		series++
+	}
+	dx, dy := p.X.Max-p.X.Min, p.Y.Max-p.Y.Min // room for the labels and the points on the edges
+	p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = p.X.Min-0.03*dx, p.X.Max+0.08*dx, p.Y.Min-0.05*dy, p.Y.Max+0.1*dy
+	return p, nil
 }
 
 // sortAgeBands orders the bands "<25", "25-34", "35-44", "45+" by age.
@@ -166,18 +340,13 @@ func sortAgeBands(bands []string) []string {
 }
 
 // WritePlots draws dir/quality.png: each metric of the model against the IPS strength, the
-// baselines as flat dashed lines, and returns its path.
+// baselines as flat dashed lines, and NDCG@10 against ARP over the strengths (the frontier of
+// the popularity correction, the baselines as points), and returns its path.
 func (rep *QualityReport) WritePlots(dir string) ([]string, error) {
-	var model []QualityRow
-	for _, r := range rep.Rows {
-		if r.Name == RowModel && r.Alpha != nil {
-			model = append(model, r)
-		}
-	}
+	model := rep.modelRows()
 	if len(model) == 0 {
 		return nil, fmt.Errorf("bench: no model row to plot")
 	}
-	slices.SortFunc(model, func(a, b QualityRow) int { return cmp.Compare(*a.Alpha, *b.Alpha) })
 	lo, hi := *model[0].Alpha, *model[len(model)-1].Alpha
 	if hi == lo {
 		hi = lo + 1
@@ -201,6 +370,8 @@ func (rep *QualityReport) WritePlots(dir string) ([]string, error) {
 		{"catalog coverage@10", []metric{{"coverage@10", func(r QualityRow) (float64, bool) { return r.Coverage, true }}}},
 		{"average recommendation popularity", []metric{{"ARP", func(r QualityRow) (float64, bool) { return r.ARP, true }}}},
 		{"intra-list diversity@10", []metric{{"ILD@10", func(r QualityRow) (float64, bool) { return r.ILD, true }}}},
+		{"exposure", []metric{{"long-tail share", func(r QualityRow) (float64, bool) { return r.LongTailShare, true }},
+			{"exposure Gini", func(r QualityRow) (float64, bool) { return r.ExposureGini, true }}}},
 		{"NDCG@10 gaps between user groups", []metric{{"gender gap", func(r QualityRow) (float64, bool) { return gap(r.GenderGap) }},
 			{"age gap", func(r QualityRow) (float64, bool) { return gap(r.AgeGap) }}}},
 	}
@@ -240,6 +411,11 @@ func (rep *QualityReport) WritePlots(dir string) ([]string, error) {
 		}
 		plots = append(plots, p)
 	}
+	frontier, err := rep.frontierPanel(model)
+	if err != nil {
+		return nil, err
+	}
+	plots = append(plots, frontier)
 	path := filepath.Join(dir, QualityPlot)
 	if err := report.SaveGrid(path, plots, 3); err != nil {
 		return nil, err

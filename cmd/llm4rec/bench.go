@@ -285,7 +285,7 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	bundleDir := fs.String("bundle", "models/movielens-100k/1", "model bundle folder")
 	dataDir := fs.String("data", "../shared/data/ml-100k", "the bundle's training data: generic format (items.jsonl, interactions.csv, users.jsonl) or raw MovieLens-100K (u.data, u.item, u.user)")
-	alphas := fs.String("alphas", "0,0.5,1", "IPS strengths to evaluate the model at (0, the export's, is always included)")
+	alphas := fs.String("alphas", "", "IPS strengths to evaluate the model at (default: the bundle's default alpha and 0,0.1,0.2,0.3,0.5,1; 0, the export's, is always included)")
 	users := fs.Int("users", 0, "evaluate only the first N users with a held-out item (0: all)")
 	workers := fs.Int("workers", 32, "recommendations in flight at once (the engine batches across them)")
 	noSteering := fs.Bool("no-steering", false, "skip the steering evaluation (typed and spoken category requests) that runs when the bundle's manifest has a steering section")
@@ -298,9 +298,11 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := evaluate.QualityConfig{Bundle: *bundleDir, Data: *dataDir, Users: *users, Workers: *workers, NoSteering: *noSteering}
 	var err error
-	if cfg.Alphas, err = evaluate.ParseFloats(*alphas); err != nil {
-		fmt.Fprintf(stderr, "llm4rec bench quality: --alphas: %v\n", err)
-		return 2
+	if *alphas != "" {
+		if cfg.Alphas, err = evaluate.ParseFloats(*alphas); err != nil {
+			fmt.Fprintf(stderr, "llm4rec bench quality: --alphas: %v\n", err)
+			return 2
+		}
 	}
 	if cfg.Runtime, err = rf.options(); err != nil {
 		fmt.Fprintf(stderr, "llm4rec bench quality: %v\n", err)
