@@ -102,6 +102,24 @@ func TestBundleEndToEnd(t *testing.T) {
 			t.Fatalf("seen item %s recommended", id)
 		}
 	}
+	// explanations: one sentence each, or up to three when detailed, each with its kind
+	for explain, most := range map[any]int{true: 1, "detailed": 3} {
+		r := ts.do("POST", "/v1/recommend", "", map[string]any{"history": hist, "k": 5, "explain": explain, "query": "a comedy"})
+		if r.status != 200 {
+			t.Fatalf("explain %v: %d %s", explain, r.status, r.raw)
+		}
+		for _, it := range r.body["items"].([]any) {
+			ex, _ := it.(map[string]any)["explanations"].([]any)
+			if len(ex) < 1 || len(ex) > most {
+				t.Fatalf("explain %v: %d explanations: %v", explain, len(ex), it)
+			}
+			for _, x := range ex {
+				if x := x.(map[string]any); x["kind"] == "" || x["text"] == "" {
+					t.Fatalf("explain %v: %v", explain, x)
+				}
+			}
+		}
+	}
 
 	// the server outlives a test run (-count): a user and event ids of this run's own
 	user := fmt.Sprint("e2e-", time.Now().UnixNano())

@@ -332,8 +332,38 @@ type RecommendRequest struct {
 	ExcludeSeen *bool    `json:"exclude_seen,omitempty"`
 	IPSAlpha    *float64 `json:"ips_alpha,omitempty"`
 	Debias      *bool    `json:"debias,omitempty"`
-	Explain     bool     `json:"explain,omitempty"`
+	Explain     Explain  `json:"explain,omitempty"`
 	Mode        string   `json:"mode,omitempty"`
+}
+
+// Explain is the request's `explain`: false (none), true (one sentence per item) or
+// "detailed" (up to three).
+type Explain struct{ On, Detailed bool }
+
+// UnmarshalJSON accepts true, false, null and "detailed"; anything else is refused.
+func (x *Explain) UnmarshalJSON(b []byte) error {
+	switch string(b) {
+	case "true":
+		*x = Explain{On: true}
+	case "false", "null":
+		*x = Explain{}
+	case `"detailed"`:
+		*x = Explain{On: true, Detailed: true}
+	default:
+		return errors.New(`explain: want true, false or "detailed"`)
+	}
+	return nil
+}
+
+// MarshalJSON writes the value UnmarshalJSON reads.
+func (x Explain) MarshalJSON() ([]byte, error) {
+	switch {
+	case x.Detailed:
+		return []byte(`"detailed"`), nil
+	case x.On:
+		return []byte("true"), nil
+	}
+	return []byte("false"), nil
 }
 
 func decodeMedia(field, b64 string, limit int) ([]byte, error) {
@@ -407,7 +437,7 @@ func (s *Server) handleRecommend(ctx *fasthttp.RequestCtx) error {
 		k = *req.K
 	}
 	r := recommend.Request{History: history, Query: req.Query, Image: img, Audio: aud, K: k,
-		ExcludeSeen: req.ExcludeSeen == nil || *req.ExcludeSeen, Alpha: req.IPSAlpha, Explain: req.Explain, Mode: recommend.Mode(req.Mode)}
+		ExcludeSeen: req.ExcludeSeen == nil || *req.ExcludeSeen, Alpha: req.IPSAlpha, Explain: req.Explain.On, ExplainDetail: req.Explain.Detailed, Mode: recommend.Mode(req.Mode)}
 	if req.Debias != nil && !*req.Debias {
 		zero := 0.0
 		r.Alpha = &zero

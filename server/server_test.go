@@ -507,7 +507,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	props := full["components"].(map[string]any)["schemas"].(map[string]any)["RecommendRequest"].(map[string]any)["properties"].(map[string]any)
 	var fields []string
 	raw, _ := json.Marshal(RecommendRequest{UserID: "x", History: []string{"1"}, Query: "q", Image: "i", Audio: "a", K: new(int),
-		ExcludeSeen: new(bool), IPSAlpha: new(float64), Debias: new(bool), Explain: true, Mode: "m"})
+		ExcludeSeen: new(bool), IPSAlpha: new(float64), Debias: new(bool), Explain: Explain{On: true}, Mode: "m"})
 	var m map[string]any
 	json.Unmarshal(raw, &m)
 	for f := range m {
@@ -518,6 +518,29 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	if len(fields) != len(props) {
 		t.Errorf("schema has %d request fields, the server %d", len(props), len(fields))
+	}
+}
+
+func TestExplainField(t *testing.T) {
+	for in, want := range map[string]Explain{`true`: {On: true}, `false`: {}, `null`: {}, `"detailed"`: {On: true, Detailed: true}} {
+		var got Explain
+		if err := json.Unmarshal([]byte(in), &got); err != nil || got != want {
+			t.Errorf("%s: %+v %v, want %+v", in, got, err, want)
+		}
+		if out, _ := json.Marshal(want); in != "null" && string(out) != in {
+			t.Errorf("%+v marshals to %s, want %s", want, out, in)
+		}
+	}
+	for _, in := range []string{`"yes"`, `1`, `"DETAILED"`, `{}`} {
+		var got Explain
+		if err := json.Unmarshal([]byte(in), &got); err == nil {
+			t.Errorf("%s accepted as %+v", in, got)
+		}
+	}
+	ts := start(t, nil)
+	r := ts.do("POST", "/v1/recommend", "", map[string]any{"history": []string{ts.catalog()[0]}, "explain": "always"})
+	if r.status != 400 || !strings.Contains(string(r.raw), "explain") {
+		t.Fatalf("explain \"always\": %d %s", r.status, r.raw)
 	}
 }
 

@@ -1,12 +1,28 @@
-// Package explain writes templated natural-language explanations of recommendations, each
-// with the kind of reason and the ids of the evidence behind it: preference (categories the
-// user engages with most), similarity (the history item most similar to the recommendation by
-// co-occurrence or by content embedding) and context (the request's query, image or audio, or
-// trending now).
+// Package explain writes templated natural-language explanations of recommendations from
+// evidence the model used. The engine measures the evidence (engine/recommend: each recent
+// history item and each of the request's query, image and audio removed in turn, through the
+// same fusion and generator); this package turns it into sentences, each with its kind, its
+// numbers and the ids of its evidence:
+//
+//   - context: the request's query, image or voice moved the item up (cited evidence), or the
+//     item is trending now (its rank among trending items);
+//   - similarity: a history item whose removal moves the item down, said in the strongest true
+//     words: "people who liked X also liked Y" with the real co-occurrence count when enough
+//     users share both, "similar to X" when their content is close, else "because X is in your
+//     history";
+//   - preference: the item's categories that a measurable share of the history has (at least
+//     PreferenceShare of it and two items), with the count;
+//   - general: an item with no cited evidence and no shared preference gets a plain sentence
+//     that claims nothing it cannot show.
+//
+// Nothing is generated freely: every sentence is a template in templates.go filled with
+// evidence ids, titles and measured numbers.
 package explain
 
 import (
+	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"text/template"
@@ -19,6 +35,7 @@ const (
 	Preference Kind = "preference"
 	Similarity Kind = "similarity"
 	Context    Kind = "context"
+	General    Kind = "general"
 )
 
 // Explanation is one reason for one recommended item.
@@ -27,6 +44,12 @@ type Explanation struct {
 	Template string   `json:"template"`
 	Text     string   `json:"text"`
 	Evidence []string `json:"evidence"` // item ids, category names, or "query" / "image" / "audio"
+	// Values are the measured numbers behind the sentence: "score_drop" (the item's
+	// log-probability lost without the evidence), "rank" and "rank_without" (its place in the
+	// served list with and without it; past the end when it drops out), "co_occurrence" (users who had both items),
+	// "similarity" (content cosine), "share" and "count" (of the history in the categories),
+	// "trending_rank".
+	Values map[string]float64 `json:"values,omitempty"`
 }
 
 // Item is what explanations need of a catalog item.
@@ -49,46 +72,81 @@ type Signals interface {
 	Trending(k int) []int
 }
 
-// Request is what the user gave: history rows (oldest first) and which modalities came with
-// the request; ContextScore is the item's similarity to the request's query/image/audio
-// embedding (nil when none).
+// Source names what a piece of evidence is: a history item or one of the request's modalities.
+type Source string
+
+const (
+	FromHistory Source = "history"
+	FromQuery   Source = "query"
+	FromImage   Source = "image"
+	FromAudio   Source = "audio"
+)
+
+// Evidence is one measured counterfactual for one recommended item: the item's score and rank
+// with the evidence and without it.
+type Evidence struct {
+	Source Source
+	// Row is the history item's catalog row (FromHistory only).
+	Row int
+	// Drop is the item's log-probability with the evidence minus without it.
+	Drop float64
+	// Rank and RankWithout are the item's 1-based places in the served list with and without
+	// the evidence (the list's length + 1 when it is not in the list).
+	Rank, RankWithout int
+}
+
+// Cited says whether the evidence is strong enough to be cited: removing it moves the item
+// down the ranking and costs it at least minDrop of log-probability.
+func (ev Evidence) Cited(minDrop float64) bool {
+	return ev.RankWithout > ev.Rank && ev.Drop >= minDrop
+}
+
+// Request is what the user gave: history rows (oldest first) and the request's query text.
 type Request struct {
-	History      []int
-	Query        string
-	HasImage     bool
-	HasAudio     bool
-	ContextScore func(item int) (modality string, score float32, ok bool)
+	History []int
+	Query   string
 }
 
 // Config sets thresholds. Zero fields take the defaults.
 type Config struct {
+	// MinDrop is the least log-probability an item must lose without a piece of evidence for
+	// the evidence to be cited (default 0.05; its rank must fall too).
+	MinDrop float64
 	// MinCoOccurrence is how many users must share two items for "people who liked" (default 2).
 	MinCoOccurrence float64
-	// MinSimilarity is the content similarity for "similar to" (default 0.3).
+	// MinSimilarity is the content similarity for "similar to" (default 0.5).
 	MinSimilarity float32
-	// MinContextScore is the similarity to the query/image/audio for a context reason (default 0.2).
-	MinContextScore float32
+	// PreferenceShare is the least share of the history in a category for a preference reason
+	// (default 0.25, and at least two items).
+	PreferenceShare float64
 	// TrendingTop is how many trending items count as "trending now" (default 20).
 	TrendingTop int
-	// TopCategories is how many of the user's categories count as preferences (default 3).
-	TopCategories int
+	// MaxReasons is how many reasons a detailed explanation gives (default 3); a short one gives
+	// one.
+	MaxReasons int
 }
 
+// DefaultMinDrop is Config.MinDrop's default.
+const DefaultMinDrop = 0.05
+
 func (c Config) withDefaults() Config {
+	if c.MinDrop <= 0 {
+		c.MinDrop = DefaultMinDrop
+	}
 	if c.MinCoOccurrence <= 0 {
 		c.MinCoOccurrence = 2
 	}
 	if c.MinSimilarity == 0 {
-		c.MinSimilarity = 0.3
+		c.MinSimilarity = 0.5
 	}
-	if c.MinContextScore == 0 {
-		c.MinContextScore = 0.2
+	if c.PreferenceShare <= 0 {
+		c.PreferenceShare = 0.25
 	}
 	if c.TrendingTop <= 0 {
 		c.TrendingTop = 20
 	}
-	if c.TopCategories <= 0 {
-		c.TopCategories = 3
+	if c.MaxReasons <= 0 {
+		c.MaxReasons = 3
 	}
 	return c
 }
@@ -104,7 +162,7 @@ type Explainer struct {
 // New parses Templates. It fails only if a template does not parse.
 func New(catalog Catalog, signals Signals, cfg Config) (*Explainer, error) {
 	e := &Explainer{cfg: cfg.withDefaults(), catalog: catalog, signals: signals, templates: map[string]*template.Template{}}
-	funcs := template.FuncMap{"join": strings.Join}
+	funcs := template.FuncMap{"join": strings.Join, "count": func(v float64) string { return fmt.Sprintf("%.0f", v) }}
 	for name, text := range Templates {
 		t, err := template.New(name).Funcs(funcs).Option("missingkey=error").Parse(text)
 		if err != nil {
@@ -115,44 +173,34 @@ func New(catalog Catalog, signals Signals, cfg Config) (*Explainer, error) {
 	return e, nil
 }
 
-func (e *Explainer) render(kind Kind, name string, data any, evidence ...string) Explanation {
+// Config returns the thresholds in use (defaults filled in).
+func (e *Explainer) Config() Config { return e.cfg }
+
+func (e *Explainer) render(kind Kind, name string, data map[string]any, values map[string]float64, evidence ...string) Explanation {
 	var b strings.Builder
 	if err := e.templates[name].Execute(&b, data); err != nil {
 		b.Reset()
 		b.WriteString(string(kind)) // a template error never fails a recommendation
 	}
-	return Explanation{Kind: kind, Template: name, Text: b.String(), Evidence: evidence}
+	return Explanation{Kind: kind, Template: name, Text: b.String(), Evidence: evidence, Values: values}
 }
 
 // Profile is what is computed once per request and shared across its items.
 type Profile struct {
 	req      Request
-	topCats  []string
-	trending map[int]int // item -> rank (1-based)
+	catCount map[string]int // history items per category
+	trending map[int]int    // item -> rank (1-based)
 }
 
-// NewProfile summarises a request: the user's top categories and the trending items.
+// NewProfile summarises a request: how many history items each category has, and the
+// trending items.
 func (e *Explainer) NewProfile(req Request) *Profile {
-	counts := map[string]int{}
+	p := &Profile{req: req, catCount: map[string]int{}, trending: map[int]int{}}
 	for _, h := range req.History {
 		for _, c := range e.catalog.Item(h).Categories {
-			counts[c]++
+			p.catCount[c]++
 		}
 	}
-	cats := make([]string, 0, len(counts))
-	for c := range counts {
-		cats = append(cats, c)
-	}
-	slices.SortFunc(cats, func(a, b string) int {
-		if counts[a] != counts[b] {
-			return counts[b] - counts[a]
-		}
-		return strings.Compare(a, b)
-	})
-	if len(cats) > e.cfg.TopCategories {
-		cats = cats[:e.cfg.TopCategories]
-	}
-	p := &Profile{req: req, topCats: cats, trending: map[int]int{}}
 	if e.signals != nil {
 		for r, it := range e.signals.Trending(e.cfg.TrendingTop) {
 			p.trending[it] = r + 1
@@ -161,60 +209,99 @@ func (e *Explainer) NewProfile(req Request) *Profile {
 	return p
 }
 
-// Explain returns the reasons for one recommended item, strongest kind first: context,
-// similarity, preference. An item with no evidence gets no explanation.
-func (e *Explainer) Explain(p *Profile, row int) []Explanation {
+// Explain returns the reasons for one recommended item, strongest first, from its measured
+// evidence: cited request modalities (the request is what was asked for), then cited history
+// items by how much they moved the item, then shared preferences, then trending; an item with
+// none of these gets one general sentence. detailed gives up to MaxReasons reasons, otherwise
+// one.
+func (e *Explainer) Explain(p *Profile, row int, evidence []Evidence, detailed bool) []Explanation {
 	item := e.catalog.Item(row)
+	limit := 1
+	if detailed {
+		limit = e.cfg.MaxReasons
+	}
 	var out []Explanation
-	if p.req.ContextScore != nil {
-		if modality, score, ok := p.req.ContextScore(row); ok && score >= e.cfg.MinContextScore {
-			switch modality {
-			case "query":
-				out = append(out, e.render(Context, "context_query", map[string]any{"Query": p.req.Query}, "query"))
-			case "image":
-				out = append(out, e.render(Context, "context_image", nil, "image"))
-			case "audio":
-				out = append(out, e.render(Context, "context_audio", nil, "audio"))
-			}
+	cited := make([]Evidence, 0, len(evidence))
+	for _, ev := range evidence {
+		if ev.Cited(e.cfg.MinDrop) {
+			cited = append(cited, ev)
 		}
 	}
-	if rank, ok := p.trending[row]; ok {
-		out = append(out, e.render(Context, "context_trending", map[string]any{"Rank": rank}, item.ID))
-	}
-	if len(p.req.History) > 0 {
-		bestCo, coItem := 0.0, -1
-		bestSim, simItem := float32(-2), -1
-		for _, h := range p.req.History {
-			if h == row {
-				continue
+	slices.SortStableFunc(cited, func(a, b Evidence) int {
+		if am, bm := a.Source != FromHistory, b.Source != FromHistory; am != bm {
+			if am {
+				return -1
 			}
-			if e.signals != nil {
-				if c := e.signals.CoOccurrence(h, row); c > bestCo {
-					bestCo, coItem = c, h
-				}
-			}
-			if s := e.catalog.Similarity(h, row); s > bestSim {
-				bestSim, simItem = s, h
-			}
+			return 1
 		}
-		switch {
-		case coItem >= 0 && bestCo >= e.cfg.MinCoOccurrence:
-			other := e.catalog.Item(coItem)
-			out = append(out, e.render(Similarity, "similarity_cooccurrence",
-				map[string]any{"Item": item.Title, "Other": other.Title, "Count": bestCo}, other.ID))
-		case simItem >= 0 && bestSim >= e.cfg.MinSimilarity:
-			other := e.catalog.Item(simItem)
-			out = append(out, e.render(Similarity, "similarity_embedding", map[string]any{"Other": other.Title}, other.ID))
+		return cmp.Compare(b.Drop, a.Drop)
+	})
+	for _, ev := range cited {
+		if len(out) == limit {
+			return out
+		}
+		vals := map[string]float64{"score_drop": round(ev.Drop), "rank": float64(ev.Rank), "rank_without": float64(ev.RankWithout)}
+		switch ev.Source {
+		case FromQuery:
+			out = append(out, e.render(Context, "context_query", map[string]any{"Query": p.req.Query}, vals, string(FromQuery)))
+		case FromImage:
+			out = append(out, e.render(Context, "context_image", nil, vals, string(FromImage)))
+		case FromAudio:
+			out = append(out, e.render(Context, "context_audio", nil, vals, string(FromAudio)))
+		case FromHistory:
+			out = append(out, e.fromHistory(item, row, ev.Row, vals))
 		}
 	}
-	var shared []string
-	for _, c := range p.topCats {
-		if slices.Contains(item.Categories, c) {
-			shared = append(shared, c)
+	if len(out) < limit {
+		if x, ok := e.preference(p, item); ok {
+			out = append(out, x)
 		}
 	}
-	if len(shared) > 0 {
-		out = append(out, e.render(Preference, "preference", map[string]any{"Categories": shared}, shared...))
+	if r, ok := p.trending[row]; ok && len(out) < limit {
+		out = append(out, e.render(Context, "context_trending", map[string]any{"Rank": r},
+			map[string]float64{"trending_rank": float64(r)}, item.ID))
+	}
+	if len(out) == 0 {
+		out = append(out, e.render(General, "general", nil, nil))
 	}
 	return out
 }
+
+// fromHistory says why history item h moved item (row) in the strongest words that are true.
+func (e *Explainer) fromHistory(item Item, row, h int, vals map[string]float64) Explanation {
+	other := e.catalog.Item(h)
+	if e.signals != nil {
+		if co := e.signals.CoOccurrence(h, row); co >= e.cfg.MinCoOccurrence {
+			vals["co_occurrence"] = co
+			return e.render(Similarity, "similarity_cooccurrence",
+				map[string]any{"Item": item.Title, "Other": other.Title, "Count": co}, vals, other.ID)
+		}
+	}
+	if s := e.catalog.Similarity(h, row); s >= e.cfg.MinSimilarity {
+		vals["similarity"] = round(float64(s))
+		return e.render(Similarity, "similarity_embedding", map[string]any{"Other": other.Title}, vals, other.ID)
+	}
+	return e.render(Similarity, "similarity_history", map[string]any{"Other": other.Title}, vals, other.ID)
+}
+
+// preference is the item's categories that at least PreferenceShare of the history (and two
+// items) has, most shared first.
+func (e *Explainer) preference(p *Profile, item Item) (Explanation, bool) {
+	n := len(p.req.History)
+	var shared []string
+	for _, c := range item.Categories {
+		if k := p.catCount[c]; k >= 2 && float64(k) >= e.cfg.PreferenceShare*float64(n) {
+			shared = append(shared, c)
+		}
+	}
+	if len(shared) == 0 {
+		return Explanation{}, false
+	}
+	slices.SortStableFunc(shared, func(a, b string) int { return cmp.Compare(p.catCount[b], p.catCount[a]) })
+	shared = shared[:min(len(shared), 2)]
+	k := p.catCount[shared[0]]
+	return e.render(Preference, "preference", map[string]any{"Categories": shared, "Count": k, "Of": n},
+		map[string]float64{"count": float64(k), "share": round(float64(k) / float64(n))}, shared...), true
+}
+
+func round(v float64) float64 { return math.Round(v*1e4) / 1e4 }

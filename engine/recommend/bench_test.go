@@ -149,9 +149,11 @@ func BenchmarkStages(b *testing.B) {
 	})
 	b.Run("explain", func(b *testing.B) {
 		p := e.explain.NewProfile(exRequest(rows))
+		ev := []explain.Evidence{{Source: explain.FromHistory, Row: rows[0], Drop: 0.3, Rank: 2, RankWithout: 9},
+			{Source: explain.FromHistory, Row: rows[1], Drop: 0.01, Rank: 2, RankWithout: 3}}
 		for b.Loop() {
 			for r := 0; r < 10; r++ {
-				e.explain.Explain(p, r)
+				e.explain.Explain(p, r, ev, true)
 			}
 		}
 	})

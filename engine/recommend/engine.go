@@ -65,6 +65,12 @@ type Config struct {
 	Live *popularity.Live
 	// Online configures the online-learned item bias; Online.Rate < 0 turns it off.
 	Online online.Config
+	// ExplainProbes is how many of the newest distinct history items an explained request
+	// is measured without, one at a time (default DefaultExplainProbes); older items are not
+	// cited.
+	ExplainProbes int
+	// Explain sets the explanations' thresholds (engine/explain.Config).
+	Explain explain.Config
 	// MaxDecodes bounds how many images and WAVs are decoded at once (default: GOMAXPROCS), so
 	// decoding never takes more than the cores; a request waits its turn within its deadline.
 	MaxDecodes int
@@ -149,6 +155,9 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	}
 	if cfg.MaxK <= 0 {
 		cfg.MaxK = 100
+	}
+	if cfg.ExplainProbes <= 0 {
+		cfg.ExplainProbes = DefaultExplainProbes
 	}
 	if cfg.MaxDecodes <= 0 {
 		cfg.MaxDecodes = runtime.GOMAXPROCS(0)
@@ -251,7 +260,7 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	if cfg.Online.Rate >= 0 {
 		e.bias = online.NewBias(len(e.items), cfg.Online)
 	}
-	if e.explain, err = explain.New(catalogView{e}, e.stats, explain.Config{}); err != nil {
+	if e.explain, err = explain.New(catalogView{e}, e.stats, cfg.Explain); err != nil {
 		return nil, err
 	}
 	img := m.Preprocessing.Image

@@ -44,8 +44,12 @@ type Request struct {
 	ExcludeSeen bool
 	// Alpha is the IPS strength; nil uses the configured default, 0 turns reweighting off.
 	Alpha *float64
-	// Explain attaches explanations to every item.
-	Explain bool
+	// Explain attaches one explanation to every item, ExplainDetail up to three; both are
+	// built from evidence the engine measures by leaving out, in turn, each of the newest
+	// Config.ExplainProbes history items and each modality the request sent (one fusion and
+	// generator run each, batched).
+	Explain       bool
+	ExplainDetail bool
 	// Mode is ModeTopK (default) or ModeSlate.
 	Mode Mode
 }
@@ -201,6 +205,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		}
 	}
 	var picks []pick
+	var firstLogits []float32 // the first step's logits with the terms (explanations)
 	if mode == ModeTopK {
 		logits, err := e.firstStepLogits(ctx, userState)
 		if err != nil {
@@ -209,6 +214,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		t4 := time.Now()
 		resp.Timings.Generate = t4.Sub(t3).Microseconds()
 		e.addTerms(logits, terms)
+		firstLogits = logits
 		picks = e.rankTopK(logits, seen, alpha, k, true)
 		resp.Timings.Rank = time.Since(t4).Microseconds()
 	} else {
@@ -219,21 +225,35 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		resp.Timings.Generate = time.Since(t3).Microseconds()
 	}
 
-	// 4. explanations
+	// 4. explanations, from evidence measured by leaving each piece out
 	t5 := time.Now()
-	var profile *explain.Profile
-	if req.Explain {
-		profile = e.explain.NewProfile(explain.Request{History: hist, Query: req.Query,
-			HasImage: len(req.Image) > 0, HasAudio: len(req.Audio) > 0, ContextScore: mods.contextScore(e)})
-	}
 	resp.Items = make([]Recommendation, len(picks))
 	for i, p := range picks {
 		it := e.items[p.row]
-		rec := Recommendation{ItemID: it.ID, Title: it.Title, Categories: it.Categories, LogProb: p.logProb, Score: p.score}
-		if profile != nil {
-			rec.Explanations = e.explain.Explain(profile, p.row)
+		resp.Items[i] = Recommendation{ItemID: it.ID, Title: it.Title, Categories: it.Categories, LogProb: p.logProb, Score: p.score}
+	}
+	if req.Explain || req.ExplainDetail {
+		if firstLogits == nil {
+			if firstLogits, err = e.firstStepLogits(ctx, userState); err != nil {
+				return nil, err
+			}
+			e.addTerms(firstLogits, terms)
 		}
-		resp.Items[i] = rec
+		full := make([]float32, len(e.items))
+		e.logProbs(firstLogits, full)
+		extra := make([]float32, len(e.items))
+		if e.bias != nil {
+			e.bias.Add(extra)
+		}
+		e.stats.ReweightAll(extra, alpha)
+		ev, err := e.evidence(ctx, hist, mods, full, extra, seen, picks)
+		if err != nil {
+			return nil, err
+		}
+		profile := e.explain.NewProfile(explain.Request{History: hist, Query: req.Query})
+		for i, p := range picks {
+			resp.Items[i].Explanations = e.explain.Explain(profile, p.row, ev[i], req.ExplainDetail)
+		}
 	}
 	resp.Timings.Explain = time.Since(t5).Microseconds()
 	return resp, nil
@@ -260,37 +280,6 @@ type modalities struct {
 	emb [][]float32
 	// which modality each slot is
 	names []string
-}
-
-// contextMatches is how many of the catalog's items nearest to a request's query, image or
-// audio embedding count as matching it in explanations.
-const contextMatches = 20
-
-// contextScore says which present modality an item matches: the item must be among the
-// contextMatches items nearest to that modality's embedding; the best-scoring modality wins.
-func (m modalities) contextScore(e *Engine) func(int) (string, float32, bool) {
-	near := make([]map[int]float32, len(m.emb))
-	for i, v := range m.emb {
-		if v == nil {
-			continue
-		}
-		near[i] = map[int]float32{}
-		for _, h := range e.index.Search(v, contextMatches, nil) {
-			near[i][h.Item] = h.Score
-		}
-	}
-	return func(row int) (string, float32, bool) {
-		best, name := float32(-2), ""
-		for i := range m.emb {
-			if s, ok := near[i][row]; ok && s > best {
-				best, name = s, m.names[i]
-			}
-		}
-		if name == modText {
-			name = "query"
-		}
-		return name, best, name != ""
-	}
 }
 
 func (e *Engine) encodeModalities(ctx context.Context, req Request) (modalities, error) {
