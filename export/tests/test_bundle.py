@@ -62,6 +62,14 @@ def test_manifest_and_files(bundle):
         assert man["modalities"][k]
     assert (out / "report.md").read_text().startswith("# Evaluation report")
     assert max(report["parity_max_abs_diff"].values()) <= 1e-4
+    # popularity correction: chosen on validation, the manifest's default, its test figures
+    from llm4rec_export import debias
+    db = report["debiasing"]
+    assert [p["alpha"] for p in db["validation"]] == list(debias.ALPHAS) == [p["alpha"] for p in db["test"]]
+    assert db["default_alpha"] == debias.choose_alpha(db["validation"]) == man["ips"]["default_alpha"]
+    assert report["metrics"]["model_ips"]["ndcg@10"] == pytest.approx(
+        next(p for p in db["test"] if p["alpha"] == db["default_alpha"])["ndcg@10"])
+    assert db["groups"]["alpha 0"]["gender"]["ndcg@10_gap"]["pair"] == "F-M"
 
 
 def test_graphs_io_opset_and_external_text_weights(bundle):
@@ -166,7 +174,7 @@ def test_generic_catalog_without_images_or_users(tmp_path, minilm):
     assert "untrained" in man["modalities"]["image"]
     assert man["training"]["adversary"] == "off"
     assert set(man["metrics"]) == {"model", "model_network_only", "model_with_category_query",
-                                   "model_same_users_no_query"}
+                                   "model_same_users_no_query", "model_ips"}
     assert man["data"]["image_encoder_trained"] is False
     validate.validate(out)
     assert report["metrics"]["model"]["users"] == 12
