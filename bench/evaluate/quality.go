@@ -82,6 +82,10 @@ type QualityConfig struct {
 	// NoSteering skips the steering evaluation (RunSteering) that runs by default when the
 	// bundle's manifest has a steering section.
 	NoSteering bool
+	// ExplainUsers is how many users the explanations section (RunExplanations) measures: the
+	// first of the evaluated users with two history items or more (0: DefaultExplainUsers;
+	// negative skips the section).
+	ExplainUsers int
 	// Progress receives a line per evaluated row; nil writes nothing.
 	Progress io.Writer
 	// Logger receives the engine's load-time logs; nil discards them.
@@ -90,6 +94,9 @@ type QualityConfig struct {
 
 func (c QualityConfig) withDefaults() QualityConfig {
 	engineDefaults(&c.Workers, &c.Logger, &c.Batch)
+	if c.ExplainUsers == 0 {
+		c.ExplainUsers = DefaultExplainUsers
+	}
 	return c
 }
 
@@ -175,6 +182,9 @@ type QualityReport struct {
 	// Steering is how requests steer the lists (RunSteering), nil when the bundle has no
 	// steering section or NoSteering was set.
 	Steering *SteeringReport `json:"steering,omitempty"`
+	// Explanations is how faithful, how specific and how costly the engine's explanations are
+	// (RunExplanations), nil when skipped (QualityConfig.ExplainUsers).
+	Explanations *ExplanationsReport `json:"explanations,omitempty"`
 	// NDCGDiff is the model's NDCG@10 at ExportAlpha minus the export's; NDCGMet says
 	// whether |NDCGDiff| <= NDCGTolerance.
 	NDCGDiff      *float64 `json:"ndcg_diff,omitempty"`
@@ -212,7 +222,8 @@ func (rep *QualityReport) Row(name string, alpha float64) *QualityRow {
 // RunQuality evaluates the bundle through the engine on data: full-ranking leave-one-out by
 // time, the model at every IPS strength of cfg.Alphas (QualityAlphas), most-popular and
 // item-kNN baselines on the same split, NDCG@10 and ARP by user group with intervals at alpha 0
-// and at the bundle's default alpha, and compares with the export's report.
+// and at the bundle's default alpha, how requests steer the lists (RunSteering), how faithful
+// and costly the explanations are (RunExplanations), and compares with the export's report.
 func RunQuality(ctx context.Context, cfg QualityConfig) (rep *QualityReport, err error) {
 	cfg = cfg.withDefaults()
 	if cfg.Bundle == "" || cfg.Data == "" {
@@ -300,6 +311,14 @@ func RunQuality(ctx context.Context, cfg QualityConfig) (rep *QualityReport, err
 		rep.Steering.Export = exportSteering(cfg.Bundle)
 		rep.Timings["steering"] = rep.Steering.Seconds
 		report.Progressf(cfg.Progress, "quality: steering in %.1fs", rep.Steering.Seconds)
+	}
+
+	if cfg.ExplainUsers > 0 {
+		if rep.Explanations, err = RunExplanations(ctx, env, users, cfg.ExplainUsers, cfg.Workers, cfg.Progress); err != nil {
+			return nil, err
+		}
+		rep.Timings["explanations"] = rep.Explanations.Seconds
+		report.Progressf(cfg.Progress, "quality: explanations in %.1fs", rep.Explanations.Seconds)
 	}
 
 	rep.Export, rep.ExportSource = eval.ExportMetrics(cfg.Bundle, m)

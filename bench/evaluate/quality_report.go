@@ -189,6 +189,10 @@ func (rep *QualityReport) WriteTable(w io.Writer) error {
 		rep.Steering.writeTable(&b)
 		b.WriteByte('\n')
 	}
+	if rep.Explanations != nil {
+		rep.Explanations.writeTable(&b)
+		b.WriteByte('\n')
+	}
 	for _, n := range rep.Notes {
 		fmt.Fprintf(&b, "note: %s\n", n)
 	}

@@ -26,8 +26,8 @@ const benchUsage = `usage: llm4rec bench throughput|http|quality|online [flags]
               per provider and batch size: ONNX Runtime directly beside the engine's path
   http        load generator for a running server's /v1/recommend and /v1/feedback
   quality     offline full-ranking leave-one-out evaluation through the engine, IPS swept,
-              with baselines and how typed and spoken requests steer the lists, compared
-              with the export's report
+              with baselines, how typed and spoken requests steer the lists and how faithful
+              and costly the explanations are, compared with the export's report
   online      prequential replay of held-out interactions with the online learner on and off,
               and the forgetting it causes
 
@@ -289,6 +289,7 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 	users := fs.Int("users", 0, "evaluate only the first N users with a held-out item (0: all)")
 	workers := fs.Int("workers", 32, "recommendations in flight at once (the engine batches across them)")
 	noSteering := fs.Bool("no-steering", false, "skip the steering evaluation (typed and spoken category requests) that runs when the bundle's manifest has a steering section")
+	explainUsers := fs.Int("explain-users", evaluate.DefaultExplainUsers, "measure the explanations (faithfulness, typed requests, kinds, latency added) on the first N evaluated users with two history items or more (0 skips)")
 	var rf runtimeFlags
 	rf.register(fs)
 	var o outputFlags
@@ -296,7 +297,15 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 	if !o.parse(fs, args, stderr) {
 		return 2
 	}
-	cfg := evaluate.QualityConfig{Bundle: *bundleDir, Data: *dataDir, Users: *users, Workers: *workers, NoSteering: *noSteering}
+	if *explainUsers < 0 {
+		fmt.Fprintf(stderr, "llm4rec bench quality: --explain-users %d: want 0 or more\n", *explainUsers)
+		return 2
+	}
+	cfg := evaluate.QualityConfig{Bundle: *bundleDir, Data: *dataDir, Users: *users, Workers: *workers, NoSteering: *noSteering,
+		ExplainUsers: *explainUsers}
+	if *explainUsers == 0 {
+		cfg.ExplainUsers = -1 // skipped
+	}
 	var err error
 	if *alphas != "" {
 		if cfg.Alphas, err = evaluate.ParseFloats(*alphas); err != nil {
