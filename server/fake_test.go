@@ -79,7 +79,8 @@ func newFakeEngine(cfg recommend.Config, reversed bool) *fakeEngine {
 	m := &bundle.Manifest{Name: "fake", Version: "1",
 		Graphs: map[string]bundle.GraphSpec{bundle.Generator: {File: "generator.onnx"}},
 		Files:  map[string]bundle.FileSpec{"generator.onnx": {SHA256: "fake"}},
-		IPS:    bundle.IPSSpec{DefaultAlpha: 1}}
+		IPS: bundle.IPSSpec{DefaultAlpha: 1,
+			GroupAlpha: map[string]map[string]float64{"gender": {"F": 0.5, "M": 2}}}}
 	if cfg.MaxHistory <= 0 {
 		cfg.MaxHistory = 1000
 	}

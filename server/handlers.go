@@ -331,7 +331,7 @@ type RecommendRequest struct {
 	K           *int     `json:"k,omitempty"`     // absent: 10
 	ExcludeSeen *bool    `json:"exclude_seen,omitempty"`
 	IPSAlpha    *float64 `json:"ips_alpha,omitempty"`
-	Debias      *bool    `json:"debias,omitempty"`
+	Debias      Debias   `json:"debias,omitempty"`
 	Explain     Explain  `json:"explain,omitempty"`
 	Mode        string   `json:"mode,omitempty"`
 }
@@ -436,20 +436,21 @@ func (s *Server) handleRecommend(ctx *fasthttp.RequestCtx) error {
 		}
 		k = *req.K
 	}
-	r := recommend.Request{History: history, Query: req.Query, Image: img, Audio: aud, K: k,
-		ExcludeSeen: req.ExcludeSeen == nil || *req.ExcludeSeen, Alpha: req.IPSAlpha, Explain: req.Explain.On, ExplainDetail: req.Explain.Detailed, Mode: recommend.Mode(req.Mode)}
-	if req.Debias != nil && !*req.Debias {
-		zero := 0.0
-		r.Alpha = &zero
+	m := l.eng.Manifest()
+	alpha, applied, err := resolveDebias(req.Debias, req.IPSAlpha, m.IPS)
+	if err != nil {
+		return err
 	}
+	r := recommend.Request{History: history, Query: req.Query, Image: img, Audio: aud, K: k,
+		ExcludeSeen: req.ExcludeSeen == nil || *req.ExcludeSeen, Alpha: alpha, Explain: req.Explain.On, ExplainDetail: req.Explain.Detailed, Mode: recommend.Mode(req.Mode)}
 	c, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 	defer cancel()
 	resp, err := l.eng.Recommend(c, r)
 	if err != nil {
 		return err
 	}
-	m := l.eng.Manifest()
-	out := map[string]any{"user_id": req.UserID, "items": resp.Items, "ips_alpha": resp.Alpha,
+	applied.Popularity = resp.Alpha
+	out := map[string]any{"user_id": req.UserID, "items": resp.Items, "ips_alpha": resp.Alpha, "debias": applied,
 		"mode": resp.Mode, "context_items": resp.Context, "timings_us": resp.Timings,
 		"model": map[string]string{"name": m.Name, "version": m.Version}, "provider": s.backend.Provider()}
 	if len(skipped) > 0 {

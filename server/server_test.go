@@ -507,7 +507,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	props := full["components"].(map[string]any)["schemas"].(map[string]any)["RecommendRequest"].(map[string]any)["properties"].(map[string]any)
 	var fields []string
 	raw, _ := json.Marshal(RecommendRequest{UserID: "x", History: []string{"1"}, Query: "q", Image: "i", Audio: "a", K: new(int),
-		ExcludeSeen: new(bool), IPSAlpha: new(float64), Debias: new(bool), Explain: Explain{On: true}, Mode: "m"})
+		ExcludeSeen: new(bool), IPSAlpha: new(float64), Debias: Debias{Off: true}, Explain: Explain{On: true}, Mode: "m"})
 	var m map[string]any
 	json.Unmarshal(raw, &m)
 	for f := range m {

@@ -313,7 +313,15 @@ type IPSSpec struct {
 	DefaultAlpha float64 `json:"default_alpha"`
 	ClipMin      float64 `json:"clip_min"`
 	Smoothing    float64 `json:"smoothing"`
+	// GroupAlpha is the group-calibrated strength: for a user attribute (gender, age) and
+	// one of its values, the strength chosen on that group's validation users. A request
+	// that names its user's group (debias.group) is corrected with it. Absent when the
+	// bundle was exported without calibration.
+	GroupAlpha map[string]map[string]float64 `json:"group_alpha,omitempty"`
 }
+
+// MaxAlpha bounds every popularity-correction strength, in the manifest and in requests.
+const MaxAlpha = 10.0
 
 // GoldenSpec locates the golden reference data and its tolerance.
 type GoldenSpec struct {

@@ -112,6 +112,16 @@ func (v *validator) manifest() {
 	if m.Golden.ATol <= 0 {
 		v.add(ManifestFile, "golden.atol %g must be positive", m.Golden.ATol)
 	}
+	if a := m.IPS.DefaultAlpha; !(a >= 0 && a <= MaxAlpha) {
+		v.add(ManifestFile, "ips.default_alpha %g must be within [0, %g]", a, MaxAlpha)
+	}
+	for attr, byValue := range m.IPS.GroupAlpha {
+		for value, a := range byValue {
+			if attr == "" || value == "" || !(a >= 0 && a <= MaxAlpha) {
+				v.add(ManifestFile, "ips.group_alpha[%q][%q] %g: names must be set and the strength within [0, %g]", attr, value, a, MaxAlpha)
+			}
+		}
+	}
 }
 
 func safeRel(name string) bool {

@@ -150,8 +150,8 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 	if req.Alpha != nil {
 		alpha = *req.Alpha
 	}
-	if math.IsNaN(alpha) || math.IsInf(alpha, 0) || alpha < 0 || alpha > 10 {
-		return nil, fmt.Errorf("%w: ips alpha %v: must be within [0, 10]", ErrRequest, alpha)
+	if math.IsNaN(alpha) || math.IsInf(alpha, 0) || alpha < 0 || alpha > bundle.MaxAlpha {
+		return nil, fmt.Errorf("%w: ips alpha %v: must be within [0, %g]", ErrRequest, alpha, bundle.MaxAlpha)
 	}
 	hist := make([]int, len(req.History))
 	for i, id := range req.History {

@@ -213,6 +213,12 @@ def _debias(model_runs, ranking, test_scores, sp, test_hist, served_emb, item_em
                                "arp_change": at["arp"] / base["arp"] - 1 if base["arp"] else 0.0,
                                "long_tail_share_change": at["long_tail_share"] - base["long_tail_share"]},
            "groups": by_alpha}
+    # group calibration: each group's own strength, chosen on its validation users
+    val_ok = sp.val >= 0
+    rep["group_alpha"] = {key: ga for key, vals in groups.items()
+                          if (ga := debias.choose_group_alphas(val_pts, vals, val_ok))}
+    rep["group_calibration"] = {key: debias.group_calibration_report(test_pts, groups[key], ok, ga, alpha, seed)
+                                for key, ga in rep["group_alpha"].items()}
     _log(f"popularity correction chosen on validation: alpha {alpha} (test NDCG@10 "
          f"{rep['test_at_default']['ndcg@10_change']:+.1%}, ARP {rep['test_at_default']['arp_change']:+.1%})")
     return rep, alpha
@@ -564,7 +570,8 @@ def build(a: BundleArgs) -> dict:
                   "token_offset": TOKEN_OFFSET, "pad_token": PAD_TOKEN, "bos_token": BOS_TOKEN},
         "fusion": {"max_history": a.max_history, "max_context": a.max_context, "modalities": MODALITIES},
         "generator": {"layers": a.gen_layers, "heads": a.gen_heads, "head_dim": mcfg.head_dim, "max_steps": a.max_steps},
-        "ips": {"default_alpha": default_alpha, "clip_min": debias.CLIP_MIN, "smoothing": debias.SMOOTHING},
+        "ips": {"default_alpha": default_alpha, "clip_min": debias.CLIP_MIN, "smoothing": debias.SMOOTHING,
+                **({"group_alpha": debias_report["group_alpha"]} if debias_report.get("group_alpha") else {})},
         "modalities": modal,
         "data": {"name": ds.name, "fingerprint": fp, "users": len(ds.users), "items": N,
                  "interactions": ds.n_interactions, "image_encoder_trained": image_trained},
@@ -708,6 +715,17 @@ def _report_md(r: dict) -> str:
                     f"ARP {x['arp']:.4f} ({x['users']} users)" for n, x in g["by_group"].items())
                     + f"; gap {gap['pair']} {gap['gap']:+.4f}, 95% CI [{gap['ci95'][0]:+.4f}, {gap['ci95'][1]:+.4f}], "
                       f"sd over seeds {gap['seed_sd']:.4f}")
+        L.append("")
+        for key, gc in (db.get("group_calibration") or {}).items():
+            if not gc:
+                continue
+            L.append(f"- group calibration by {key} (strengths chosen on each group's validation users: "
+                     + ", ".join(f"{n} {a:g}" for n, a in gc["alpha"].items()) + "): " + "; ".join(
+                         f"{c} NDCG@10 {x['ndcg@10']:.4f} ({x['ndcg@10_change']:+.1%}), ARP {x['arp']:.4f}, gap "
+                         f"{gc['pair']} {x['ndcg@10_gap']:+.4f} [{x['ndcg@10_gap_ci95'][0]:+.4f}, {x['ndcg@10_gap_ci95'][1]:+.4f}]"
+                         + (f", narrowed {x['gap_narrowed']:+.4f} [{x['gap_narrowed_ci95'][0]:+.4f}, "
+                            f"{x['gap_narrowed_ci95'][1]:+.4f}]" if "gap_narrowed" in x else "")
+                         for c, x in gc["conditions"].items()))
         L.append("")
     if r.get("paired_ndcg_difference_model_minus"):
         L += ["Paired test NDCG@10 difference, model minus each other (same users, each user's NDCG@10 averaged "

@@ -70,6 +70,12 @@ def test_manifest_and_files(bundle):
     assert report["metrics"]["model_ips"]["ndcg@10"] == pytest.approx(
         next(p for p in db["test"] if p["alpha"] == db["default_alpha"])["ndcg@10"])
     assert db["groups"]["alpha 0"]["gender"]["ndcg@10_gap"]["pair"] == "F-M"
+    # group calibration: the manifest carries what the report chose, measured on test
+    assert man["ips"].get("group_alpha", {}) == db["group_alpha"]
+    for key, ga in db["group_alpha"].items():
+        assert set(ga.values()) <= set(debias.ALPHAS)
+        gc = db["group_calibration"][key]
+        assert not gc or set(gc["conditions"]) == {"alpha 0", "default", "group calibrated"}
 
 
 def test_graphs_io_opset_and_external_text_weights(bundle):

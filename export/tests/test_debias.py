@@ -76,3 +76,50 @@ def test_group_report_intervals_cover_a_real_gap_and_seeds_spread():
     assert rep["arp_gap"]["gap"] == pytest.approx(0.0)
     assert rep["by_group"]["M"]["users"] + rep["by_group"]["F"]["users"] == U - 1
     assert debias.group_report(seeds, arp, ["F"] * U) == {}
+
+
+def _points(per_alpha: dict[float, np.ndarray], arp: dict[float, np.ndarray] | None = None) -> list[dict]:
+    return [{"alpha": a, "ndcg@10": float(v.mean()), "_per_user": v,
+             "_arp_per_user": (arp or {}).get(a, np.full(len(v), 0.2 - a / 10))} for a, v in per_alpha.items()]
+
+
+def test_choose_group_alphas_gives_each_group_what_costs_it_at_most_the_limit():
+    # F loses nothing up to alpha 0.3 and 20% beyond; M loses 1% at 0.1 and 5% at 0.3
+    g = ["F"] * 50 + ["M"] * 50 + ["X"] * 10 + [None] * 5
+    f = {0.0: 0.10, 0.1: 0.10, 0.3: 0.10, 0.5: 0.08}
+    m = {0.0: 0.20, 0.1: 0.198, 0.3: 0.19, 0.5: 0.15}
+    per = {a: np.array([f[a]] * 50 + [m[a]] * 50 + [0.3] * 10 + [0.1] * 5) for a in f}
+    ok = np.ones(len(g), dtype=bool)
+    ok[0] = False                                           # no validation target: not a row
+    pts = _points({a: v[ok] for a, v in per.items()})
+    assert debias.choose_group_alphas(pts, g, ok) == {"F": 0.3, "M": 0.1}   # X: too few users
+    assert debias.choose_group_alphas(pts, g, ok, max_cost=0.0) == {"F": 0.3, "M": 0.0}
+    assert debias.choose_group_alphas(pts, g, ok, min_users=5) == {"F": 0.3, "M": 0.1, "X": 0.5}
+
+
+def test_group_calibration_report_measures_the_gap_it_narrows_with_intervals():
+    rng = np.random.default_rng(3)
+    nf, nm = 600, 900
+    g = ["F"] * nf + ["M"] * nm
+    noise = rng.normal(scale=0.02, size=nf + nm)
+    # without correction F trails M by 0.04; alpha 0.5 lifts F by 0.03 and costs M 0.01
+    per = {0.0: np.r_[np.full(nf, 0.10), np.full(nm, 0.14)] + noise,
+           0.2: np.r_[np.full(nf, 0.11), np.full(nm, 0.14)] + noise,
+           0.5: np.r_[np.full(nf, 0.13), np.full(nm, 0.13)] + noise}
+    pts = _points(per)
+    ok = np.ones(nf + nm, dtype=bool)
+    rep = debias.group_calibration_report(pts, g, ok, {"F": 0.5, "M": 0.0}, 0.2, seed=0)
+    assert rep["pair"] == "F-M"
+    c = rep["conditions"]
+    assert c["alpha 0"]["ndcg@10_gap"] == pytest.approx(-0.04, abs=0.005)
+    assert c["default"]["ndcg@10_gap"] == pytest.approx(-0.03, abs=0.005)
+    cal = c["group calibrated"]
+    assert cal["ndcg@10_gap"] == pytest.approx(-0.01, abs=0.005)
+    assert cal["gap_narrowed"] == pytest.approx(0.03, abs=0.005)
+    assert 0 < cal["gap_narrowed_ci95"][0] < cal["gap_narrowed"] < cal["gap_narrowed_ci95"][1]
+    assert cal["gap_narrowed_relative"] == pytest.approx(0.75, abs=0.1)
+    assert cal["ndcg@10_change"] > 0 and cal["arp"] < c["alpha 0"]["arp"]
+    # a group without calibration takes the default; a strength the sweep lacks gives nothing
+    assert debias.group_calibration_report(pts, g, ok, {"F": 0.5}, 0.2)["conditions"]["group calibrated"]["ndcg@10_gap"] \
+        == pytest.approx((0.13 - 0.14), abs=0.005)
+    assert debias.group_calibration_report(pts, g, ok, {"F": 0.7}, 0.2) == {}
