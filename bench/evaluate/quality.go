@@ -86,6 +86,10 @@ type QualityConfig struct {
 	// first of the evaluated users with two history items or more (0: DefaultExplainUsers;
 	// negative skips the section).
 	ExplainUsers int
+	// NoGroupCalibration skips the group calibration section (RunGroupCalibration; it ranks
+	// the validation items at every strength of eval.CalibrationAlphas when the bundle has no
+	// ips.group_alpha).
+	NoGroupCalibration bool
 	// Progress receives a line per evaluated row; nil writes nothing.
 	Progress io.Writer
 	// Logger receives the engine's load-time logs; nil discards them.
@@ -200,6 +204,10 @@ type QualityReport struct {
 	// (GroupsDefault) when it was evaluated, each by "gender" and by "age" (band) when the
 	// data has them.
 	Groups map[string]map[string]*eval.GroupReport `json:"groups,omitempty"`
+	// GroupCalibration is each user group corrected at its own strength against no correction
+	// and the default, by attribute (RunGroupCalibration); nil when skipped or the data has no
+	// groups.
+	GroupCalibration map[string]*GroupCalibrationReport `json:"group_calibration,omitempty"`
 	// IPSNDCGDiff is the model's NDCG@10 at DefaultAlpha minus the export's there
 	// (metrics.model_ips.exported); IPSNDCGMet says whether it is within NDCGTolerance. nil
 	// when the export's report has no such figures or DefaultAlpha was not evaluated.
@@ -266,12 +274,14 @@ func RunQuality(ctx context.Context, cfg QualityConfig) (rep *QualityReport, err
 		}
 		report.Progressf(cfg.Progress, "quality: %s: %d users in %.1fs", name, len(tops), r.Seconds)
 	}
+	testTops := map[float64][][]int{}
 	for _, alpha := range alphas {
 		t0 := time.Now()
 		tops, err := eval.EngineTops(ctx, eng, users, alpha, cfg.Workers)
 		if err != nil {
 			return nil, err
 		}
+		testTops[alpha] = tops
 		row(RowModel, &alpha, tops, t0)
 		if alpha == 0 || alpha == rep.DefaultAlpha {
 			if g := groupFigures(users, tops, env.Popularity); g != nil {
@@ -290,6 +300,13 @@ func RunQuality(ctx context.Context, cfg QualityConfig) (rep *QualityReport, err
 	rep.sweep()
 	if rep.Groups == nil {
 		rep.Notes = append(rep.Notes, "the data has no user groups with two values or more: no group figures")
+	} else if !cfg.NoGroupCalibration {
+		t0 := time.Now()
+		if rep.GroupCalibration, err = RunGroupCalibration(ctx, env, users, rep.DefaultAlpha, eval.CalibrationAlphas, m.IPS.GroupAlpha, testTops,
+			cfg.Workers, cfg.Progress); err != nil {
+			return nil, err
+		}
+		rep.Timings["group_calibration"] = time.Since(t0).Seconds()
 	}
 	if !slices.Contains(alphas, rep.DefaultAlpha) {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("the bundle's default alpha %g was not evaluated (--alphas): no group figures or comparison with the export there",

@@ -156,6 +156,7 @@ func (rep *QualityReport) WriteTable(w io.Writer) error {
 	}
 	rep.writeSweep(&b)
 	rep.writeGroups(&b)
+	rep.writeGroupCalibration(&b)
 	if len(rep.Compare) > 0 {
 		fmt.Fprintf(&b, "\nagainst the export (%s; the model at alpha %g, the export ranks by logits without IPS; %s at the default alpha %g):\n",
 			rep.ExportSource, ExportAlpha, RowModelIPS, rep.DefaultAlpha)
@@ -277,6 +278,45 @@ func (rep *QualityReport) writeGroups(b *strings.Builder) {
 			}
 			t.Add(label, key, "gap "+g.NDCGGap.Pair, "", fmt.Sprintf("%+.4f", g.NDCGGap.Gap), ci(g.NDCGGap.CI, "%+.4f"),
 				fmt.Sprintf("%+.4f", g.ARPGap.Gap), ci(g.ARPGap.CI, "%+.4f"))
+		}
+	}
+	t.Write(b)
+}
+
+// writeGroupCalibration prints each attribute's group-calibrated strengths and the NDCG@10
+// gap between its two largest groups with no correction, the default and the calibrated
+// strengths, with how much each narrows it and the paired bootstrap interval of that.
+func (rep *QualityReport) writeGroupCalibration(b *strings.Builder) {
+	if len(rep.GroupCalibration) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\ngroup calibration (each group's strength: the largest costing it at most %g%% of its validation NDCG@10; "+
+		"narrowed: |gap at alpha 0| - |gap|, paired bootstrap 95%% interval):\n", 100*eval.MaxGroupCost)
+	t := report.NewTable("by", "strengths", "condition", ">NDCG@10", ">ARP", "gap", ">gap", "95% interval", ">narrowed", "95% interval")
+	ci := func(c [2]float64) string { return fmt.Sprintf("[%+.4f, %+.4f]", c[0], c[1]) }
+	for i, key := range report.SortedKeys(rep.GroupCalibration) {
+		g := rep.GroupCalibration[key]
+		if i > 0 {
+			t.Gap()
+		}
+		var parts []string
+		for _, n := range report.SortedKeys(g.Alpha) {
+			parts = append(parts, fmt.Sprintf("%s %g", n, g.Alpha[n]))
+		}
+		strengths := strings.Join(parts, ", ") + " (" + g.Source + ")"
+		if c := g.Calibrated; c != nil {
+			t.Add(key, strengths, CondAlpha0, fmt.Sprintf("%.4f", g.NDCG[CondAlpha0]), fmt.Sprintf("%.4f", g.ARP[CondAlpha0]),
+				c.Pair, fmt.Sprintf("%+.4f", c.Base), ci(c.BaseCI), "", "")
+		}
+		for _, cond := range []struct {
+			name string
+			c    *eval.GapChange
+		}{{CondDefault, g.Default}, {CondCalibrated, g.Calibrated}} {
+			if cond.c == nil {
+				continue
+			}
+			t.Add(key, "", cond.name, fmt.Sprintf("%.4f", g.NDCG[cond.name]), fmt.Sprintf("%.4f", g.ARP[cond.name]),
+				cond.c.Pair, fmt.Sprintf("%+.4f", cond.c.Treated), ci(cond.c.TreatedCI), fmt.Sprintf("%+.4f", cond.c.Narrowed), ci(cond.c.NarrowedCI))
 		}
 	}
 	t.Write(b)

@@ -174,7 +174,7 @@ func evalBundle(t *testing.T) string {
 // default alphas, run once for the tests that read it.
 var engineQuality = sync.OnceValues(func() (*QualityReport, error) {
 	return RunQuality(context.Background(), QualityConfig{Bundle: qualityBundle, Data: qualityData,
-		Runtime: ort.Options{Provider: ort.ProviderCPU}, NoSteering: true, ExplainUsers: -1})
+		Runtime: ort.Options{Provider: ort.ProviderCPU}, NoSteering: true, ExplainUsers: -1, NoGroupCalibration: true})
 })
 
 var qualityBundle, qualityData string

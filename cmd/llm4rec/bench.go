@@ -288,6 +288,7 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 	alphas := fs.String("alphas", "", "IPS strengths to evaluate the model at (default: the bundle's default alpha and 0,0.1,0.2,0.3,0.5,1; 0, the export's, is always included)")
 	users := fs.Int("users", 0, "evaluate only the first N users with a held-out item (0: all)")
 	workers := fs.Int("workers", 32, "recommendations in flight at once (the engine batches across them)")
+	noGroupCal := fs.Bool("no-group-calibration", false, "skip the group calibration section (each user group at its own popularity-correction strength; ranks the validation items at 11 strengths when the bundle has no ips.group_alpha)")
 	noSteering := fs.Bool("no-steering", false, "skip the steering evaluation (typed and spoken category requests) that runs when the bundle's manifest has a steering section")
 	explainUsers := fs.Int("explain-users", evaluate.DefaultExplainUsers, "measure the explanations (faithfulness, typed requests, kinds, latency added) on the first N evaluated users with two history items or more (0 skips)")
 	var rf runtimeFlags
@@ -301,7 +302,7 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "llm4rec bench quality: --explain-users %d: want 0 or more\n", *explainUsers)
 		return 2
 	}
-	cfg := evaluate.QualityConfig{Bundle: *bundleDir, Data: *dataDir, Users: *users, Workers: *workers, NoSteering: *noSteering,
+	cfg := evaluate.QualityConfig{Bundle: *bundleDir, Data: *dataDir, Users: *users, Workers: *workers, NoSteering: *noSteering, NoGroupCalibration: *noGroupCal,
 		ExplainUsers: *explainUsers}
 	if *explainUsers == 0 {
 		cfg.ExplainUsers = -1 // skipped
