@@ -6,8 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/llm4rec/llm4rec/engine/batch"
 )
@@ -71,4 +74,92 @@ func TestDecodesAreBounded(t *testing.T) {
 		t.Fatal("decoding memory still held after the decodes")
 	}
 	e.decodeMem.Release(e.cfg.MaxDecodeMemory)
+}
+
+// decodeEngine has the decoding limits only: one slot and 100 bytes of budget.
+func decodeEngine() *Engine {
+	return &Engine{decodes: make(chan struct{}, 1), decodeMem: semaphore.NewWeighted(100)}
+}
+
+// A request whose deadline passes during its decode is answered at the deadline (504); the
+// decode finishes in the background and keeps its reservation until then, so the budget still
+// bounds the memory of decodes in progress.
+func TestDecodeAnswersAtTheDeadline(t *testing.T) {
+	e := decodeEngine()
+	unblock, finished := make(chan struct{}), make(chan struct{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	err := e.decodeWithin(ctx, "image", 100, func() error {
+		<-unblock
+		close(finished)
+		return nil
+	})
+	if !errors.Is(err, batch.ErrDeadline) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want the deadline", err)
+	}
+	select {
+	case <-finished:
+		t.Fatal("answered only after the decode finished")
+	default:
+	}
+	if e.decodeMem.TryAcquire(1) {
+		t.Fatal("the unfinished decode's reservation was given back")
+	}
+	close(unblock)
+	<-finished
+	for i := 0; !e.decodeMem.TryAcquire(100); i++ {
+		if i > 1000 {
+			t.Fatal("the reservation is never given back")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	e.decodeMem.Release(100)
+	// a failed decode is the request's fault
+	if err := e.decodeWithin(context.Background(), "image", 10, func() error { return errors.New("bad png") }); !errors.Is(err, ErrRequest) {
+		t.Errorf("decode error: %v", err)
+	}
+}
+
+// Once decodes have been timed, one expected to outlast the request's deadline is refused at
+// once (503, nothing decoded) and gives its slot and reservation back.
+func TestDecodeAdmissionByDeadline(t *testing.T) {
+	e := decodeEngine()
+	e.decodeCost.observe(100, time.Second) // 10 ms per byte
+	ran := false
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := e.decodeWithin(ctx, "image", 50, func() error { ran = true; return nil }); !errors.Is(err, batch.ErrWouldMissDeadline) || ran {
+		t.Fatalf("500 ms expected, 200 ms left: %v (ran %v)", err, ran)
+	}
+	if !e.decodeMem.TryAcquire(100) {
+		t.Fatal("the refused decode kept its reservation")
+	}
+	e.decodeMem.Release(100)
+	// 10 bytes: 100 ms expected, it fits
+	if err := e.decodeWithin(ctx, "image", 10, func() error { ran = true; return nil }); err != nil || !ran {
+		t.Fatalf("a decode that fits: %v (ran %v)", err, ran)
+	}
+	// without a deadline nothing is refused
+	if err := e.decodeWithin(context.Background(), "image", 100, func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A large decode gives the freed memory back to the operating system, at most once per
+// freeEvery.
+func TestLargeDecodeGivesMemoryBack(t *testing.T) {
+	var calls atomic.Int64
+	old := freeOSMemory
+	freeOSMemory = func() { calls.Add(1) }
+	t.Cleanup(func() { freeOSMemory = old })
+	lastFree.Store(0)
+	e := &Engine{decodes: make(chan struct{}, 1), decodeMem: semaphore.NewWeighted(2 * largeDecode)}
+	for _, need := range []int64{largeDecode - 1, largeDecode, largeDecode} {
+		if err := e.decodeWithin(context.Background(), "image", need, func() error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if calls.Load() != 1 {
+		t.Errorf("%d calls, want 1 (the small decode none, the second large one within freeEvery)", calls.Load())
+	}
 }

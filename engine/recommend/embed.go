@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/llm4rec/llm4rec/engine/batch"
 	"github.com/llm4rec/llm4rec/engine/bundle"
 	"github.com/llm4rec/llm4rec/engine/ort"
 	"github.com/llm4rec/llm4rec/engine/retrieval"
@@ -62,14 +61,12 @@ func (e *Engine) EmbedImage(ctx context.Context, data []byte) ([]float32, error)
 	if err != nil {
 		return nil, fmt.Errorf("%w: image: %w", ErrRequest, err)
 	}
-	release, err := e.decodeSlot(ctx, "image", need)
-	if err != nil {
+	var px []float32
+	if err := e.decodeWithin(ctx, "image", need, func() (err error) {
+		px, err = e.imageCfg.AppendPixels(nil, data)
+		return err
+	}); err != nil {
 		return nil, err
-	}
-	px, err := e.imageCfg.AppendPixels(nil, data)
-	release()
-	if err != nil {
-		return nil, fmt.Errorf("%w: image: %w", ErrRequest, err)
 	}
 	s := int64(e.imageCfg.Size)
 	out, err := e.image.Submit(ctx, []ort.Tensor{{Name: bundle.InPixels, Shape: []int64{1, 3, s, s}, Float32: px}})
@@ -88,14 +85,13 @@ func (e *Engine) EmbedAudio(ctx context.Context, data []byte) ([]float32, error)
 		return v, nil
 	}
 	// the WAV's samples as float64 (8 bytes per 8-bit sample at worst) plus the frames
-	release, err := e.decodeSlot(ctx, "audio", min(8*int64(len(data))+1<<20, e.cfg.MaxDecodeMemory))
-	if err != nil {
+	var mel []float32
+	var frames int
+	if err := e.decodeWithin(ctx, "audio", min(8*int64(len(data))+1<<20, e.cfg.MaxDecodeMemory), func() (err error) {
+		mel, frames, err = e.audioFx.LogMel(data)
+		return err
+	}); err != nil {
 		return nil, err
-	}
-	mel, frames, err := e.audioFx.LogMel(data)
-	release()
-	if err != nil {
-		return nil, fmt.Errorf("%w: audio: %w", ErrRequest, err)
 	}
 	nm := int64(e.manifest.Preprocessing.Audio.NMels)
 	out, err := e.audio.Submit(ctx, []ort.Tensor{
@@ -107,22 +103,4 @@ func (e *Engine) EmbedAudio(ctx context.Context, data []byte) ([]float32, error)
 	}
 	e.cache.Add(key, out[0].Float32)
 	return out[0].Float32, nil
-}
-
-// decodeSlot waits, within ctx, for one of the Config.MaxDecodes decoding slots and then for
-// need bytes of the Config.MaxDecodeMemory budget; release gives both back.
-func (e *Engine) decodeSlot(ctx context.Context, what string, need int64) (release func(), err error) {
-	select {
-	case e.decodes <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: waiting to decode the %s: %w", batch.ErrDeadline, what, ctx.Err())
-	}
-	if err := e.decodeMem.Acquire(ctx, need); err != nil {
-		<-e.decodes
-		return nil, fmt.Errorf("%w: waiting for %d MiB of decoding memory for the %s: %w", batch.ErrDeadline, need>>20, what, err)
-	}
-	return func() {
-		e.decodeMem.Release(need)
-		<-e.decodes
-	}, nil
 }

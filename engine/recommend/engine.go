@@ -134,6 +134,7 @@ type Engine struct {
 	maxSteps    int
 	decodes     chan struct{}       // a slot per image or WAV being decoded (Config.MaxDecodes)
 	decodeMem   *semaphore.Weighted // bytes reserved by decodes in progress (Config.MaxDecodeMemory)
+	decodeCost  decodeCost          // how long decodes take per reserved byte (admission by deadline)
 	fusionItems bool                // the fusion graph takes history_items (item tokens beside their embeddings)
 	steerOut    int                 // index of the fusion's steering output, -1 when it has none
 	similar     *ranking.Similar    // similar-items term; nil when the bundle has none
