@@ -16,7 +16,7 @@ DATA_ROOT ?= $(abspath ..)/shared/data
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/llm4rec/llm4rec/engine.Version=$(VERSION)
 
-.PHONY: all run test build deps deps-cuda venv weights bundle models bench test-go test-python test-docker bench-go vet clean
+.PHONY: all run test build deps deps-cuda deps-browser venv weights bundle models bench test-go test-python test-docker bench-go vet clean
 
 all: build
 
@@ -24,6 +24,10 @@ all: build
 deps:
 	@scripts/deps-ort.sh
 	@scripts/deps-tokenizers.sh
+
+## deps-browser: Chromium from Debian's packages, for the web page's browser test (only when /usr/bin/chromium is missing)
+deps-browser:
+	@scripts/deps-browser.sh
 
 ## deps-cuda: deps plus ONNX Runtime's CUDA 13 execution provider
 deps-cuda: deps
@@ -46,7 +50,7 @@ run: build weights
 	bin/llm4rec serve --bundle $(BUNDLE) --addr $(ADDR)
 
 ## test: every test (Go, Python export) and every benchmark once
-test: deps venv weights vet test-go bench-go test-python test-docker
+test: deps deps-browser venv weights vet test-go bench-go test-python test-docker
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }

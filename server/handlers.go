@@ -96,7 +96,7 @@ const (
 )
 
 type route struct {
-	method, path string // path may end in "/" to match a prefix with one more segment
+	method, path string // path may end in "/" to match a prefix with one more segment ("/" itself is exact)
 	name         string // metrics label
 	scope        scope
 	fn           func(*fasthttp.RequestCtx) error
@@ -111,12 +111,15 @@ func (s *Server) routes() []route {
 	return []route{
 		{"POST", "/v1/recommend", "recommend", scopeInference, s.handleRecommend},
 		{"POST", "/v1/feedback", "feedback", scopeInference, s.handleFeedback},
+		{"GET", "/v1/items", "item_search", scopeInference, s.handleSearch},
 		{"GET", "/v1/items/", "items", scopeInference, s.handleItem},
 		{"GET", "/v1/users/", "users", scopeInference, s.handleUser},
 		{"GET", "/healthz/live", "live", health, s.handleLive},
 		{"GET", "/healthz/ready", "ready", health, s.handleReady},
 		{"GET", "/metrics", "metrics", health, s.handleMetrics},
 		{"GET", "/openapi.json", "openapi", scopeOpen, s.handleOpenAPI},
+		{"GET", "/", "web", scopeOpen, s.handleWebIndex},
+		{"GET", "/web/", "web", scopeOpen, s.handleWebFile},
 		{"POST", "/admin/models/reload", "reload", scopeAdmin, s.handleReload},
 	}
 }
@@ -126,7 +129,7 @@ func (s *Server) match(method, path string) (*route, bool) {
 	for i := range s.router {
 		r := &s.router[i]
 		ok := r.path == path
-		if strings.HasSuffix(r.path, "/") && strings.HasPrefix(path, r.path) {
+		if len(r.path) > 1 && strings.HasSuffix(r.path, "/") && strings.HasPrefix(path, r.path) {
 			rest := path[len(r.path):]
 			ok = rest != "" && !strings.Contains(rest, "/")
 		}

@@ -27,6 +27,8 @@ type Recommender interface {
 	Learner() *online.Bias
 	Cache() *retrieval.EmbeddingCache
 	QueueDepths() map[string]int
+	// Search is the catalog items nearest to text by the bundle's text encoder (GET /v1/items).
+	Search(ctx context.Context, text string, k int) ([]recommend.SearchHit, error)
 	// Close is called once, after the last request using the Recommender is done.
 	Close() error
 }

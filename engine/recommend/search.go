@@ -1,0 +1,40 @@
+package recommend
+
+import (
+	"context"
+	"fmt"
+	"strings"
+)
+
+// SearchHit is one catalog item found by Search, with the cosine similarity between its content
+// embedding and the text's embedding.
+type SearchHit struct {
+	Item
+	Score float32 `json:"score"`
+}
+
+// Search returns the k catalog items nearest to text: the text encoder's embedding of text
+// (cached by content, as a request's query is) against the catalog's content embeddings through
+// the retrieval index, by descending cosine similarity. It is how a client finds items by
+// words; the same embedding steers a recommendation whose query is text. Blank text and k
+// outside 1 to Config.MaxK are refused with ErrRequest.
+func (e *Engine) Search(ctx context.Context, text string, k int) ([]SearchHit, error) {
+	if strings.TrimSpace(text) == "" {
+		return nil, fmt.Errorf("%w: search text is empty", ErrRequest)
+	}
+	if k < 1 || k > e.cfg.MaxK {
+		return nil, fmt.Errorf("%w: limit %d: must be 1 to %d", ErrRequest, k, e.cfg.MaxK)
+	}
+	q, err := e.EmbedQuery(ctx, text)
+	if err != nil {
+		return nil, err
+	}
+	hits := e.index.Search(q, k, nil)
+	out := make([]SearchHit, len(hits))
+	for i, h := range hits {
+		it := e.items[h.Item]
+		it.Text, it.Popularity = "", 0 // the model's input and training count are not part of a search answer
+		out[i] = SearchHit{Item: it, Score: h.Score}
+	}
+	return out, nil
+}
