@@ -20,7 +20,7 @@ import (
 	"github.com/llm4rec/llm4rec/engine/ort"
 )
 
-const benchUsage = `usage: llm4rec bench throughput|http|quality|online [flags]
+const benchUsage = `usage: llm4rec bench throughput|http|quality|online|scale [flags]
 
   throughput  samples/s and latency of each graph of a bundle and of the recommend pipeline,
               per provider and batch size: ONNX Runtime directly beside the engine's path
@@ -28,8 +28,10 @@ const benchUsage = `usage: llm4rec bench throughput|http|quality|online [flags]
   quality     offline full-ranking leave-one-out evaluation through the engine, IPS swept,
               with baselines, how typed and spoken requests steer the lists and how faithful
               and costly the explanations are, compared with the export's report
-  online      prequential replay of held-out interactions with the online learner on and off,
-              and the forgetting it causes
+  online      a temporal stream after a bundle's training cutoff, scored before each event
+              frozen, with live state, with the online learner and retrained; forgetting
+  scale       load time, memory and Recommend latency as the catalog grows (given bundles, or
+              synthetic ones of N items with random weights)
 
 Run "llm4rec bench NAME -h" for flags.
 `
@@ -51,6 +53,8 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return runBenchQuality(args[1:], stdout, stderr)
 	case "online":
 		return runBenchOnline(args[1:], stdout, stderr)
+	case "scale":
+		return runBenchScale(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "llm4rec bench: unknown bench %q\n%s", args[0], benchUsage)
 	return 2

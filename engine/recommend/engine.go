@@ -45,6 +45,10 @@ type Config struct {
 	Batch batch.Config
 	// CacheSize is how many query embeddings (text, image, audio) the LRU keeps (default 4096).
 	CacheSize int
+	// Index is the retrieval index the context items are found with (default
+	// retrieval.IndexExact, a scan of every item; retrieval.IndexHNSW is approximate, built at
+	// load: `llm4rec bench scale` measures both and its recall@10 against exact).
+	Index retrieval.IndexKind
 	// MaxHistory bounds the history ids a request may carry (default 1000); fusion itself
 	// reads the last max_history of the manifest.
 	MaxHistory int
@@ -242,7 +246,7 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	if err := e.loadRanking(); err != nil {
 		return nil, err
 	}
-	if e.index, err = retrieval.NewExact(e.itemEmb, e.dim); err != nil {
+	if e.index, err = retrieval.New(cfg.Index, e.itemEmb, e.dim); err != nil {
 		return nil, err
 	}
 	e.cache = retrieval.NewEmbeddingCache(cfg.CacheSize)
@@ -318,6 +322,9 @@ func (e *Engine) Stats() *popularity.Stats { return e.stats }
 
 // Learner is the online-learned item bias, nil when online learning is off.
 func (e *Engine) Learner() *online.Bias { return e.bias }
+
+// Index is the retrieval index over the item embeddings (Config.Index).
+func (e *Engine) Index() retrieval.Index { return e.index }
 
 // Cache is the embedding cache of query texts, images and audio.
 func (e *Engine) Cache() *retrieval.EmbeddingCache { return e.cache }

@@ -1,7 +1,8 @@
 // Package retrieval holds the catalog's item embeddings in memory and finds the items nearest
 // to a vector (a user state, a query's embedding). Exact search is the default: a catalog of a
-// few thousand items is scanned in microseconds. Index is the seam where an approximate index
-// can be put in for large catalogs.
+// few thousand items is scanned in about 0.1 ms, 100,000 items of 384 dimensions in about 20 ms
+// (the whole matrix is read per query). Index is the seam for approximate indexes: HNSW
+// (hnsw.go); New builds the kind asked for.
 package retrieval
 
 import (

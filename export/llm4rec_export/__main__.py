@@ -1,4 +1,4 @@
-"""Command line: python -m llm4rec_export {convert-movielens,bundle,validate} ..."""
+"""Command line: python -m llm4rec_export {convert-movielens,bundle,synth-bundle,validate} ..."""
 from __future__ import annotations
 
 import argparse
@@ -62,6 +62,12 @@ def main(argv=None) -> int:
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="advanced training option (TrainConfig field), e.g. --set p_modality=0.2")
 
+    s = sub.add_parser("synth-bundle", help="a bundle of N synthetic items with random weights (cost against catalog size)")
+    s.add_argument("--items", type=int, required=True, help="catalog size N")
+    s.add_argument("--out", required=True, help="bundle folder to write (emptied first)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--name", help="bundle name (default synthetic-N)")
+
     v = sub.add_parser("validate", help="check a bundle against its manifest and golden files")
     v.add_argument("bundle")
     v.add_argument("--no-golden", action="store_true")
@@ -73,6 +79,11 @@ def main(argv=None) -> int:
         from .movielens import convert
 
         print(json.dumps(convert(a.ml100k, a.media, a.out, a.images)))
+        return 0
+    if a.cmd == "synth-bundle":
+        from .synth import build as synth_build
+
+        synth_build(a.out, a.items, seed=a.seed, name=a.name)
         return 0
     if a.cmd == "validate":
         from .validate import BundleError, validate
