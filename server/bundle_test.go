@@ -19,10 +19,18 @@ import (
 	"time"
 
 	"github.com/llm4rec/llm4rec/engine/ort"
+	"github.com/llm4rec/llm4rec/server/internal/natstest"
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(replicaChildEnv) != "" {
+		os.Exit(replicaChild()) // a replica process of the cluster tests (cluster_test.go)
+	}
+	if os.Getenv(natstest.ChildEnv) != "" {
+		os.Exit(natstest.RunChild()) // a NATS server process of the cluster tests
+	}
 	code := m.Run()
+	stopClusters() // the NATS servers of the cluster tests (cluster_test.go)
 	if shared.srv != nil {
 		shared.srv.client.CloseIdleConnections()
 		shared.srv.Shutdown()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/llm4rec/llm4rec/engine/online"
+	"github.com/llm4rec/llm4rec/server/feedback"
 )
 
 // Config is the server's whole configuration. Flags, environment variables and an optional
@@ -98,6 +99,26 @@ type Config struct {
 	// SnapshotEvery is how many feedback events pass between snapshots of the learned state
 	// (default 1000), so that start-up replays only what came after the last one.
 	SnapshotEvery int `json:"snapshot_every" env:"LLM4REC_SNAPSHOT_EVERY"`
+
+	// Feedback chooses the feedback log (see server/feedbacklog.go): "bbolt" (default) for
+	// DataDir/feedback.db on this machine, or NATS server URLs, comma-separated
+	// (nats://HOST:4222, tls://HOST:4222), for a JetStream stream that every replica shares.
+	Feedback string `json:"feedback" env:"LLM4REC_FEEDBACK" flag:"feedback"`
+	// FeedbackStream is the JetStream stream's name (default LLM4REC_FEEDBACK); its replica
+	// count is FeedbackReplicas (default 1; 3 on a 3-node NATS cluster): a feedback request is
+	// answered only after a majority of them stored its events.
+	FeedbackStream   string `json:"feedback_stream" env:"LLM4REC_FEEDBACK_STREAM" flag:"feedback-stream"`
+	FeedbackReplicas int    `json:"feedback_replicas" env:"LLM4REC_FEEDBACK_REPLICAS" flag:"feedback-replicas"`
+	// NATSCreds is a NATS credentials file; NATSTLSCA a PEM file of roots that verify the
+	// servers; NATSTLSCert and NATSTLSKey a client certificate and key (all default none).
+	NATSCreds   string `json:"nats_creds" env:"LLM4REC_NATS_CREDS" flag:"nats-creds"`
+	NATSTLSCA   string `json:"nats_tls_ca" env:"LLM4REC_NATS_TLS_CA" flag:"nats-tls-ca"`
+	NATSTLSCert string `json:"nats_tls_cert" env:"LLM4REC_NATS_TLS_CERT" flag:"nats-tls-cert"`
+	NATSTLSKey  string `json:"nats_tls_key" env:"LLM4REC_NATS_TLS_KEY" flag:"nats-tls-key"`
+	// LearnerLease is, on a JetStream log, how long the learner lease outlives its holder's
+	// last renewal (default 10s): a replica that dies holding it delays the next learner by
+	// at most this; one that stops cleanly hands it over at once.
+	LearnerLease time.Duration `json:"learner_lease" env:"LLM4REC_LEARNER_LEASE"`
 }
 
 // Defaults returns the documented defaults.
@@ -110,7 +131,9 @@ func Defaults() Config {
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
 		RequestTimeout: 5 * time.Second, MaxInFlight: 256, ShutdownTimeout: 20 * time.Second,
 		BatchMaxSize: 64, BatchMaxWaitMicros: 500, BatchQueue: 1024, OnlineLearning: &f,
-		OnlineRate: online.DefaultRate, OnlinePenalty: online.DefaultPenalty, SnapshotEvery: 1000}
+		OnlineRate: online.DefaultRate, OnlinePenalty: online.DefaultPenalty, SnapshotEvery: 1000,
+		Feedback: FeedbackBBolt, FeedbackStream: feedback.DefaultStream, FeedbackReplicas: feedback.DefaultReplicas,
+		LearnerLease: feedback.DefaultLeaseTTL}
 }
 
 // WithDefaults fills every zero field from Defaults.
@@ -142,6 +165,9 @@ func (c Config) Validate() error {
 	}
 	if c.BatchMaxSize < 1 || c.BatchMaxWaitMicros < 0 {
 		errs = append(errs, errors.New("batch settings must be positive"))
+	}
+	if err := c.feedbackConfig().Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.APIKey != "" && c.APIKey == c.AdminKey {
 		errs = append(errs, errors.New("the inference and admin keys must differ"))
@@ -226,6 +252,10 @@ func fieldDoc(name string) string {
 		"BatchMaxSize": "most rows per batched graph run", "BatchMaxWaitMicros": "longest a batch waits to fill, in microseconds",
 		"IntraOpThreads": "ONNX Runtime threads per operator (0: its default)",
 		"CUDATF32":       "let CUDA use TF32 for float32 matrix products (faster, less exact)",
+		"Feedback":       "feedback log: bbolt (DATA_DIR/feedback.db) or NATS URLs nats://HOST:4222[,...] for a JetStream stream shared by replicas",
+		"FeedbackStream": "JetStream stream of the feedback log", "FeedbackReplicas": "replica count of the JetStream stream (3 on a 3-node NATS cluster)",
+		"NATSCreds": "NATS credentials file", "NATSTLSCA": "PEM roots that verify the NATS servers",
+		"NATSTLSCert": "client certificate for NATS", "NATSTLSKey": "client key for NATS",
 	}[name]
 }
 

@@ -24,6 +24,15 @@
 // counted in llm4rec_online_snapshot_errors_total and named in the readiness answer, and the
 // learner starts fresh. Snapshots are saved every SnapshotEvery events and at shutdown.
 //
+// # Replicas
+//
+// With Config.Feedback naming NATS servers, the log is a JetStream stream that several
+// replicas share (feedback.JetStream, docs/DEPLOY.md). The same CatchUp applies it, in the
+// stream's order, on every replica, so they converge; cluster.go adds what sharing needs: an
+// applier that applies other replicas' events as they arrive, a lease so that one replica
+// learns and saves snapshots while the others load them, and the announcement of a reload
+// to every replica.
+//
 // # Lifecycle
 //
 // New opens the feedback log in DataDir, catches live state up with it, loads and warms the

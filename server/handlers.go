@@ -519,15 +519,17 @@ func (s *Server) handleFeedback(ctx *fasthttp.RequestCtx) error {
 		}
 		l.release()
 	}
-	if !s.store.Healthy() {
-		s.ready.Store(false)
-	}
 	c, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 	defer cancel()
 	res, err := s.store.Append(c, events...)
 	if err != nil {
+		if errors.Is(err, feedback.ErrNotAcknowledged) {
+			// not acknowledged in time (a NATS node lost, a leader being elected): a retry
+			// with the same event ids is safe
+			return &apiError{status: 503, code: "log_unavailable", msg: err.Error(), retryAfter: 1}
+		}
 		if errors.Is(err, feedback.ErrUnavailable) || !s.store.Healthy() {
-			s.ready.Store(false)
+			// readiness answers 503 for as long as the log says so (handleReady)
 			return &apiError{status: 503, code: "log_unavailable", msg: err.Error(), retryAfter: 5}
 		}
 		return err
@@ -591,24 +593,27 @@ func (s *Server) handleLive(ctx *fasthttp.RequestCtx) error {
 }
 
 func (s *Server) handleReady(ctx *fasthttp.RequestCtx) error {
-	if !s.store.Healthy() {
-		s.ready.Store(false)
-	}
-	if !s.ready.Load() {
+	// the log's health is asked each time: a bbolt write failure stays until a restart, a
+	// NATS connection comes back by itself
+	if storeErr := s.store.Err(); !s.ready.Load() || storeErr != nil {
 		reason := "starting or stopping"
-		if err := s.store.Err(); err != nil {
-			reason = "feedback log unavailable: " + err.Error()
+		if storeErr != nil {
+			reason = "feedback log unavailable: " + storeErr.Error()
 		}
 		ctx.Response.Header.Set("Retry-After", "1")
 		writeJSON(ctx, 503, map[string]string{"status": "not ready", "reason": reason})
 		return nil
 	}
+	// serving, with a learner that lost its snapshot or a bundle rollout that failed here
+	// (the previous bundle serves): ready, and says so
+	out := map[string]string{"status": "ready"}
 	if msg := s.snapErr.Load(); msg != nil {
-		// serving, with a learner that lost its snapshot: ready, and says so
-		writeJSON(ctx, 200, map[string]string{"status": "ready", "online_snapshot": *msg})
-		return nil
+		out["online_snapshot"] = *msg
 	}
-	writeJSON(ctx, 200, map[string]string{"status": "ready"})
+	if msg := s.rolloutProblem(); msg != "" {
+		out["rollout"] = msg
+	}
+	writeJSON(ctx, 200, out)
 	return nil
 }
 
@@ -648,7 +653,11 @@ func (s *Server) handleReload(ctx *fasthttp.RequestCtx) error {
 		return ae
 	}
 	m := eng.Manifest()
-	writeJSON(ctx, 200, map[string]any{"loaded": map[string]string{"name": m.Name, "version": m.Version},
-		"took_ms": time.Since(start).Milliseconds()})
+	out := map[string]any{"loaded": map[string]string{"name": m.Name, "version": m.Version},
+		"took_ms": time.Since(start).Milliseconds()}
+	if r := s.announceRollout(); r != "" { // replicas on a shared log load it too
+		out["rollout"] = r
+	}
+	writeJSON(ctx, 200, out)
 	return nil
 }

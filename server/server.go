@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -32,8 +31,8 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	backend Backend
-	store   *feedback.Store
-	live    *live.State // users' histories and item statistics, shared by every engine loaded
+	store   feedback.Log // the bbolt file or the JetStream stream (Config.Feedback)
+	live    *live.State  // users' histories and item statistics, shared by every engine loaded
 	m       *metrics
 
 	engines  holder
@@ -48,6 +47,7 @@ type Server struct {
 	followStop chan struct{}
 	snapMu     sync.Mutex
 	snapErr    atomic.Pointer[string] // why the serving engine's learner snapshot was unusable; nil: it was fine
+	cluster    *clusterState          // the learner's lease on a log shared by replicas (cluster.go); nil on bbolt
 
 	router []route // built once by New
 	http   *fasthttp.Server
@@ -77,7 +77,7 @@ func NewWithBackend(cfg Config, backend Backend, logger *slog.Logger) (*Server, 
 	if cfg.APIKey == "" && cfg.AdminKey == "" {
 		logger.Warn("no API keys configured (LLM4REC_API_KEY, LLM4REC_ADMIN_KEY): every endpoint is open")
 	}
-	store, err := feedback.Open(filepath.Join(cfg.DataDir), feedback.Config{})
+	store, err := openFeedbackLog(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -95,6 +95,7 @@ func NewWithBackend(cfg Config, backend Backend, logger *slog.Logger) (*Server, 
 	s.engines.swap(eng)
 	s.followWG.Add(1)
 	go s.follow()
+	s.startCluster()
 	s.http = &fasthttp.Server{
 		Handler:            s.handle,
 		Name:               "llm4rec",
@@ -283,7 +284,9 @@ func (s *Server) follow() {
 			continue
 		}
 		if l := s.engines.acquire(); l != nil {
-			s.learn(l, &since)
+			if s.learnerTurn(l) { // on a shared log, only the lease holder learns
+				s.learn(l, &since)
+			}
 			l.release()
 		}
 	}
@@ -304,7 +307,7 @@ func (s *Server) learn(l *loaded, since *int) {
 			return errStopLearning
 		default:
 		}
-		if seq > s.live.Applied() || l.retired() {
+		if seq > s.live.Applied() || l.retired() || !s.learnerLeads() {
 			return errStopLearning
 		}
 		if row, ok := l.eng.Row(e.ItemID); ok {
@@ -331,10 +334,11 @@ func (s *Server) learn(l *loaded, since *int) {
 	}
 }
 
-// snapshot saves the online learner's state with the sequence it covers.
+// snapshot saves the online learner's state with the sequence it covers (on a shared log,
+// only the replica that learns: the others hold copies of its snapshots).
 func (s *Server) snapshot(l *loaded) {
 	lr := l.eng.Learner()
-	if lr == nil {
+	if lr == nil || !s.learnerLeads() {
 		return
 	}
 	s.snapMu.Lock()

@@ -85,7 +85,8 @@ func (m Mix) String() string {
 
 // Config configures Run. Zero fields take the documented defaults; URL is required.
 type Config struct {
-	// URL is the server's base URL, e.g. http://127.0.0.1:8080.
+	// URL is the server's base URL, e.g. http://127.0.0.1:8080, or several, comma-separated
+	// (replicas on one shared feedback log): requests go to each in turn.
 	URL string
 	// Rate is requests started per second (open loop: requests start on schedule whatever the
 	// answers, up to Concurrency in flight). 0 means closed loop: Concurrency callers, each
@@ -166,9 +167,11 @@ func (c Config) withDefaults() Config {
 }
 
 func (c Config) validate() error {
-	u, err := url.Parse(c.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("bench: url %q: want http://HOST:PORT or https://HOST:PORT", c.URL)
+	for _, one := range strings.Split(c.URL, ",") {
+		u, err := url.Parse(strings.TrimSpace(one))
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("bench: url %q: want http://HOST:PORT or https://HOST:PORT, or several comma-separated", one)
+		}
 	}
 	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
 		return fmt.Errorf("bench: rate %v: want a non-negative number", c.Rate)
@@ -259,7 +262,7 @@ type sample struct {
 // requestGen builds the requests of a run. It is safe for concurrent use.
 type requestGen struct {
 	cfg       Config
-	base      string
+	bases     []string // the servers' base URLs, taken in turn
 	header    http.Header
 	seq       atomic.Uint64
 	thresh    []float64 // cumulative probabilities of recommendKinds, scaled to 1-FeedbackShare
@@ -271,7 +274,7 @@ type requestGen struct {
 }
 
 func newRequestGen(cfg Config) *requestGen {
-	g := &requestGen{cfg: cfg, base: strings.TrimRight(cfg.URL, "/"), header: http.Header{"Content-Type": {"application/json"}},
+	g := &requestGen{cfg: cfg, bases: baseURLs(cfg.URL), header: http.Header{"Content-Type": {"application/json"}},
 		runID: strconv.FormatInt(time.Now().UnixNano(), 36)}
 	if cfg.Key != "" {
 		g.header.Set("Authorization", "Bearer "+cfg.Key)
@@ -354,6 +357,15 @@ func (g *requestGen) user(rng *rand.Rand) (string, []string) {
 	return u.ID, u.Items[max(0, end-g.cfg.MaxHistory):end]
 }
 
+// baseURLs splits Config.URL into the servers' base URLs.
+func baseURLs(list string) []string {
+	var out []string
+	for _, u := range strings.Split(list, ",") {
+		out = append(out, strings.TrimRight(strings.TrimSpace(u), "/"))
+	}
+	return out
+}
+
 // target fills t with the next request; vegeta calls it from many workers at once.
 func (g *requestGen) target(t *vegeta.Target) error {
 	n := g.seq.Add(1)
@@ -364,11 +376,12 @@ func (g *requestGen) target(t *vegeta.Target) error {
 		body []byte
 		err  error
 	)
+	base := g.bases[n%uint64(len(g.bases))]
 	if kind == KindFeedback {
-		t.URL = g.base + "/v1/feedback#" + kind
+		t.URL = base + "/v1/feedback#" + kind
 		body, err = g.feedback(rng, n)
 	} else {
-		t.URL = g.base + "/v1/recommend#" + kind // the fragment is not sent; it labels the result
+		t.URL = base + "/v1/recommend#" + kind // the fragment is not sent; it labels the result
 		body, err = g.recommend(rng, kind, n)
 	}
 	t.Body = body

@@ -334,3 +334,34 @@ func TestRequestData(t *testing.T) {
 		t.Errorf("disjoint data and catalog: %v", err)
 	}
 }
+
+// Several URLs, comma-separated: requests go to each server in turn, and a URL list with a
+// bad entry is refused.
+func TestHTTPSeveralServers(t *testing.T) {
+	a, srvA := newStub(t, "", time.Millisecond)
+	b, srvB := newStub(t, "", time.Millisecond)
+	rep, err := Run(context.Background(), Config{URL: srvA.URL + "," + srvB.URL + "/", Concurrency: 2, Duration: 500 * time.Millisecond,
+		Mix: Mix{KindHistory: 1}, FeedbackShare: 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(s *stubServer) int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.bad) > 0 {
+			t.Fatalf("malformed requests: %q", s.bad[:min(len(s.bad), 5)])
+		}
+		n := 0
+		for _, k := range s.status {
+			n += k
+		}
+		return n
+	}
+	na, nb := count(a), count(b)
+	if na+nb != rep.Requests || na < 5 || nb < 5 || max(na, nb) > 2*min(na, nb)+2 {
+		t.Fatalf("server a answered %d, b %d; the report counts %d", na, nb, rep.Requests)
+	}
+	if _, err := Run(context.Background(), Config{URL: srvA.URL + ",ftp://x", Duration: time.Second}); err == nil {
+		t.Fatal("a list with a bad URL was taken")
+	}
+}

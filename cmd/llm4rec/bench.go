@@ -214,7 +214,7 @@ func runBenchThroughput(args []string, stdout, stderr io.Writer) int {
 func runBenchHTTP(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench http", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	target := fs.String("url", "http://127.0.0.1:8080", "the server's base URL")
+	target := fs.String("url", "http://127.0.0.1:8080", "the server's base URL, or several comma-separated (replicas): requests go to each in turn")
 	concurrency := fs.Int("concurrency", 8, "closed loop: callers at once; open loop (--rate): most requests in flight (0: unbounded)")
 	duration := fs.Duration("duration", 10*time.Second, "how long requests are started")
 	rate := fs.Float64("rate", 0, "open loop: requests started per second whatever the answers (0: closed loop at --concurrency)")
