@@ -70,9 +70,11 @@ test-docker: deps-cuda weights
 	scripts/test-dockerfile.sh
 
 ## bundle: train and export a bundle from a dataset in the generic format: make bundle DATA=dir OUT=dir
+## [TRAIN_UNTIL=fraction|timestamp] trains only on interactions before that time (bench online);
+## [BUNDLE_ARGS="--seeds 1 ..."] passes further options of `python -m llm4rec_export bundle`
 bundle: venv
-	@test -n "$(DATA)" -a -n "$(OUT)" || { echo "usage: make bundle DATA=dataset-dir OUT=bundle-dir"; exit 2; }
-	cd export && $(PYTHON) -m llm4rec_export bundle --data $(abspath $(DATA)) --out $(abspath $(OUT))
+	@test -n "$(DATA)" -a -n "$(OUT)" || { echo "usage: make bundle DATA=dataset-dir OUT=bundle-dir [TRAIN_UNTIL=0.8]"; exit 2; }
+	cd export && $(PYTHON) -m llm4rec_export bundle --data $(abspath $(DATA)) --out $(abspath $(OUT))$(if $(TRAIN_UNTIL), --train-until $(TRAIN_UNTIL))$(if $(BUNDLE_ARGS), $(BUNDLE_ARGS))
 
 ## models: rebuild the default MovieLens-100K bundle from $(DATA_ROOT)
 models: venv

@@ -176,6 +176,19 @@ type DataSpec struct {
 	// ImageEncoderTrained is false when the catalog had too few item images: the image
 	// encoder is untrained and the content embeddings are text only (absent in older bundles).
 	ImageEncoderTrained *bool `json:"image_encoder_trained,omitempty"`
+	// TrainUntil is the global time cutoff the bundle was trained before (export's
+	// --train-until); nil when it was trained on every interaction.
+	TrainUntil *TrainUntilSpec `json:"train_until,omitempty"`
+}
+
+// TrainUntilSpec is a global time cutoff: the bundle saw only the interactions with a
+// timestamp (Unix seconds) before Timestamp; Before and After count the dataset's interactions
+// on either side, Fraction is the share after it that was asked for (nil: a timestamp was).
+type TrainUntilSpec struct {
+	Timestamp int64    `json:"timestamp"`
+	Fraction  *float64 `json:"fraction"`
+	Before    int      `json:"before"`
+	After     int      `json:"after"`
 }
 
 // GraphSpec is one graph's file and I/O contract.

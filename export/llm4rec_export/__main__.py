@@ -59,6 +59,10 @@ def main(argv=None) -> int:
     b.add_argument("--no-resume", dest="resume", action="store_false",
                    help="train from scratch: neither reuse nor continue runs checkpointed in the cache "
                         "($LLM4REC_CACHE/runs, default ~/.cache/llm4rec/runs)")
+    b.add_argument("--train-until", dest="train_until", metavar="T",
+                   help="train only on interactions before a global time cutoff: a fraction in (0, 1) of the "
+                        "interactions by time (0.8: the last 20%% are left out) or a Unix timestamp; recorded in "
+                        "the manifest's data.train_until")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="advanced training option (TrainConfig field), e.g. --set p_modality=0.2")
 
@@ -111,7 +115,8 @@ def main(argv=None) -> int:
                       eval_every=a.eval_every, patience=a.patience, jobs=a.jobs,
                       image_epochs=a.image_epochs, image_width=a.image_width, image_mix=a.image_mix,
                       audio_epochs=a.audio_epochs, audio_phrases=a.audio_phrases, ablations=a.ablations,
-                      ship_text=a.ship_text, threads=a.threads, resume=a.resume, extra=extra)
+                      ship_text=a.ship_text, threads=a.threads, resume=a.resume, extra=extra,
+                      train_until=a.train_until)
     build(args)
     return 0
 

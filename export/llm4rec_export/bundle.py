@@ -84,6 +84,7 @@ class BundleArgs:
     threads: int = 0
     text_batch: int = 32
     resume: bool = True            # reuse / continue checkpointed runs (image encoder, trainings)
+    train_until: str | None = None # train only on interactions before this cutoff (data.resolve_cutoff)
     extra: dict = field(default_factory=dict)
 
 
@@ -238,6 +239,12 @@ def build(a: BundleArgs) -> dict:
     # ------------------------------------------------------------ data
     with timer("data"):
         ds = data_mod.load(a.data)
+        cut = None
+        if a.train_until not in (None, ""):
+            cut = data_mod.resolve_cutoff(ds, a.train_until)
+            ds = data_mod.truncate(ds, cut)
+            _log(f"train until {cut.timestamp}: {cut.before} interactions before the cutoff, {cut.after} after "
+                 f"(left out of training)")
         sp = data_mod.split(ds)
         fp = data_mod.fingerprint(a.data)
         N, D = ds.n_items, 384
@@ -548,7 +555,9 @@ def build(a: BundleArgs) -> dict:
                 "runs_from_checkpoint": sum(bool(lg.get("reused_checkpoint")) for runs_v in trained.values()
                                             for _, _, lg in runs_v)}
     report = {"name": name, "version": a.version, "data": {"name": ds.name, "fingerprint": fp, "users": len(ds.users),
-                                                           "items": N, "interactions": ds.n_interactions},
+                                                           "items": N, "interactions": ds.n_interactions,
+                                                           **({"train_until": cut.manifest()} if cut is not None
+                                                              else {})},
               "protocol": "leave-one-out by time, full ranking minus the user's history, k=10",
               "metrics": results, "targets": targets, "gender_probe": probe,
               "paired_ndcg_difference_model_minus": paired, "steering": steering, "ranking": ranking_report,
@@ -574,7 +583,8 @@ def build(a: BundleArgs) -> dict:
                 **({"group_alpha": debias_report["group_alpha"]} if debias_report.get("group_alpha") else {})},
         "modalities": modal,
         "data": {"name": ds.name, "fingerprint": fp, "users": len(ds.users), "items": N,
-                 "interactions": ds.n_interactions, "image_encoder_trained": image_trained},
+                 "interactions": ds.n_interactions, "image_encoder_trained": image_trained,
+                 **({"train_until": cut.manifest()} if cut is not None else {})},
         "training": training,
         "metrics": {k: {m: v[m] for m in ("hr@10", "ndcg@10", "coverage@10", "ild@10", "arp", "gender_gap", "age_gap")
                         if m in v} for k, v in results.items()},

@@ -184,3 +184,59 @@ def user_groups(ds: Dataset) -> dict[str, list]:
         g.append(str(gv) if gv not in (None, "") else None)
         a.append(age_band(at.get("age")))
     return {"gender": g, "age": a}
+
+
+@dataclass
+class Cutoff:
+    """A global time cutoff: interactions with timestamp < `timestamp` are before it (the
+    training side), the rest are after it (the stream). `fraction` is the requested share of
+    interactions after the cutoff when it was given as a fraction (None for a timestamp)."""
+    timestamp: int
+    fraction: float | None
+    before: int
+    after: int
+
+    def manifest(self) -> dict:
+        return {"timestamp": self.timestamp, "fraction": self.fraction, "before": self.before, "after": self.after}
+
+
+def resolve_cutoff(ds: Dataset, until: str | float | int) -> Cutoff:
+    """The cutoff named by `until`: a fraction in (0, 1) is the share of interactions, counted
+    in time order, that train (0.8: the last 20% by time are after the cutoff; the timestamp is
+    that of the first interaction past the share, so ties at it all fall after); any other
+    number is a Unix timestamp in seconds."""
+    v = float(until)
+    times = np.sort(np.concatenate(ds.timestamps)) if ds.timestamps else np.zeros(0, dtype=np.int64)
+    if len(times) == 0:
+        raise ValueError("train_until: the dataset has no interactions")
+    frac = None
+    if 0.0 < v < 1.0:
+        frac = round(1.0 - v, 6)
+        pos = min(int(np.floor(v * len(times))), len(times) - 1)
+        ts = int(times[pos])
+    elif v >= 1.0 and v == int(v):
+        ts = int(v)
+    else:
+        raise ValueError(f"train_until: {until!r} is neither a fraction in (0, 1) nor a Unix timestamp")
+    before = int(np.searchsorted(times, ts, side="left"))
+    if before == 0:
+        raise ValueError(f"train_until: no interaction before {ts}")
+    return Cutoff(ts, frac, before, len(times) - before)
+
+
+def truncate(ds: Dataset, cut: Cutoff) -> Dataset:
+    """The dataset with only the interactions before the cutoff. The catalog (items) is kept
+    whole: items are known with their content ahead of their first interaction, so an item
+    first interacted with after the cutoff is still rankable by its content embedding. Users
+    with no interaction before the cutoff are left out."""
+    users, seqs, times = [], [], []
+    for u, s, t in zip(ds.users, ds.sequences, ds.timestamps):
+        keep = t < cut.timestamp
+        if keep.any():
+            users.append(u)
+            seqs.append(s[keep])
+            times.append(t[keep])
+    n = int(sum(len(s) for s in seqs))
+    meta = dict(ds.meta)
+    meta["train_until"] = cut.manifest()
+    return Dataset(ds.root, ds.name, ds.items, ds.index, users, seqs, times, ds.attributes, meta, n, ds.dropped)
