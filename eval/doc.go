@@ -6,8 +6,8 @@
 // the baselines (most-popular, item-kNN); and, through the Go engine, the environment every
 // such evaluation starts from (OpenEnv: the engine opened beside the data split over its
 // catalog), the protocol's requests and lists (Request, Lists, EngineTops, on one worker pool,
-// Parallel), the prequential replay of the online learner (Replay, PairedBootstrap) and the
-// steering evaluation's users and category precision.
+// Parallel), paired bootstrap intervals (PairedBootstrap, PairedMeanDiff) and the steering
+// evaluation's users and category precision.
 //
 // It sits beside engine/, not inside it: the engine serves requests and never evaluates (no
 // package of engine/ imports this one), while this package is what bench/evaluate and the

@@ -90,10 +90,11 @@ type Config struct {
 
 	// IPSAlpha is the default IPS strength when a request gives none (default: the bundle's).
 	IPSAlpha *float64 `json:"ips_alpha" env:"LLM4REC_IPS_ALPHA"`
-	// OnlineLearning turns the online item-bias learner on (default true).
+	// OnlineLearning turns the online learner (engine/online: per-item bias and residual on the
+	// generator's logits) on (default true).
 	OnlineLearning *bool `json:"online_learning" env:"LLM4REC_ONLINE_LEARNING"`
 	// OnlineRate and OnlinePenalty are the learner's SGD step and its pull towards the
-	// exported model (defaults 0.05 and 0.01).
+	// exported model (defaults: engine/online's, 0.02 and 0.01).
 	OnlineRate    float64 `json:"online_rate" env:"LLM4REC_ONLINE_RATE"`
 	OnlinePenalty float64 `json:"online_penalty" env:"LLM4REC_ONLINE_PENALTY"`
 	// SnapshotEvery is how many feedback events pass between snapshots of the learned state

@@ -66,7 +66,7 @@ type fakeEngine struct {
 	items    []recommend.Item
 	byID     map[string]int
 	stats    *popularity.Stats
-	bias     *online.Bias
+	bias     *online.Learner
 	cache    *retrieval.EmbeddingCache
 	closed   atomic.Bool
 }
@@ -112,7 +112,7 @@ func newFakeEngine(cfg recommend.Config, reversed bool) *fakeEngine {
 	}
 	f.stats = liveItems.Bind(ids, cfg.Popularity)
 	if cfg.Online.Rate >= 0 {
-		f.bias = online.NewBias(fakeItems, cfg.Online)
+		f.bias = online.New(fakeItems, fakeStateDim, cfg.Online)
 	}
 	return f
 }
@@ -120,7 +120,7 @@ func newFakeEngine(cfg recommend.Config, reversed bool) *fakeEngine {
 func (f *fakeEngine) Manifest() *bundle.Manifest       { return f.manifest }
 func (f *fakeEngine) Items() []recommend.Item          { return f.items }
 func (f *fakeEngine) Stats() *popularity.Stats         { return f.stats }
-func (f *fakeEngine) Learner() *online.Bias            { return f.bias }
+func (f *fakeEngine) Learner() *online.Learner         { return f.bias }
 func (f *fakeEngine) Cache() *retrieval.EmbeddingCache { return f.cache }
 
 func (f *fakeEngine) Row(id string) (int, bool) {
@@ -178,7 +178,7 @@ func (f *fakeEngine) logProbs(hist []int) []float32 {
 	return lp
 }
 
-func (f *fakeEngine) LogProbs(ctx context.Context, history []string) ([]float32, error) {
+func (f *fakeEngine) LearnerInputs(ctx context.Context, history []string) ([]float32, []float32, error) {
 	var hist []int
 	for _, id := range history {
 		if r, ok := f.byID[id]; ok {
@@ -186,9 +186,23 @@ func (f *fakeEngine) LogProbs(ctx context.Context, history []string) ([]float32,
 		}
 	}
 	if err := f.run(ctx, bundle.Fusion); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return f.logProbs(hist), nil
+	return fakeState(hist), f.logProbs(hist), nil
+}
+
+// fakeStateDim is the length of the fake's user state: the history's count of each of the
+// five genres, and 1.
+const fakeStateDim = 6
+
+// fakeState is the fake's fused user state of a history (catalog rows).
+func fakeState(hist []int) []float32 {
+	s := make([]float32, fakeStateDim)
+	for _, r := range hist {
+		s[r%5]++
+	}
+	s[5] = 1
+	return s
 }
 
 func (f *fakeEngine) Recommend(ctx context.Context, req recommend.Request) (*recommend.Response, error) {
@@ -258,7 +272,7 @@ func (f *fakeEngine) Recommend(ctx context.Context, req recommend.Request) (*rec
 	lp := f.logProbs(hist)
 	score := append([]float32(nil), lp...)
 	if f.bias != nil {
-		f.bias.Add(score)
+		f.bias.Add(fakeState(hist), score)
 	}
 	if alpha != 0 {
 		f.stats.ReweightAll(score, alpha)

@@ -17,14 +17,15 @@ import (
 // no ONNX Runtime.
 type Recommender interface {
 	Recommend(ctx context.Context, req recommend.Request) (*recommend.Response, error)
-	// LogProbs is the online learner's view of the model (see recommend.Engine.LogProbs).
-	LogProbs(ctx context.Context, history []string) ([]float32, error)
+	// LearnerInputs is the online learner's view of the model: the fused user state and the
+	// log-probabilities of a history (see recommend.Engine.LearnerInputs).
+	LearnerInputs(ctx context.Context, history []string) (state, logProbs []float32, err error)
 	Manifest() *bundle.Manifest
 	Items() []recommend.Item
 	Row(id string) (int, bool)
 	Stats() *popularity.Stats
 	// Learner is nil when online learning is off.
-	Learner() *online.Bias
+	Learner() *online.Learner
 	Cache() *retrieval.EmbeddingCache
 	QueueDepths() map[string]int
 	// Search is the catalog items nearest to text by the bundle's text encoder (GET /v1/items).

@@ -313,10 +313,10 @@ func (s *Server) learn(l *loaded, since *int) {
 		if row, ok := l.eng.Row(e.ItemID); ok {
 			t0 := time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			lp, err := l.eng.LogProbs(ctx, s.live.HistoryBefore(e.UserID, e.Timestamp, s.cfg.MaxHistory))
+			state, lp, err := l.eng.LearnerInputs(ctx, s.live.HistoryBefore(e.UserID, e.Timestamp, s.cfg.MaxHistory))
 			cancel()
 			if err == nil {
-				lr.Update(lp, row)
+				lr.Update(state, lp, row)
 			}
 			// Learning runs at most half the time: requests and acknowledgements come
 			// first, and a backlog only grows the lag metric.

@@ -1,8 +1,9 @@
 // Package evaluate is `llm4rec bench quality` and `bench online`: it evaluates a bundle
 // through the engine with the export's protocol, which package eval implements (loading,
-// split, top-k, metrics, baselines, the prequential replay, steering): offline quality at
+// split, top-k, metrics, baselines, bootstrap intervals, steering): offline quality at
 // several IPS strengths beside the baselines and the export's figures, how typed and spoken
-// requests steer the lists, and the online learner replayed on held-out interactions.
+// requests steer the lists, and real-time learning on a temporal stream after a bundle's
+// training cutoff (online.go).
 package evaluate
 
 import (

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/llm4rec/llm4rec/bench/load"
 	"github.com/llm4rec/llm4rec/bench/report"
 	"github.com/llm4rec/llm4rec/bench/throughput"
+	"github.com/llm4rec/llm4rec/engine/online"
 	"github.com/llm4rec/llm4rec/engine/ort"
 )
 
@@ -339,13 +341,20 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 func runBenchOnline(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench online", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	bundleDir := fs.String("bundle", "models/movielens-100k/1", "model bundle folder")
-	dataDir := fs.String("data", "../shared/data/ml-100k", "the bundle's training data: generic format or raw MovieLens-100K")
-	rate := fs.Float64("rate", 0, "the learner's SGD step (0: the server's default, 0.05)")
-	penalty := fs.Float64("penalty", 0, "the learner's L2 pull towards the exported model per update (0: the server's default, 0.01)")
-	sweep := fs.Bool("sweep", false, "also replay a grid of rates and penalties (learner only, from precomputed log-probabilities)")
-	users := fs.Int("users", 0, "replay only the first N users with a held-out item (0: all)")
-	workers := fs.Int("workers", 32, "log-probability requests in flight at once where order does not matter")
+	bundleDir := fs.String("bundle", "models/movielens-100k/1", "model bundle trained before a time cutoff (make bundle ... TRAIN_UNTIL=0.8)")
+	dataDir := fs.String("data", "../shared/data/ml-100k", "the bundle's dataset (generic format or raw MovieLens-100K): the interactions after the cutoff are streamed")
+	until := fs.String("until", "", "the cutoff for a bundle whose manifest records none: a fraction in (0, 1) of the interactions by time or a Unix timestamp")
+	retrained := fs.String("retrained", "", "comma-separated bundles of the retrained upper bound, each DIR (cutoff from its manifest) or DIR@TIMESTAMP")
+	events := fs.Int("events", 0, "stream only the first N events after the cutoff (0: all)")
+	tune := fs.String("tune-until", "", "end of a tuning period after the cutoff (fraction or timestamp, as --until): --sweep chooses there, the figures are over the events after it")
+	rate := fs.Float64("rate", 0, "the learner's bias step (0: the server's default, 0.02)")
+	residualRate := fs.Float64("residual-rate", 0, "the learner's residual step (0: the default, 0.03; negative: biases only)")
+	penalty := fs.Float64("penalty", 0, "the learner's L2 anchor to the shipped weights per step (0: the server's default, 0.01)")
+	replay := fs.Int("replay", 0, "the learner's replay buffer size (0: the default, 4096; negative: none)")
+	window := fs.Int("window", 1000, "events in the rolling NDCG@10 of the plot")
+	sweep := fs.Bool("sweep", false, "also run a grid of learner settings beside the online mode (for choosing them on a tuning stream, never the reported one)")
+	valUsers := fs.Int("val-users", 0, "forgetting on the first N pre-cutoff validation users (0: all)")
+	workers := fs.Int("workers", 32, "graph runs in flight at once where order does not matter")
 	var rf runtimeFlags
 	rf.register(fs)
 	var o outputFlags
@@ -353,10 +362,27 @@ func runBenchOnline(args []string, stdout, stderr io.Writer) int {
 	if !o.parse(fs, args, stderr) {
 		return 2
 	}
-	cfg := evaluate.OnlineConfig{Bundle: *bundleDir, Data: *dataDir, Rate: *rate, Penalty: *penalty, Users: *users,
-		Workers: *workers}
+	cfg := evaluate.OnlineConfig{Bundle: *bundleDir, Data: *dataDir, Until: *until, Events: *events, TuneUntil: *tune, Window: *window,
+		ValUsers: *valUsers, Workers: *workers,
+		Learner: online.Config{Rate: *rate, Penalty: *penalty, ResidualRate: *residualRate, Replay: *replay}}
+	if *rate < 0 || *penalty < 0 || *rate**penalty >= 1 {
+		fmt.Fprintf(stderr, "llm4rec bench online: --rate %g, --penalty %g: want both at least 0 and their product below 1\n", *rate, *penalty)
+		return 2
+	}
 	if *sweep {
-		cfg.Sweep = evaluate.DefaultOnlineSweep()
+		cfg.Sweep = evaluate.DefaultLearnerSweep()
+	}
+	for _, r := range report.SplitList(*retrained) {
+		c := evaluate.Checkpoint{Bundle: r}
+		if dir, ts, ok := strings.Cut(r, "@"); ok {
+			v, err := strconv.ParseInt(ts, 10, 64)
+			if err != nil || v <= 0 {
+				fmt.Fprintf(stderr, "llm4rec bench online: --retrained %q: want DIR or DIR@TIMESTAMP\n", r)
+				return 2
+			}
+			c = evaluate.Checkpoint{Bundle: dir, From: v}
+		}
+		cfg.Retrained = append(cfg.Retrained, c)
 	}
 	var err error
 	if cfg.Runtime, err = rf.options(); err != nil {

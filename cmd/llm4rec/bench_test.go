@@ -86,8 +86,9 @@ func TestBenchQualityAndOnline(t *testing.T) {
 		t.Fatalf("quality: rc %d\nstdout %s\nstderr %s", rc, out, errs)
 	}
 	wrote(t, dir, "quality.json", "quality.png")
-	rc, out, errs = benchRun("online", "--bundle", bundle, "--data", data, "--users", "40", "--provider", "cpu", "--quiet", "--out", dir, "--plot")
-	if rc != 0 || !strings.Contains(out, "prequential HR@10 (40 events)") {
+	rc, out, errs = benchRun("online", "--bundle", bundle, "--data", data, "--until", "0.8", "--events", "60", "--val-users", "20",
+		"--window", "20", "--provider", "cpu", "--quiet", "--out", dir, "--plot")
+	if rc != 0 || !strings.Contains(out, "stream: 60 events") || !strings.Contains(out, "live_state") {
 		t.Fatalf("online: rc %d\nstdout %s\nstderr %s", rc, out, errs)
 	}
 	wrote(t, dir, "online.json", "online.png")
@@ -111,6 +112,8 @@ func TestBenchFlagErrors(t *testing.T) {
 		{[]string{"quality", "--alphas", "11"}, 2, "--alphas"},
 		{[]string{"quality", "--bundle", "/nonexistent", "--provider", "cpu"}, 1, "no model bundle"},
 		{[]string{"online", "--provider", "tpu"}, 2, "tpu"},
+		{[]string{"online", "--retrained", "dir@soon", "--provider", "cpu"}, 2, "--retrained"},
+		{[]string{"online", "--rate", "2", "--penalty", "0.5", "--provider", "cpu"}, 2, "--rate"},
 	} {
 		rc, _, errs := benchRun(c.args...)
 		if rc != c.rc || !strings.Contains(errs, c.says) {

@@ -1,14 +1,16 @@
 package online
 
 import (
+	"encoding/binary"
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
 func TestUpdateRaisesTargetAndLowersCompetitors(t *testing.T) {
-	a := NewBias(4, Config{Rate: 0.5, Penalty: 0.01})
+	a := New(4, 0, Config{Rate: 0.5, Penalty: 0.01})
 	lp := []float32{-0.5, -1.5, -2, -3}
-	if err := a.Update(lp, 2); err != nil {
+	if err := a.Update(nil, lp, 2); err != nil {
 		t.Fatal(err)
 	}
 	if a.Value(2) <= 0 || a.Value(0) >= 0 || a.Value(1) >= 0 {
@@ -16,53 +18,227 @@ func TestUpdateRaisesTargetAndLowersCompetitors(t *testing.T) {
 	}
 	// repeated evidence for item 2 eventually ranks it first
 	for i := 0; i < 50; i++ {
-		a.Update(lp, 2)
+		a.Update(nil, lp, 2)
 	}
 	s := append([]float32(nil), lp...)
-	a.Add(s)
+	a.Add(nil, s)
 	if !(s[2] > s[0] && s[2] > s[1] && s[2] > s[3]) {
 		t.Fatalf("scores after learning %v", s)
 	}
 	if a.Updates() != 51 {
 		t.Fatalf("updates %d", a.Updates())
 	}
-	if err := a.Update(lp[:2], 0); err == nil {
+	if err := a.Update(nil, lp[:2], 0); err == nil {
 		t.Fatal("wrong length accepted")
+	}
+	if err := a.Update(nil, lp, 4); err == nil {
+		t.Fatal("target outside the catalog accepted")
 	}
 }
 
-// The penalty pulls biases back towards the exported model (0) when evidence stops.
+// The anchor pulls the parameters back towards the shipped model (0) when evidence stops.
 func TestPenaltyDecaysTowardsExportedModel(t *testing.T) {
-	a := NewBias(3, Config{Rate: 0.5, Penalty: 0.5, Candidates: 1})
+	a := New(3, 2, Config{Rate: 0.5, Penalty: 0.5, Candidates: 1, Replay: -1})
 	lp := []float32{-0.1, -5, -5}
-	a.Update(lp, 1)
-	start := a.Value(1)
+	x := []float32{1, 0}
+	a.Update(x, lp, 1)
+	start, startU := a.Value(1), a.ResidualNorm(1)
+	if startU == 0 {
+		t.Fatal("the target's residual did not move")
+	}
 	// updates about item 0 (already top) barely move item 1 except by decay
 	for i := 0; i < 40; i++ {
-		a.Update(lp, 0)
+		a.Update(x, lp, 0)
 	}
 	if v := a.Value(1); !(math.Abs(v) < math.Abs(start)/10) {
 		t.Fatalf("bias of item 1: %v -> %v, want decay towards 0", start, v)
 	}
+	if v := a.ResidualNorm(1); !(v < startU/10) {
+		t.Fatalf("residual of item 1: %v -> %v, want decay towards 0", startU, v)
+	}
+}
+
+// The residual learns what a bias cannot: two groups of users (states along different axes)
+// prefer different items under the same model log-probabilities, and after learning each
+// group's item ranks first for that group only.
+func TestResidualSeparatesUsersByState(t *testing.T) {
+	a := New(6, 4, Config{Rate: 0.2, ResidualRate: 0.5, Penalty: 0.001, Seed: 3})
+	lp := []float32{-1, -1.2, -1.4, -1.6, -1.8, -2}
+	sA := []float32{3, 0.1, 0, 0} // scale does not matter: states are taken at unit length
+	sB := []float32{0, 0.1, 2, 0}
+	for i := 0; i < 200; i++ {
+		a.Update(sA, lp, 4)
+		a.Update(sB, lp, 5)
+	}
+	argmax := func(s []float32) int {
+		best := 0
+		for i, v := range s {
+			if v > s[best] {
+				best = i
+			}
+		}
+		return best
+	}
+	for _, c := range []struct {
+		state []float32
+		want  int
+	}{{sA, 4}, {sB, 5}} {
+		s := append([]float32(nil), lp...)
+		a.Add(c.state, s)
+		if got := argmax(s); got != c.want {
+			t.Fatalf("state %v ranks item %d first (scores %v), want %d", c.state, got, s, c.want)
+		}
+	}
+	// a biases-only learner on the same stream cannot rank both first
+	b := New(6, 0, Config{Rate: 0.2, Penalty: 0.001})
+	for i := 0; i < 200; i++ {
+		b.Update(sA, lp, 4)
+		b.Update(sB, lp, 5)
+	}
+	sa, sb := append([]float32(nil), lp...), append([]float32(nil), lp...)
+	b.Add(sA, sa)
+	b.Add(sB, sb)
+	if argmax(sa) == 4 && argmax(sb) == 5 {
+		t.Fatal("a bias alone separated the groups: the test does not exercise the residual")
+	}
+}
+
+// Both parameters stay within MaxBias however long one item is pushed.
+func TestBounded(t *testing.T) {
+	a := New(3, 2, Config{Rate: 1, ResidualRate: 1, Penalty: 0.0001, MaxBias: 2})
+	for i := 0; i < 500; i++ {
+		a.Update([]float32{1, 1}, []float32{0, -10, -10}, 2)
+	}
+	for i := 0; i < 3; i++ {
+		if math.Abs(a.Value(i)) > 2+1e-6 || a.ResidualNorm(i) > 2+1e-4 {
+			t.Fatalf("item %d: bias %v residual %v past the bound 2", i, a.Value(i), a.ResidualNorm(i))
+		}
+	}
+}
+
+// The replay buffer keeps at most Replay interactions and is replayed: with it, an item that
+// was learned early keeps more of its score through a long stream about other items than
+// without it.
+func TestReplayBufferBoundedAndReplayed(t *testing.T) {
+	lp := []float32{-1, -1, -1, -1, -1, -1, -1, -1}
+	run := func(replay int) (float64, int) {
+		a := New(8, 2, Config{Rate: 0.1, Penalty: 0.01, Replay: replay, ReplaySteps: 2, Seed: 7})
+		for i := 0; i < 20; i++ {
+			a.Update([]float32{1, 0}, lp, 1)
+		}
+		r := rand.New(rand.NewPCG(1, 2))
+		for i := 0; i < 200; i++ {
+			a.Update([]float32{0, 1}, lp, 2+r.IntN(6))
+		}
+		s := make([]float32, 8)
+		a.Add([]float32{1, 0}, s)
+		return float64(s[1]), len(a.buf)
+	}
+	with, n := run(64)
+	if n != 64 {
+		t.Fatalf("buffer holds %d, want its bound 64", n)
+	}
+	without, n0 := run(-1)
+	if n0 != 0 {
+		t.Fatalf("buffer off holds %d", n0)
+	}
+	// a buffer of 64 mostly forgets the early item too; one of 1024 keeps it
+	big, _ := run(1024)
+	if !(big > without) {
+		t.Fatalf("early item's score with a replay buffer %v (64: %v), without %v: want the buffer to keep more", big, with, without)
+	}
 }
 
 func TestSnapshotRoundTrip(t *testing.T) {
-	a := NewBias(5, Config{})
-	a.Update([]float32{-1, -2, -3, -4, -5}, 3)
+	a := New(5, 3, Config{})
+	a.Update([]float32{1, 2, 3}, []float32{-1, -2, -3, -4, -5}, 3)
+	a.Update([]float32{0, 0, 1}, []float32{-1, -2, -3, -4, -5}, 4)
 	raw, _ := a.MarshalBinary()
-	b := NewBias(5, Config{})
+	b := New(5, 3, Config{})
 	if err := b.UnmarshalBinary(raw); err != nil {
 		t.Fatal(err)
 	}
+	x := []float32{0.3, -0.2, 0.9}
+	sa, sb := make([]float32, 5), make([]float32, 5)
+	a.Add(x, sa)
+	b.Add(x, sb)
 	for i := 0; i < 5; i++ {
-		if math.Abs(a.Value(i)-b.Value(i)) > 1e-7 {
-			t.Fatalf("item %d: %v vs %v", i, a.Value(i), b.Value(i))
+		if math.Abs(float64(sa[i]-sb[i])) > 1e-6 || math.Abs(a.Value(i)-b.Value(i)) > 1e-7 {
+			t.Fatalf("item %d: %v vs %v", i, sa[i], sb[i])
 		}
 	}
-	if err := NewBias(4, Config{}).UnmarshalBinary(raw); err == nil {
+	if b.Updates() != 2 {
+		t.Fatalf("restored updates %d", b.Updates())
+	}
+	if err := New(4, 3, Config{}).UnmarshalBinary(raw); err == nil {
 		t.Fatal("snapshot for another catalog accepted")
 	}
-	if err := b.UnmarshalBinary(raw[:10]); err == nil {
+	if err := New(5, 2, Config{}).UnmarshalBinary(raw); err == nil {
+		t.Fatal("snapshot for another state length accepted")
+	}
+	if err := b.UnmarshalBinary(raw[:40]); err == nil {
 		t.Fatal("truncated snapshot accepted")
+	}
+	// the biases-only layout of earlier versions restores the biases, residuals 0
+	old := binary.LittleEndian.AppendUint64(nil, 5)
+	old = binary.LittleEndian.AppendUint64(old, 9)
+	for i := 0; i < 5; i++ {
+		old = binary.LittleEndian.AppendUint32(old, math.Float32bits(float32(i)/10))
+	}
+	c := New(5, 3, Config{})
+	if err := c.UnmarshalBinary(old); err != nil {
+		t.Fatal(err)
+	}
+	if c.Updates() != 9 || math.Abs(c.Value(3)-0.3) > 1e-7 || c.ResidualNorm(3) != 0 {
+		t.Fatalf("old snapshot restored as updates %d, bias %v, residual %v", c.Updates(), c.Value(3), c.ResidualNorm(3))
+	}
+}
+
+// Add allocates only the unit-length copy of the state, whatever the catalog.
+func TestAddAllocatesOnlyTheUnitState(t *testing.T) {
+	a := New(1000, 64, Config{})
+	st := make([]float32, 64)
+	st[0] = 1
+	lp := make([]float32, 1000)
+	for i := 0; i < 50; i++ {
+		a.Update(st, lp, i)
+	}
+	scores := make([]float32, 1000)
+	// unit() allocates the normalised state once per call: one allocation
+	if n := testing.AllocsPerRun(20, func() { a.Add(st, scores) }); n > 1 {
+		t.Fatalf("Add allocates %v times", n)
+	}
+}
+
+func BenchmarkUpdate(b *testing.B) {
+	const n, d = 1682, 384
+	a := New(n, d, Config{})
+	r := rand.New(rand.NewPCG(1, 1))
+	st := make([]float32, d)
+	lp := make([]float32, n)
+	for i := range lp {
+		lp[i] = float32(-r.ExpFloat64() - 5)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		for k := range st {
+			st[k] = float32(r.NormFloat64())
+		}
+		a.Update(st, lp, i%n)
+	}
+}
+
+func BenchmarkAdd(b *testing.B) {
+	const n, d = 1682, 384
+	a := New(n, d, Config{})
+	st := make([]float32, d)
+	lp := make([]float32, n)
+	for i := 0; i < 2000; i++ {
+		st[i%d] = 1
+		a.Update(st, lp, i%n)
+	}
+	scores := make([]float32, n)
+	for b.Loop() {
+		a.Add(st, scores)
 	}
 }

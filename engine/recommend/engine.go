@@ -67,7 +67,7 @@ type Config struct {
 	// shared with other engines (a server's, which outlive a reload); nil: the engine keeps
 	// its own.
 	Live *popularity.Live
-	// Online configures the online-learned item bias; Online.Rate < 0 turns it off.
+	// Online configures the online learner (engine/online); Online.Rate < 0 turns it off.
 	Online online.Config
 	// ExplainProbes is how many of the newest distinct history items an explained request
 	// is measured without, one at a time (default DefaultExplainProbes); older items are not
@@ -128,7 +128,7 @@ type Engine struct {
 	index   retrieval.Index
 	cache   *retrieval.EmbeddingCache
 	stats   *popularity.Stats
-	bias    *online.Bias // nil when online learning is off
+	bias    *online.Learner // nil when online learning is off
 	explain *explain.Explainer
 
 	offset, bos int // item token offset, BOS token
@@ -263,7 +263,7 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 		e.stats.Seed(i, it.Popularity)
 	}
 	if cfg.Online.Rate >= 0 {
-		e.bias = online.NewBias(len(e.items), cfg.Online)
+		e.bias = online.New(len(e.items), e.dim, cfg.Online)
 	}
 	if e.explain, err = explain.New(catalogView{e}, e.stats, cfg.Explain); err != nil {
 		return nil, err
@@ -320,8 +320,9 @@ func (e *Engine) Row(id string) (int, bool) {
 // bundle's training interactions.
 func (e *Engine) Stats() *popularity.Stats { return e.stats }
 
-// Learner is the online-learned item bias, nil when online learning is off.
-func (e *Engine) Learner() *online.Bias { return e.bias }
+// Learner is the online-learned correction of the generator's output layer (per-item bias and
+// residual over the fused user state), nil when online learning is off.
+func (e *Engine) Learner() *online.Learner { return e.bias }
 
 // Index is the retrieval index over the item embeddings (Config.Index).
 func (e *Engine) Index() retrieval.Index { return e.index }

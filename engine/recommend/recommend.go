@@ -97,9 +97,17 @@ const (
 // LogProbs is the served log-probability of every item (catalog order) as the next one after
 // history (item ids, oldest first): fusion without modalities, the generator's first step,
 // plus the bundle's similar-items term of the history when it has one (what Recommend adds
-// to the logits without a request); no online bias, no IPS. The online learner and
-// evaluations use it: Engine.TopK of it plus the biases is Recommend's top-k list.
+// to the logits without a request); no online correction, no IPS. Evaluations use it:
+// Engine.TopK of it plus the learner's correction (Learner().Add with the user state of
+// LearnerInputs) is Recommend's top-k list without IPS.
 func (e *Engine) LogProbs(ctx context.Context, history []string) ([]float32, error) {
+	_, lp, err := e.LearnerInputs(ctx, history)
+	return lp, err
+}
+
+// LearnerInputs is what the online learner takes for a history (item ids, oldest first; ids
+// outside the catalog are skipped): the fusion's user state without modalities and LogProbs.
+func (e *Engine) LearnerInputs(ctx context.Context, history []string) (state, logProbs []float32, err error) {
 	hist := make([]int, 0, len(history))
 	for _, id := range history {
 		if r, ok := e.byID[id]; ok {
@@ -109,18 +117,19 @@ func (e *Engine) LogProbs(ctx context.Context, history []string) ([]float32, err
 	inputs, _ := e.fusionInputs(hist, modalities{emb: make([][]float32, len(e.manifest.Fusion.Modalities)), names: e.manifest.Fusion.Modalities})
 	out, err := e.fusion.Submit(ctx, inputs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	logits, err := e.firstStepLogits(ctx, out[0].Float32)
+	state = out[0].Float32
+	logits, err := e.firstStepLogits(ctx, state)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if terms := e.requestTerms(nil, hist); terms != nil {
 		e.addTerms(logits, terms)
 	}
 	lp := make([]float32, len(e.items))
 	e.logProbs(logits, lp)
-	return lp, nil
+	return state, lp, nil
 }
 
 // Recommend runs the pipeline for one request.
@@ -215,7 +224,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		resp.Timings.Generate = t4.Sub(t3).Microseconds()
 		e.addTerms(logits, terms)
 		firstLogits = logits
-		picks = e.rankTopK(logits, seen, alpha, k, true)
+		picks = e.rankTopK(logits, userState, seen, alpha, k, true)
 		resp.Timings.Rank = time.Since(t4).Microseconds()
 	} else {
 		picks, err = e.decodeSlate(ctx, userState, terms, seen, alpha, k)
@@ -243,7 +252,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		e.logProbs(firstLogits, full)
 		extra := make([]float32, len(e.items))
 		if e.bias != nil {
-			e.bias.Add(extra)
+			e.bias.Add(userState, extra)
 		}
 		e.stats.ReweightAll(extra, alpha)
 		ev, err := e.evidence(ctx, hist, mods, full, extra, seen, picks)
@@ -497,7 +506,7 @@ func growF32(b []float32, n int) []float32 {
 // rankTopK picks the k best unseen items by IPS-reweighted log-probability; with diversify and
 // a bundle diversity weight, the k are re-ranked by maximal marginal relevance from the
 // bundle's number of best candidates (engine/ranking.Diversify).
-func (e *Engine) rankTopK(logits []float32, seen []bool, alpha float64, k int, diversify bool) []pick {
+func (e *Engine) rankTopK(logits, userState []float32, seen []bool, alpha float64, k int, diversify bool) []pick {
 	n := len(e.items)
 	// the two catalog-sized buffers come from a pool: only the k picks outlive this call
 	bufs := rankBufs.Get().(*[2][]float32)
@@ -507,7 +516,7 @@ func (e *Engine) rankTopK(logits []float32, seen []bool, alpha float64, k int, d
 	e.logProbs(logits, lp)
 	copy(score, lp)
 	if e.bias != nil {
-		e.bias.Add(score)
+		e.bias.Add(userState, score)
 	}
 	if alpha != 0 {
 		e.stats.ReweightAll(score, alpha)
@@ -561,7 +570,7 @@ func (e *Engine) decodeSlate(ctx context.Context, userState, terms []float32, se
 			return nil, err
 		}
 		e.addTerms(logits, terms)
-		best := e.rankTopK(logits, seen, alpha, 1, false)
+		best := e.rankTopK(logits, userState, seen, alpha, 1, false)
 		if len(best) == 0 {
 			break
 		}

@@ -41,60 +41,6 @@ func TestParallel(t *testing.T) {
 	}
 }
 
-func count(h []bool) int {
-	n := 0
-	for _, v := range h {
-		if v {
-			n++
-		}
-	}
-	return n
-}
-
-func TestTimeOrder(t *testing.T) {
-	targets := []int{4, -1, 7, 2}
-	times := []int64{30, 10, 20, 20}
-	ev := TimeOrder(4, func(u int) (int, int64) { return targets[u], times[u] })
-	var users []int
-	for _, e := range ev {
-		users = append(users, e.User)
-	}
-	if !slices.Equal(users, []int{2, 3, 0}) {
-		t.Errorf("order %v: want by time, ties by user, user 1 (no target) left out", users)
-	}
-}
-
-// A replay where every user picks the same item, ranked 16th by the model: without learning it
-// never hits; the learner puts it in the top 10 after a few events.
-func TestReplayLearnsARecurringItem(t *testing.T) {
-	const n, users, target = 20, 30, 15
-	lp := make([]float32, n)
-	for i := range lp {
-		lp[i] = -0.3 * float32(i)
-	}
-	spec := Replay{N: n, Hist: func(int) []int { return nil }, EarlierHist: func(int) []int { return []int{0} },
-		Earlier: func(int) int { return 1 }}
-	for u := 0; u < users; u++ {
-		spec.Events = append(spec.Events, ReplayEvent{User: u, Target: target, Time: int64(u)})
-		spec.LP = append(spec.LP, lp)
-		spec.EarlierLP = append(spec.EarlierLP, lp)
-	}
-	res, with := spec.Run(LearnerSetting{Rate: 0.5, Penalty: 0.01}, 1)
-	if res.Events != users || res.HitsWithout != 0 || res.HitsWith < users-5 || res.HitsWith != count(with) || with[0] {
-		t.Errorf("replay %+v, hits %v", res, with)
-	}
-	if res.ValUsers != users || res.ValBefore != 1 || res.MaxBias <= 0 {
-		t.Errorf("earlier set %+v", res)
-	}
-	if res.GainCI95[0] <= 0 {
-		t.Errorf("gain interval %v: want above 0", res.GainCI95)
-	}
-	off, _ := spec.Run(LearnerSetting{Rate: 1e-9, Penalty: 1}, 1)
-	if off.HitsWith != 0 || off.Forgetting != 0 {
-		t.Errorf("a negligible rate learned: %+v", off)
-	}
-}
-
 func TestPairedBootstrap(t *testing.T) {
 	a := []bool{true, true, true, true}
 	b := []bool{false, false, false, false}
@@ -107,6 +53,21 @@ func TestPairedBootstrap(t *testing.T) {
 	ci := PairedBootstrap([]bool{true, false, true, false}, []bool{false, false, true, true}, 1)
 	if ci[0] > 0 || ci[1] < 0 || ci[0] < -1 || ci[1] > 1 {
 		t.Errorf("mixed: %v", ci)
+	}
+}
+
+func TestPairedMeanDiff(t *testing.T) {
+	a := []float64{0.5, 0, 1, 0.3, 0, 1}
+	b := []float64{0.2, 0, 1, 0, 0, 0.5}
+	d, ci := PairedMeanDiff(a, b, 1)
+	if math.Abs(d-1.1/6) > 1e-12 || ci[0] < 0 || ci[0] > d || ci[1] < d || ci[1] > 0.5 {
+		t.Errorf("difference %v, interval %v", d, ci)
+	}
+	if d, ci := PairedMeanDiff(a, a, 1); d != 0 || ci != [2]float64{} {
+		t.Errorf("identical: %v %v", d, ci)
+	}
+	if d, ci := PairedMeanDiff(nil, nil, 1); d != 0 || ci != [2]float64{} {
+		t.Errorf("empty: %v %v", d, ci)
 	}
 }
 
