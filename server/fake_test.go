@@ -36,6 +36,8 @@ type fakeBackend struct {
 	// onOpen, when set, runs in Open before the engine is returned: what happens while a
 	// bundle loads.
 	onOpen func()
+	// wrap, when set, wraps every engine opened (a test's own behaviour over the fake).
+	wrap func(Recommender) Recommender
 }
 
 func (b *fakeBackend) Provider() string { return "cpu" }
@@ -51,7 +53,11 @@ func (b *fakeBackend) Open(dir string, cfg recommend.Config) (Recommender, error
 	if b.onOpen != nil {
 		b.onOpen()
 	}
-	return newFakeEngine(cfg, dir == fakeBundleReversed), nil
+	var r Recommender = newFakeEngine(cfg, dir == fakeBundleReversed)
+	if b.wrap != nil {
+		r = b.wrap(r)
+	}
+	return r, nil
 }
 
 // fakeEngine is a Recommender over a fixed catalog. It keeps the engine's contract that the

@@ -389,10 +389,15 @@ func decodeMedia(field, b64 string, limit int) ([]byte, error) {
 func (s *Server) handleRecommend(ctx *fasthttp.RequestCtx) error {
 	select {
 	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
 	default:
 		return &apiError{status: 503, code: "overloaded", msg: fmt.Sprintf("%d requests in flight", s.cfg.MaxInFlight), retryAfter: 1}
 	}
+	slotHeld := true // until the engine's work below takes it over
+	defer func() {
+		if slotHeld {
+			<-s.slots
+		}
+	}()
 	var req RecommendRequest
 	if err := s.decode(ctx, &req); err != nil {
 		return err
@@ -448,9 +453,31 @@ func (s *Server) handleRecommend(ctx *fasthttp.RequestCtx) error {
 		ExcludeSeen: req.ExcludeSeen == nil || *req.ExcludeSeen, Alpha: alpha, Explain: req.Explain.On, ExplainDetail: req.Explain.Detailed, Mode: recommend.Mode(req.Mode)}
 	c, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 	defer cancel()
-	resp, err := l.eng.Recommend(c, r)
-	if err != nil {
-		return err
+	// The engine works apart from the handler so that the answer leaves at the deadline (504)
+	// even while a graph run that cannot be interrupted is still going; the engine stops at its
+	// next step, and the work keeps its in-flight slot and its engine until it ends.
+	type outcome struct {
+		resp *recommend.Response
+		err  error
+	}
+	done := make(chan outcome, 1)
+	l.hold()
+	slotHeld = false
+	go func() {
+		defer func() { <-s.slots }()
+		defer l.release()
+		resp, err := l.eng.Recommend(c, r)
+		done <- outcome{resp, err}
+	}()
+	var resp *recommend.Response
+	select {
+	case o := <-done:
+		if o.err != nil {
+			return o.err
+		}
+		resp = o.resp
+	case <-c.Done():
+		return fmt.Errorf("%w: %w", batch.ErrDeadline, c.Err())
 	}
 	applied.Popularity = resp.Alpha
 	out := map[string]any{"user_id": req.UserID, "items": resp.Items, "ips_alpha": resp.Alpha, "debias": applied,

@@ -49,6 +49,14 @@ func (l *loaded) retired() bool {
 	return l.retiring
 }
 
+// hold counts one more user of an engine the caller already holds (acquire), for work that
+// may outlive the caller's own release; release must follow.
+func (l *loaded) hold() {
+	l.mu.Lock()
+	l.inFlight++
+	l.mu.Unlock()
+}
+
 func (l *loaded) release() {
 	l.mu.Lock()
 	l.inFlight--

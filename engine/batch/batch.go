@@ -139,14 +139,15 @@ func (b *Batcher) ExpectedWait() time.Duration {
 // so the caller may reuse its buffers as soon as Submit returns, or even before it answers.
 // Outputs hold this request's rows only. A full queue answers ErrQueueFull at once, and so
 // does a context whose deadline is nearer than ExpectedWait (ErrWouldMissDeadline: refused
-// rather than left to time out in the queue); a context that expires before the batch runs
+// rather than left to time out in the queue) unless the context was admitted already
+// (Admitted); a context that expires before the batch runs
 // answers ErrDeadline (wrapping the context's error). Once a request's batch is running,
 // Submit waits for it: a running native call is never abandoned.
 func (b *Batcher) Submit(ctx context.Context, inputs []ort.Tensor) ([]ort.Tensor, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrDeadline, err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
+	if dl, ok := ctx.Deadline(); ok && ctx.Value(admittedKey{}) == nil {
 		if wait := b.ExpectedWait(); wait > 0 && time.Until(dl) < wait {
 			return nil, fmt.Errorf("%w (about %s, %s left)", ErrWouldMissDeadline, wait.Round(time.Microsecond), time.Until(dl).Round(time.Microsecond))
 		}
@@ -475,4 +476,15 @@ func (b *Batcher) Close() error {
 		b.wg.Wait()
 	})
 	return nil
+}
+
+type admittedKey struct{}
+
+// Admitted marks ctx as admitted by a caller that judged the whole of its work against its
+// deadline once, at its start (recommend.Engine.Recommend sums the expected waits of every
+// graph it passes): Submit then no longer refuses it by ExpectedWait halfway through, so a
+// request is refused at once or not at all, and one that runs late meets its deadline
+// (ErrDeadline) instead of a refusal after part of its work.
+func Admitted(ctx context.Context) context.Context {
+	return context.WithValue(ctx, admittedKey{}, true)
 }

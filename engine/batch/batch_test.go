@@ -424,3 +424,36 @@ func TestAdmissionByDeadline(t *testing.T) {
 		t.Fatalf("%d queue waits observed, want 5 (every request that ran)", waits.Load())
 	}
 }
+
+// An admitted request (Admitted) is never refused by its expected wait halfway through its
+// work: it waits its turn and meets its deadline (ErrDeadline) when the turn comes too late,
+// where the same request not admitted is refused at once; neither reaches Run.
+func TestAdmittedIsNotRefusedHalfway(t *testing.T) {
+	r := &sleepRunner{d: 40 * time.Millisecond}
+	b := New(r, Config{MaxBatch: 1, NoWait: true})
+	defer b.Close()
+	if _, err := b.Submit(context.Background(), x(1, 1)); err != nil { // a run time to go by
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); b.Submit(context.Background(), x(2, 2)) }()
+	}
+	waitForCallers(t, b, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if _, err := b.Submit(ctx, x(8, 8)); !errors.Is(err, ErrWouldMissDeadline) {
+		t.Fatalf("not admitted: %v, want a refusal", err)
+	}
+	_, err := b.Submit(Admitted(ctx), x(9, 9))
+	if errors.Is(err, ErrWouldMissDeadline) || !errors.Is(err, ErrDeadline) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("admitted: %v, want its deadline", err)
+	}
+	wg.Wait()
+	for _, bt := range r.batches {
+		if v := bt[0].Float32[0]; v == 8 || v == 9 {
+			t.Fatalf("request %v reached Run", v)
+		}
+	}
+}

@@ -177,6 +177,8 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		if left := time.Until(dl); wait > 0 && left < wait {
 			return nil, fmt.Errorf("%w: about %s expected through the graphs, %s left", batch.ErrWouldMissDeadline, wait.Round(time.Millisecond), left.Round(time.Millisecond))
 		}
+		// admitted once: the graphs do not refuse it halfway; it finishes or meets its deadline
+		ctx = batch.Admitted(ctx)
 	}
 	resp := &Response{Alpha: alpha, Mode: mode}
 	t0 := time.Now()
