@@ -16,7 +16,7 @@ DATA_ROOT ?= $(abspath ..)/shared/data
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/llm4rec/llm4rec/engine.Version=$(VERSION)
 
-.PHONY: all run test build deps deps-cuda deps-browser venv weights bundle models bench test-go test-python test-docker bench-go vet clean
+.PHONY: all run test build deps deps-cuda deps-browser venv weights bundle models bench bench-peers test-go test-python test-docker bench-go vet clean
 
 all: build
 
@@ -58,12 +58,14 @@ vet:
 
 test-go:
 	LLM4REC_DATA=$(DATA_ROOT) LLM4REC_REQUIRE_BUNDLE=1 go test -race -count=1 ./...
+	cd bench/peers && go vet -tags ORT ./... && go test -tags ORT -count=1 ./...
 
 bench-go:
 	go test -run '^$$' -bench . -benchtime 1x ./...
 
 test-python:
 	cd export && LLM4REC_DATA=$(DATA_ROOT) $(PYTHON) -m pytest -q tests
+	cd bench/peers && $(PYTHON) -m pytest -q test_pipeline.py
 
 ## test-docker: build what Dockerfile.cuda builds, through the same script, and check it
 test-docker: deps-cuda weights
@@ -84,6 +86,14 @@ models: venv
 ## bench: engine throughput on the default bundle
 bench: build weights
 	bin/llm4rec bench throughput --bundle $(BUNDLE)
+
+## bench-peers: the engine against hugot, Python onnxruntime and a Python FastAPI service on the
+## same graphs and queries (bench/peers, its own module; not part of test), results in $(PEERS_OUT);
+## [PEERS_ARGS="--threads 0 --rounds 5 ..."] passes further options of bin/bench-peers
+PEERS_OUT ?= $(CACHE)/bench-peers
+bench-peers: build weights
+	cd bench/peers && go build -tags ORT -o ../../bin/bench-peers .
+	python=$$(bench/peers/venv.sh) && (cd bench/peers && $$python -m pytest -q test_pipeline.py test_service.py) && bin/bench-peers --bundle $(BUNDLE) --engine bin/llm4rec --python $$python --out $(PEERS_OUT) $(PEERS_ARGS)
 
 clean:
 	rm -rf bin
