@@ -205,3 +205,20 @@ func TestFeedbackAcrossReloadsCountedOnce(t *testing.T) {
 		t.Fatalf("the serving engine counts %v interactions, want %v (%d posted during the reloads)", total, want, n)
 	}
 }
+
+// The engine's sessions run one intra-op thread unless told otherwise; -1 asks for ONNX
+// Runtime's own default (0 in ort.Options); below -1 is refused.
+func TestIntraOpThreadsDefault(t *testing.T) {
+	c := Config{}.WithDefaults()
+	if c.IntraOpThreads != 1 || c.ORTIntraOpThreads() != 1 {
+		t.Fatalf("default %d (ort %d), want 1", c.IntraOpThreads, c.ORTIntraOpThreads())
+	}
+	c.IntraOpThreads = -1
+	if c.ORTIntraOpThreads() != 0 || c.Validate() != nil {
+		t.Fatalf("-1: ort %d, %v", c.ORTIntraOpThreads(), c.Validate())
+	}
+	c.IntraOpThreads = -2
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "intra_op_threads") {
+		t.Fatalf("-2: %v", err)
+	}
+}

@@ -46,7 +46,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	rt, err := ort.Open(ort.Options{LibraryPath: *ortLib, Provider: provider, IntraOpThreads: cfg.IntraOpThreads, CUDATF32: cfg.CUDATF32, Logger: logger})
+	rt, err := ort.Open(ort.Options{LibraryPath: *ortLib, Provider: provider, IntraOpThreads: cfg.ORTIntraOpThreads(), CUDATF32: cfg.CUDATF32, Logger: logger})
 	if err != nil {
 		return fail(err)
 	}
