@@ -12,17 +12,17 @@ import (
 )
 
 // largeDecode is the reservation from which a finished decode gives its memory back to the
-// operating system (freeOSMemory, at most once per freeEvery), so that a burst of large
-// pictures does not leave the process holding the burst's peak.
-const (
-	largeDecode = 64 << 20
-	freeEvery   = 2 * time.Second
-)
+// operating system (freeOSMemory, at most once per freeEvery, and once more at the end of
+// the window when a call fell inside it), so that a burst of large pictures does not leave
+// the process holding the burst's peak.
+const largeDecode = 64 << 20
 
-// freeOSMemory is debug.FreeOSMemory; a variable for the test.
+// freeOSMemory is debug.FreeOSMemory and freeEvery its spacing; variables for the test.
 var (
 	freeOSMemory = debug.FreeOSMemory
+	freeEvery    = 500 * time.Millisecond
 	lastFree     atomic.Int64 // unix nanoseconds of the last freeOSMemory
+	freePending  atomic.Bool  // a trailing call is scheduled
 )
 
 // decodeCost follows how long decodes take per byte of their reservation (an exponentially
@@ -95,14 +95,24 @@ func (e *Engine) decodeWithin(ctx context.Context, what string, need int64, deco
 	}
 }
 
-// giveBackMemory returns freed heap to the operating system, at most once per freeEvery.
+// giveBackMemory returns freed heap to the operating system, at most once per freeEvery; a
+// call inside the window schedules one at its end, so the last decodes of a burst are given
+// back too.
 func giveBackMemory() {
 	now := time.Now().UnixNano()
 	last := lastFree.Load()
-	if now-last < int64(freeEvery) || !lastFree.CompareAndSwap(last, now) {
+	if wait := int64(freeEvery) - (now - last); wait > 0 {
+		if freePending.CompareAndSwap(false, true) {
+			time.AfterFunc(time.Duration(wait), func() {
+				freePending.Store(false)
+				giveBackMemory()
+			})
+		}
 		return
 	}
-	freeOSMemory()
+	if lastFree.CompareAndSwap(last, now) {
+		freeOSMemory()
+	}
 }
 
 // decodeSlot waits, within ctx, for one of the Config.MaxDecodes decoding slots and then for

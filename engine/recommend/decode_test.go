@@ -146,20 +146,32 @@ func TestDecodeAdmissionByDeadline(t *testing.T) {
 }
 
 // A large decode gives the freed memory back to the operating system, at most once per
-// freeEvery.
+// freeEvery: a burst gets one call at once and one trailing call at the end of the window,
+// a small decode none.
 func TestLargeDecodeGivesMemoryBack(t *testing.T) {
 	var calls atomic.Int64
-	old := freeOSMemory
+	oldFree, oldEvery := freeOSMemory, freeEvery
 	freeOSMemory = func() { calls.Add(1) }
-	t.Cleanup(func() { freeOSMemory = old })
+	freeEvery = 100 * time.Millisecond
+	t.Cleanup(func() { freeOSMemory, freeEvery = oldFree, oldEvery })
 	lastFree.Store(0)
 	e := &Engine{decodes: make(chan struct{}, 1), decodeMem: semaphore.NewWeighted(2 * largeDecode)}
-	for _, need := range []int64{largeDecode - 1, largeDecode, largeDecode} {
+	for _, need := range []int64{largeDecode - 1, largeDecode, largeDecode, largeDecode} {
 		if err := e.decodeWithin(context.Background(), "image", need, func() error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if calls.Load() != 1 {
-		t.Errorf("%d calls, want 1 (the small decode none, the second large one within freeEvery)", calls.Load())
+		t.Fatalf("%d calls during the burst, want 1 (the small decode none, the later large ones within the window)", calls.Load())
+	}
+	for i := 0; calls.Load() < 2; i++ {
+		if i > 200 {
+			t.Fatal("no trailing call at the end of the window")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(3 * freeEvery)
+	if calls.Load() != 2 || freePending.Load() {
+		t.Errorf("%d calls after the burst, want 2 (one at once, one trailing)", calls.Load())
 	}
 }
