@@ -66,6 +66,20 @@ func (e *ValidationError) Error() string {
 // Is makes errors.Is(err, ErrInvalid) true.
 func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
 
+// checkAppend is what every log checks before it stores anything of an Append: the number of
+// events (at most max) and each event against the rules, the first bad one named by index.
+func (r rules) checkAppend(events []Event, max int, now time.Time) error {
+	if len(events) > max {
+		return fmt.Errorf("%w: %d events, limit %d", ErrTooMany, len(events), max)
+	}
+	for i := range events {
+		if err := r.check(&events[i], now); err != nil {
+			return fmt.Errorf("event %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
 // rules is the validation policy of a store.
 type rules struct {
 	types         map[string]struct{}

@@ -505,14 +505,8 @@ func (j *JetStream) Append(ctx context.Context, events ...Event) (Result, error)
 	if len(events) == 0 {
 		return Result{}, nil
 	}
-	if len(events) > j.cfg.MaxEventsPerAppend {
-		return Result{}, fmt.Errorf("%w: %d events, limit %d", ErrTooMany, len(events), j.cfg.MaxEventsPerAppend)
-	}
-	now := time.Now()
-	for i := range events {
-		if err := j.rules.check(&events[i], now); err != nil {
-			return Result{}, fmt.Errorf("event %d: %w", i, err)
-		}
+	if err := j.rules.checkAppend(events, j.cfg.MaxEventsPerAppend, time.Now()); err != nil {
+		return Result{}, err
 	}
 	if err := ctx.Err(); err != nil {
 		return Result{}, err

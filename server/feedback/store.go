@@ -264,15 +264,12 @@ func (s *Store) Append(ctx context.Context, events ...Event) (Result, error) {
 	if len(events) == 0 {
 		return Result{}, nil
 	}
-	if len(events) > s.cfg.MaxEventsPerAppend {
-		return Result{}, fmt.Errorf("%w: %d events, limit %d", ErrTooMany, len(events), s.cfg.MaxEventsPerAppend)
-	}
 	start := time.Now()
+	if err := s.rules.checkAppend(events, s.cfg.MaxEventsPerAppend, start); err != nil {
+		return Result{}, err
+	}
 	size := 0
 	for i := range events {
-		if err := s.rules.check(&events[i], start); err != nil {
-			return Result{}, fmt.Errorf("event %d: %w", i, err)
-		}
 		size += 40 + len(events[i].EventID) + len(events[i].UserID) + len(events[i].ItemID) + len(events[i].Type)
 	}
 	if err := ctx.Err(); err != nil {
