@@ -568,25 +568,7 @@ func TestClusterNATSNodeStoppedUnderLoad(t *testing.T) {
 	leader.Stop()
 	g.waitAcked(t, total/2)
 	<-done
-	if len(g.acked) != total {
-		t.Fatalf("%d of %d events acknowledged within the deadline (%d failed attempts)", len(g.acked), total, g.failures.Load())
-	}
-	after := 0
-	for _, at := range g.ackedAt {
-		if at.After(stopped) {
-			after++
-		}
-	}
-	if after < total/3 {
-		t.Fatalf("only %d events acknowledged after the node stopped", after)
-	}
-	converged(t, urls, g.acked, g.sent)
-	for u := range 20 {
-		id := fmt.Sprint("nu", u)
-		if v, _ := userView(t, urls[0], id); v.Events != total/20 {
-			t.Fatalf("user %s has %d events, want %d", id, v.Events, total/20)
-		}
-	}
+	after := survivedNodeLoss(t, g, urls, total, stopped, "nu")
 	leader.Start(t)
 	if st, body := postEvents(urls[1], event("n", total, g.base)); st != 200 {
 		t.Fatalf("after the node came back: %d %v", st, body)
@@ -595,6 +577,34 @@ func TestClusterNATSNodeStoppedUnderLoad(t *testing.T) {
 }
 
 // The JetStream settings are checked with the rest of the configuration.
+// survivedNodeLoss checks a finished load run that lost a NATS node at `lost`: every event
+// acknowledged, at least a third of them after the loss, every replica converged on what was
+// acknowledged, and each of the run's 20 users (userPrefix and a number) holding its share
+// exactly once. It returns how many were acknowledged after the loss.
+func survivedNodeLoss(t *testing.T, g *loadGen, urls []string, total int, lost time.Time, userPrefix string) int {
+	t.Helper()
+	if len(g.acked) != total {
+		t.Fatalf("%d of %d events acknowledged within the deadline (%d failed attempts)", len(g.acked), total, g.failures.Load())
+	}
+	after := 0
+	for _, at := range g.ackedAt {
+		if at.After(lost) {
+			after++
+		}
+	}
+	if after < total/3 {
+		t.Fatalf("only %d events acknowledged after the node was lost", after)
+	}
+	converged(t, urls, g.acked, g.sent)
+	for u := range 20 {
+		id := fmt.Sprint(userPrefix, u)
+		if v, _ := userView(t, urls[0], id); v.Events != total/20 {
+			t.Fatalf("user %s has %d events, want %d: an event was lost or counted twice", id, v.Events, total/20)
+		}
+	}
+	return after
+}
+
 func TestClusterConfig(t *testing.T) {
 	for _, tc := range []struct {
 		cfg  Config
@@ -908,25 +918,7 @@ func TestClusterNATSNodeKilledUnderLoad(t *testing.T) {
 	killed.Kill()
 	g.waitAcked(t, total/2)
 	<-done
-	if len(g.acked) != total {
-		t.Fatalf("%d of %d events acknowledged within the deadline (%d failed attempts)", len(g.acked), total, g.failures.Load())
-	}
-	after := 0
-	for _, a := range g.ackedAt {
-		if a.After(at) {
-			after++
-		}
-	}
-	if after < total/3 {
-		t.Fatalf("only %d events acknowledged after the node was killed", after)
-	}
-	converged(t, urls, g.acked, g.sent)
-	for u := range 20 {
-		id := fmt.Sprint("xu", u)
-		if v, _ := userView(t, urls[0], id); v.Events != total/20 {
-			t.Fatalf("user %s has %d events, want %d: an event was lost or counted twice", id, v.Events, total/20)
-		}
-	}
+	after := survivedNodeLoss(t, g, urls, total, at, "xu")
 	killed.Start(t)
 	if st, body := postEvents(urls[2], event("x", total, g.base)); st != 200 {
 		t.Fatalf("after the node came back: %d %v", st, body)
