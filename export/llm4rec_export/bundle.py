@@ -787,10 +787,14 @@ def _group_cols(r):
 
 
 # ---------------------------------------------------------------- golden
-def _golden(out: Path, ds, sp, specs, modules, tok, item_emb, mcfg, a: BundleArgs, name: str, ranking=None):
+def graph_goldens(out: Path, specs: dict, modules: dict, tok, item_emb: np.ndarray, mcfg, seed: int,
+                  h_long: np.ndarray, h_short: np.ndarray, speech: bool = True) -> tuple[list, dict, dict]:
+    """The graph cases of golden/ (docs/BUNDLE.md) with their preprocess files: every graph run
+    by ONNX Runtime and by PyTorch on the same inputs, which must agree within ATOL/RTOL. Fusion
+    takes h_long (with context), h_short with all three request modalities, and an empty
+    history; the audio is espeak-ng speech when `speech` and espeak-ng is there, else a tone.
+    Returns the cases, each case's max abs diff, and the index's `preprocess` section."""
     gdir = out / "golden"
-    for p in gdir.glob("*"):
-        p.unlink()
     sessions = {g: ox.session(out / specs[g]["file"]) for g in specs}
     cases, parity = [], {}
 
@@ -822,14 +826,14 @@ def _golden(out: Path, ds, sp, specs, modules, tok, item_emb, mcfg, a: BundleArg
     case("text_encoder.single", "text_encoder", {"input_ids": ids[1:2, :int(mask[1].sum())],
                                                  "attention_mask": mask[1:2, :int(mask[1].sum())]})
     # preprocess: image (synthetic PNG)
-    image_mod.synthetic_png(gdir / "image.png", seed=a.seed)
+    image_mod.synthetic_png(gdir / "image.png", seed=seed)
     px = image_mod.preprocess(gdir / "image.png")
     pix_ref = _write_bin(gdir / "image.pixels.bin", px, "float32")
     img_out = case("image_encoder", "image_encoder", {"pixels": px[None].astype(np.float32)},
                    shared={"pixels": pix_ref["file"]})
     # preprocess: audio (espeak-ng WAV, or a synthetic tone when espeak-ng is missing)
     wav = gdir / "audio.wav"
-    if audio_mod.espeak_available():
+    if speech and audio_mod.espeak_available():
         tmp = audio_mod.synthesize("show me a funny animated movie", audio_mod.TRAIN_VOICES[0], weights.cache_dir() / "tts")
         shutil.copyfile(tmp, wav)
     else:
@@ -843,10 +847,6 @@ def _golden(out: Path, ds, sp, specs, modules, tok, item_emb, mcfg, a: BundleArg
     lm_b[1, :F2] = lm[:F2]
     aud_out = case("audio_encoder", "audio_encoder", {"log_mel": lm_b, "lengths": np.array([lm.shape[0], F2], dtype=np.int64)})
     # fusion: a long history + context, a short history with all three query modalities, a cold start
-    users = [u for u in range(len(ds.users)) if sp.test[u] >= 0][:max(1, a.recommend_users)]
-    full_hist = [ds.sequences[u] for u in users]
-    h_long = full_hist[0]
-    h_short = full_hist[min(1, len(full_hist) - 1)][:5]
     M = len(MODALITIES)
     mod = np.zeros((3, M, item_emb.shape[1]), dtype=np.float32)
     mmask = np.zeros((3, M), dtype=np.float32)
@@ -868,6 +868,21 @@ def _golden(out: Path, ds, sp, specs, modules, tok, item_emb, mcfg, a: BundleArg
     nxt = g1["logits"][:, TOKEN_OFFSET:].argmax(1) + TOKEN_OFFSET
     case("generator.step2", "generator", {"user_state": us, "tokens": nxt[:, None].astype(np.int64),
                                           "past_keys": g1["present_keys"], "past_values": g1["present_values"]})
+    preprocess = {"text": {"strings": strings, "input_ids": ids.tolist(), "attention_mask": mask.tolist()},
+                  "image": {"file": "image.png", "pixels": {"file": pix_ref["file"], "shape": pix_ref["shape"]}},
+                  "audio": {"file": "audio.wav", "log_mel": {"file": lm_ref["file"], "shape": lm_ref["shape"]}}}
+    return cases, parity, preprocess
+
+
+def _golden(out: Path, ds, sp, specs, modules, tok, item_emb, mcfg, a: BundleArgs, name: str, ranking=None):
+    gdir = out / "golden"
+    for p in gdir.glob("*"):
+        p.unlink()
+    users = [u for u in range(len(ds.users)) if sp.test[u] >= 0][:max(1, a.recommend_users)]
+    full_hist = [ds.sequences[u] for u in users]
+    cases, parity, preprocess = graph_goldens(out, specs, modules, tok, item_emb, mcfg, a.seed, full_hist[0],
+                                              full_hist[min(1, len(full_hist) - 1)][:5])
+    M = len(MODALITIES)
     # recommend: users' whole histories, served top-10
     inp, used, ctx_rows = fusion_inputs(item_emb, full_hist, mcfg.max_history, M, mcfg.max_context)
     rec_us = ox.run_torch(modules["fusion"], inp, specs["fusion"])["user_state"]
@@ -906,11 +921,7 @@ def _golden(out: Path, ds, sp, specs, modules, tok, item_emb, mcfg, a: BundleArg
                           "query": query, "context": [ds.items[i].item_id for i in ctx_rows[b] if i >= 0],
                           "top10": [ds.items[i].item_id for i in top[b]],
                           "scores": [float(scores[b, i]) for i in top[b]]})
-    index = {"cases": cases,
-             "preprocess": {"text": {"strings": strings, "input_ids": ids.tolist(), "attention_mask": mask.tolist()},
-                            "image": {"file": "image.png", "pixels": {"file": pix_ref["file"], "shape": pix_ref["shape"]}},
-                            "audio": {"file": "audio.wav", "log_mel": {"file": lm_ref["file"], "shape": lm_ref["shape"]}}},
-             "recommend": recommend,
+    index = {"cases": cases, "preprocess": preprocess, "recommend": recommend,
              "notes": {"recommend": "with a query: the query's text embedding in the text slot, context retrieved by "
                                     "it, and the fusion's steering output . item embedding added to each item's "
                                     "logit. Without: "

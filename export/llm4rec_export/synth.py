@@ -34,7 +34,7 @@ from . import debias
 from . import image as image_mod
 from . import onnx_export as ox
 from . import textenc, weights
-from .bundle import ATOL, MODALITIES, RTOL, _write_bin
+from .bundle import ATOL, MODALITIES, RTOL, graph_goldens
 from .data import BOS_TOKEN, PAD_TOKEN, TOKEN_OFFSET
 from .model import ExportGenerator, ModelConfig, Recommender
 from .rank import fusion_inputs, top_k
@@ -187,76 +187,12 @@ def _golden(out: Path, specs: dict, modules: dict, tok, item_emb: np.ndarray, ca
             rng: np.random.Generator, seed: int, n_users: int) -> dict:
     """Writes golden/ (docs/BUNDLE.md) and returns each case's ONNX Runtime vs PyTorch max abs diff."""
     gdir = out / "golden"
-    sessions = {g: ox.session(out / specs[g]["file"]) for g in specs}
-    cases, parity = [], {}
-
-    def case(cname, graph, inputs, shared=None):
-        exp = ox.run_torch(modules[graph], inputs, specs[graph])
-        got = dict(zip([o["name"] for o in specs[graph]["outputs"]], sessions[graph].run(None, inputs)))
-        d = ox.max_abs_diff(exp, got)
-        parity[cname] = d
-        for k in exp:
-            if not ox.within(exp[k], got[k], ATOL, RTOL):
-                raise RuntimeError(f"parity: {cname}.{k}: ONNX Runtime differs from PyTorch (max abs diff {d:.3g})")
-        c = {"name": cname, "graph": graph, "inputs": {}, "outputs": {}}
-        for io in specs[graph]["inputs"]:
-            if shared and io["name"] in shared:
-                c["inputs"][io["name"]] = {"file": shared[io["name"]], "dtype": io["dtype"],
-                                           "shape": list(inputs[io["name"]].shape)}
-                continue
-            c["inputs"][io["name"]] = _write_bin(gdir / f"{cname}.{io['name']}.bin", inputs[io["name"]], io["dtype"])
-        for io in specs[graph]["outputs"]:
-            c["outputs"][io["name"]] = _write_bin(gdir / f"{cname}.{io['name']}.bin", exp[io["name"]], io["dtype"])
-        cases.append(c)
-        return exp
-
-    strings = ["Toy Story: a cowboy doll is threatened by a new spaceman figure.",
-               "a scary movie for halloween", "Café, naïve résumé — ünïcödé & punctuation!?"]
-    ids, mask = tok(strings)
-    text_out = case("text_encoder", "text_encoder", {"input_ids": ids, "attention_mask": mask})
-    case("text_encoder.single", "text_encoder", {"input_ids": ids[1:2, :int(mask[1].sum())],
-                                                 "attention_mask": mask[1:2, :int(mask[1].sum())]})
-    image_mod.synthetic_png(gdir / "image.png", seed=seed)
-    px = image_mod.preprocess(gdir / "image.png")
-    pix_ref = _write_bin(gdir / "image.pixels.bin", px, "float32")
-    img_out = case("image_encoder", "image_encoder", {"pixels": px[None].astype(np.float32)},
-                   shared={"pixels": pix_ref["file"]})
-    wav = gdir / "audio.wav"
-    t = np.arange(int(1.2 * 22050)) / 22050.0
-    audio_mod.write_wav16(wav, 0.3 * np.sin(2 * np.pi * 440 * t) * np.exp(-t), 22050)
-    lm = audio_mod.wav_log_mel(wav)
-    lm_ref = _write_bin(gdir / "audio.log_mel.bin", lm, "float32")
-    F2 = max(1, lm.shape[0] // 2)
-    lm_b = np.zeros((2, lm.shape[0], 64), dtype=np.float32)
-    lm_b[0] = lm
-    lm_b[1, :F2] = lm[:F2]
-    aud_out = case("audio_encoder", "audio_encoder",
-                   {"log_mel": lm_b, "lengths": np.array([lm.shape[0], F2], dtype=np.int64)})
-
     N = len(catalog)
     hists = [rng.choice(N, size=int(rng.integers(5, min(60, N // 2) + 1)), replace=False).astype(np.int64)
              for _ in range(n_users)]
+    cases, parity, preprocess = graph_goldens(out, specs, modules, tok, item_emb, mcfg, seed, hists[0], hists[-1][:5],
+                                              speech=False)
     M = len(MODALITIES)
-    mod = np.zeros((3, M, D), dtype=np.float32)
-    mmask = np.zeros((3, M), dtype=np.float32)
-    mod[1, 0], mod[1, 1], mod[1, 2] = text_out["embedding"][1], img_out["embedding"][0], aud_out["embedding"][0]
-    mmask[1] = 1.0
-    inp, _, _ = fusion_inputs(item_emb, [hists[0], hists[-1][:5], np.zeros(0, dtype=np.int64)], mcfg.max_history, M,
-                              mcfg.max_context, mod, mmask)
-    fus = case("fusion", "fusion", inp)
-    inp1 = {k: v[1:2] for k, v in inp.items()}
-    for k in ("history_items", "history", "history_mask"):
-        inp1[k] = inp1[k][:, :5]
-    case("fusion.single_short", "fusion", inp1)
-    us = fus["user_state"]
-    B = us.shape[0]
-    empty = np.zeros((mcfg.gen_layers, B, mcfg.gen_heads, 0, mcfg.head_dim), dtype=np.float32)
-    g1 = case("generator.step1", "generator", {"user_state": us, "tokens": np.full((B, 1), BOS_TOKEN, dtype=np.int64),
-                                                "past_keys": empty, "past_values": empty})
-    nxt = g1["logits"][:, TOKEN_OFFSET:].argmax(1) + TOKEN_OFFSET
-    case("generator.step2", "generator", {"user_state": us, "tokens": nxt[:, None].astype(np.int64),
-                                          "past_keys": g1["present_keys"], "past_values": g1["present_values"]})
-
     # recommend: the serving rule (rank.py) on random histories, without and with a typed query
     gen = modules["generator"]
     past = torch.zeros((mcfg.gen_layers, len(hists), mcfg.gen_heads, 0, mcfg.head_dim))
@@ -287,11 +223,7 @@ def _golden(out: Path, specs: dict, modules: dict, tok, item_emb: np.ndarray, ca
                         "top10": [catalog[i]["item_id"] for i in top[b]],
                         "scores": [float(scores[b, i]) for i in top[b]]})
             recommend.append(rec)
-    index = {"cases": cases,
-             "preprocess": {"text": {"strings": strings, "input_ids": ids.tolist(), "attention_mask": mask.tolist()},
-                            "image": {"file": "image.png", "pixels": {"file": pix_ref["file"], "shape": pix_ref["shape"]}},
-                            "audio": {"file": "audio.wav", "log_mel": {"file": lm_ref["file"], "shape": lm_ref["shape"]}}},
-             "recommend": recommend,
+    index = {"cases": cases, "preprocess": preprocess, "recommend": recommend,
              "notes": {"recommend": "synthetic bundle: random histories; as served (rank.py), IPS off, whole history "
                                     "excluded, top 10 by score, ties by lower row"}}
     (gdir / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False) + "\n")
