@@ -97,6 +97,19 @@ func (o *outputFlags) check(stderr io.Writer) bool {
 	return true
 }
 
+// runReport runs a bench job until it ends or the process is interrupted (SIGINT, SIGTERM),
+// then prints and writes its report.
+func runReport(o *outputFlags, stdout, stderr io.Writer, run func(context.Context) (benchReport, error)) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := run(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
+		return 1
+	}
+	return o.emit(rep, stdout, stderr)
+}
+
 type benchReport interface {
 	WriteTable(io.Writer) error
 	WriteJSON(dir string) (string, error)
@@ -328,14 +341,7 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 		cfg.Progress = stderr
 	}
 	cfg.Logger = warnLogger(stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	rep, err := evaluate.RunQuality(ctx, cfg)
-	if err != nil {
-		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
-		return 1
-	}
-	return o.emit(rep, stdout, stderr)
+	return runReport(&o, stdout, stderr, func(ctx context.Context) (benchReport, error) { return evaluate.RunQuality(ctx, cfg) })
 }
 
 func runBenchOnline(args []string, stdout, stderr io.Writer) int {
@@ -393,14 +399,7 @@ func runBenchOnline(args []string, stdout, stderr io.Writer) int {
 		cfg.Progress = stderr
 	}
 	cfg.Logger = warnLogger(stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	rep, err := evaluate.RunOnline(ctx, cfg)
-	if err != nil {
-		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
-		return 1
-	}
-	return o.emit(rep, stdout, stderr)
+	return runReport(&o, stdout, stderr, func(ctx context.Context) (benchReport, error) { return evaluate.RunOnline(ctx, cfg) })
 }
 
 // warnLogger logs warnings and errors only, so that a bench's own output stays readable.

@@ -5,9 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/llm4rec/llm4rec/bench/report"
@@ -71,12 +68,5 @@ func runBenchScale(args []string, stdout, stderr io.Writer) int {
 		cfg.Progress = stderr
 	}
 	cfg.Logger = warnLogger(stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	rep, err := scale.Run(ctx, cfg)
-	if err != nil {
-		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
-		return 1
-	}
-	return o.emit(rep, stdout, stderr)
+	return runReport(&o, stdout, stderr, func(ctx context.Context) (benchReport, error) { return scale.Run(ctx, cfg) })
 }
