@@ -1,10 +1,8 @@
 package eval
 
 import (
-	"cmp"
 	"math"
 	"math/rand/v2"
-	"slices"
 )
 
 // Group calibration of the popularity correction (the export's debias.choose_group_alphas and
@@ -27,12 +25,7 @@ func ChooseGroupAlphas(alphas []float64, ndcg [][]float64, group []string, maxCo
 	if len(alphas) == 0 || alphas[0] != 0 {
 		return nil
 	}
-	idx := map[string][]int{}
-	for u, g := range group {
-		if g != "" && !math.IsNaN(ndcg[0][u]) {
-			idx[g] = append(idx[g], u)
-		}
-	}
+	idx, _ := groupRows(group, func(u int) bool { return !math.IsNaN(ndcg[0][u]) })
 	out := map[string]float64{}
 	for g, us := range idx {
 		if len(us) < minUsers {
@@ -70,24 +63,12 @@ type GapChange struct {
 
 // CompareGaps computes GapChange; nil when fewer than two groups have evaluated users.
 func CompareGaps(base, treated []float64, group []string, seed uint64, resamples int) *GapChange {
-	idx := map[string][]int{}
-	for u, g := range group {
-		if g != "" && !math.IsNaN(base[u]) && !math.IsNaN(treated[u]) {
-			idx[g] = append(idx[g], u)
-		}
-	}
-	if len(idx) < 2 {
+	idx, names := groupRows(group, func(u int) bool { return !math.IsNaN(base[u]) && !math.IsNaN(treated[u]) })
+	if len(names) < 2 {
 		return nil
 	}
-	names := make([]string, 0, len(idx))
-	for g := range idx {
-		names = append(names, g)
-	}
-	slices.Sort(names)
-	slices.SortStableFunc(names, func(a, b string) int { return cmp.Compare(len(idx[b]), len(idx[a])) })
-	pair := slices.Clone(names[:2])
-	slices.Sort(pair)
-	a, b := idx[pair[0]], idx[pair[1]]
+	first, second := largestPair(idx, names)
+	a, b := idx[first], idx[second]
 	resamples = max(resamples, 1)
 	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
 	gb, gt, nw := make([]float64, resamples), make([]float64, resamples), make([]float64, resamples)
@@ -105,7 +86,7 @@ func CompareGaps(base, treated []float64, group []string, seed uint64, resamples
 		gb[r], gt[r] = ab-bb, at-bt
 		nw[r] = math.Abs(gb[r]) - math.Abs(gt[r])
 	}
-	c := &GapChange{Pair: pair[0] + "-" + pair[1], Base: meanAt(base, a) - meanAt(base, b), BaseCI: interval95(gb),
+	c := &GapChange{Pair: first + "-" + second, Base: meanAt(base, a) - meanAt(base, b), BaseCI: interval95(gb),
 		Treated: meanAt(treated, a) - meanAt(treated, b), TreatedCI: interval95(gt), NarrowedCI: interval95(nw)}
 	c.Narrowed = math.Abs(c.Base) - math.Abs(c.Treated)
 	if c.Base != 0 {

@@ -63,21 +63,10 @@ func PerUser(tops [][]int, targets []int, pop []float64) (ndcg, arp []float64) {
 // than two groups are present. It is the export's debias.group_report for one seed (its
 // random draws are not numpy's).
 func GroupIntervals(ndcg, arp []float64, group []string, seed uint64, resamples int) *GroupReport {
-	idx := map[string][]int{}
-	for u, g := range group {
-		if g == "" || math.IsNaN(ndcg[u]) {
-			continue
-		}
-		idx[g] = append(idx[g], u)
-	}
-	if len(idx) < 2 {
+	idx, names := groupRows(group, func(u int) bool { return !math.IsNaN(ndcg[u]) })
+	if len(names) < 2 {
 		return nil
 	}
-	names := make([]string, 0, len(idx))
-	for g := range idx {
-		names = append(names, g)
-	}
-	slices.Sort(names)
 	resamples = max(resamples, 1)
 	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
 	rep := &GroupReport{ByGroup: make(map[string]GroupFigures, len(names))}
@@ -98,11 +87,7 @@ func GroupIntervals(ndcg, arp []float64, group []string, seed uint64, resamples 
 		rep.ByGroup[g] = GroupFigures{Users: len(us), NDCG: meanAt(ndcg, us), NDCGCI: interval95(bn), ARP: meanAt(arp, us),
 			ARPCI: interval95(ba)}
 	}
-	big := slices.Clone(names)
-	slices.SortStableFunc(big, func(a, b string) int { return cmp.Compare(len(idx[b]), len(idx[a])) })
-	pair := big[:2]
-	slices.Sort(pair)
-	a, b := pair[0], pair[1]
+	a, b := largestPair(idx, names)
 	gap := func(x []float64, boot map[string][]float64) GroupGap {
 		d := make([]float64, resamples)
 		for r := range d {
@@ -112,6 +97,33 @@ func GroupIntervals(ndcg, arp []float64, group []string, seed uint64, resamples 
 	}
 	rep.NDCGGap, rep.ARPGap = gap(ndcg, bootN), gap(arp, bootA)
 	return rep
+}
+
+// groupRows indexes the users by group (group[u]; "" unknown and users keep rejects are left
+// out) and returns the groups' names in order.
+func groupRows(group []string, keep func(u int) bool) (map[string][]int, []string) {
+	idx := map[string][]int{}
+	for u, g := range group {
+		if g != "" && keep(u) {
+			idx[g] = append(idx[g], u)
+		}
+	}
+	names := make([]string, 0, len(idx))
+	for g := range idx {
+		names = append(names, g)
+	}
+	slices.Sort(names)
+	return idx, names
+}
+
+// largestPair is the two groups with the most users (ties by name), in name order: the first
+// is the one a gap subtracts from.
+func largestPair(idx map[string][]int, names []string) (a, b string) {
+	big := slices.Clone(names)
+	slices.SortStableFunc(big, func(a, b string) int { return cmp.Compare(len(idx[b]), len(idx[a])) })
+	pair := big[:2]
+	slices.Sort(pair)
+	return pair[0], pair[1]
 }
 
 // meanAt is the mean of x over the rows rows.
