@@ -11,7 +11,7 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -480,24 +480,7 @@ def build(a: BundleArgs) -> dict:
             tmp = weights_dst.with_suffix(".tmp")
             shutil.copyfile(mini.safetensors, tmp)
             os.replace(tmp, weights_dst)
-        ext = textenc.export_text_encoder(text_model, mini.safetensors, out, opset=ox.OPSET)
-        ox.declare_io(out / "text_encoder.onnx", specs["text_encoder"])
-        gen_export = ExportGenerator(model.generator, TOKEN_OFFSET).eval()
-        B2 = 2
-        ox.export(image_model, (torch.zeros(B2, 3, 224, 224),), out / "image_encoder.onnx", specs["image_encoder"])
-        ox.export(audio_model, (torch.randn(B2, 37, 64), torch.tensor([37, 20])), out / "audio_encoder.onnx",
-                  specs["audio_encoder"])
-        ex_f = (torch.tensor([[5, 7, 9, 11, 13], [6, 8, 0, 0, 0]]), torch.randn(B2, 5, D), torch.ones(B2, 5),
-                torch.randn(B2, 3, D), torch.ones(B2, 3), torch.randn(B2, 4, D), torch.ones(B2, 4))
-        ox.export(model.fusion, ex_f, out / "fusion.onnx", specs["fusion"])
-        ex_g = (torch.randn(B2, D), torch.tensor([[5, 7], [9, 11]]),
-                torch.randn(a.gen_layers, B2, a.gen_heads, 3, mcfg.head_dim),
-                torch.randn(a.gen_layers, B2, a.gen_heads, 3, mcfg.head_dim))
-        ox.export(gen_export, ex_g, out / "generator.onnx", specs["generator"])
-        for g in specs:
-            ox.check(out / specs[g]["file"])
-        modules = {"text_encoder": text_model, "image_encoder": image_model, "audio_encoder": audio_model,
-                   "fusion": model.fusion, "generator": gen_export}
+        modules, ext = export_graphs(out, specs, model, text_model, image_model, audio_model, mini.safetensors, mcfg)
         golden, parity = _golden(out, ds, sp, specs, modules, tok, served_emb, mcfg, a, name, model.ranking)
         # catalog + embeddings + tokenizer
         with open(out / "items.jsonl", "w", encoding="utf-8") as f:
@@ -784,6 +767,33 @@ def _group_cols(r):
         for g in m.get(f"ndcg@10_by_{key}", {}):
             cols.append(f"{key}:{g}")
     return cols
+
+
+def export_graphs(out: Path, specs: dict, model, text_model, image_model, audio_model, text_weights: Path,
+                  mcfg) -> tuple[dict, dict]:
+    """Writes the five graphs to out (docs/BUNDLE.md), each with the I/O of its spec and checked
+    by onnx, and returns the PyTorch modules they come from by graph name (for the goldens) and
+    what the text encoder's export says of its external initializers. The text encoder's weights
+    stay outside its graph (text_encoder.weights, copied by the caller)."""
+    D = mcfg.dim
+    ext = textenc.export_text_encoder(text_model, text_weights, out, opset=ox.OPSET)
+    ox.declare_io(out / "text_encoder.onnx", specs["text_encoder"])
+    gen_export = ExportGenerator(model.generator, TOKEN_OFFSET).eval()
+    B2 = 2
+    ox.export(image_model, (torch.zeros(B2, 3, 224, 224),), out / "image_encoder.onnx", specs["image_encoder"])
+    ox.export(audio_model, (torch.randn(B2, 37, 64), torch.tensor([37, 20])), out / "audio_encoder.onnx",
+              specs["audio_encoder"])
+    ex_f = (torch.tensor([[5, 7, 9, 11, 13], [6, 8, 0, 0, 0]]), torch.randn(B2, 5, D), torch.ones(B2, 5),
+            torch.randn(B2, 3, D), torch.ones(B2, 3), torch.randn(B2, 4, D), torch.ones(B2, 4))
+    ox.export(model.fusion, ex_f, out / "fusion.onnx", specs["fusion"])
+    ex_g = (torch.randn(B2, D), torch.tensor([[5, 7], [9, 11]]),
+            torch.randn(mcfg.gen_layers, B2, mcfg.gen_heads, 3, mcfg.head_dim),
+            torch.randn(mcfg.gen_layers, B2, mcfg.gen_heads, 3, mcfg.head_dim))
+    ox.export(gen_export, ex_g, out / "generator.onnx", specs["generator"])
+    for g in specs:
+        ox.check(out / specs[g]["file"])
+    return {"text_encoder": text_model, "image_encoder": image_model, "audio_encoder": audio_model,
+            "fusion": model.fusion, "generator": gen_export}, ext
 
 
 # ---------------------------------------------------------------- golden

@@ -34,9 +34,9 @@ from . import debias
 from . import image as image_mod
 from . import onnx_export as ox
 from . import textenc, weights
-from .bundle import ATOL, MODALITIES, RTOL, graph_goldens
+from .bundle import ATOL, MODALITIES, RTOL, export_graphs, graph_goldens
 from .data import BOS_TOKEN, PAD_TOKEN, TOKEN_OFFSET
-from .model import ExportGenerator, ModelConfig, Recommender
+from .model import ModelConfig, Recommender
 from .rank import fusion_inputs, top_k
 
 D = 384
@@ -117,22 +117,7 @@ def build(out: str | Path, items: int, seed: int = 0, name: str | None = None, d
     _log(f"{name}: exporting the graphs ({items} items)")
     specs = ox.graph_specs(D, items + TOKEN_OFFSET, len(MODALITIES), gen_layers, gen_heads, mcfg.head_dim)
     shutil.copyfile(mini.safetensors, out / textenc.WEIGHTS_FILE)
-    ext = textenc.export_text_encoder(text_model, mini.safetensors, out, opset=ox.OPSET)
-    ox.declare_io(out / "text_encoder.onnx", specs["text_encoder"])
-    gen_export = ExportGenerator(model.generator, TOKEN_OFFSET).eval()
-    B2 = 2
-    ox.export(image_model, (torch.zeros(B2, 3, 224, 224),), out / "image_encoder.onnx", specs["image_encoder"])
-    ox.export(audio_model, (torch.randn(B2, 37, 64), torch.tensor([37, 20])), out / "audio_encoder.onnx",
-              specs["audio_encoder"])
-    ex_f = (torch.tensor([[5, 7, 9, 11, 13], [6, 8, 0, 0, 0]]), torch.randn(B2, 5, D), torch.ones(B2, 5),
-            torch.randn(B2, 3, D), torch.ones(B2, 3), torch.randn(B2, 4, D), torch.ones(B2, 4))
-    ox.export(model.fusion, ex_f, out / "fusion.onnx", specs["fusion"])
-    ex_g = (torch.randn(B2, D), torch.tensor([[5, 7], [9, 11]]),
-            torch.randn(gen_layers, B2, gen_heads, 3, mcfg.head_dim),
-            torch.randn(gen_layers, B2, gen_heads, 3, mcfg.head_dim))
-    ox.export(gen_export, ex_g, out / "generator.onnx", specs["generator"])
-    for g in specs:
-        ox.check(out / specs[g]["file"])
+    modules, ext = export_graphs(out, specs, model, text_model, image_model, audio_model, mini.safetensors, mcfg)
 
     with open(out / "items.jsonl", "w", encoding="utf-8") as f:
         for rec in catalog:
@@ -140,8 +125,6 @@ def build(out: str | Path, items: int, seed: int = 0, name: str | None = None, d
     (out / "item_embeddings.f32").write_bytes(item_emb.astype("<f4").tobytes())
     (out / "tokenizer.json").write_text(textenc.bundle_tokenizer_json(mini.tokenizer), encoding="utf-8")
 
-    modules = {"text_encoder": text_model, "image_encoder": image_model, "audio_encoder": audio_model,
-               "fusion": model.fusion, "generator": gen_export}
     parity = _golden(out, specs, modules, tok, item_emb, catalog, mcfg, rng, seed, recommend_users)
 
     counts = np.array([c["popularity"] for c in catalog])
