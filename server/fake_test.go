@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -75,6 +77,10 @@ type fakeEngine struct {
 	bias     *online.Learner
 	cache    *retrieval.EmbeddingCache
 	closed   atomic.Bool
+
+	mu        sync.Mutex // guards the added items
+	added     []recommend.AddedItem
+	addedByID map[string]int
 }
 
 var _ Recommender = (*fakeEngine)(nil)
@@ -130,8 +136,64 @@ func (f *fakeEngine) Learner() *online.Learner         { return f.bias }
 func (f *fakeEngine) Cache() *retrieval.EmbeddingCache { return f.cache }
 
 func (f *fakeEngine) Row(id string) (int, bool) {
-	r, ok := f.byID[id]
-	return r, ok
+	if r, ok := f.byID[id]; ok {
+		return r, true
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j, ok := f.addedByID[id]
+	return len(f.items) + j, ok
+}
+
+func (f *fakeEngine) Item(row int) (recommend.Item, bool) {
+	if row >= 0 && row < len(f.items) {
+		return f.items[row], true
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if j := row - len(f.items); j >= 0 && j < len(f.added) {
+		return f.added[j].Item, true
+	}
+	return recommend.Item{}, false
+}
+
+// ItemEmbedding is a unit vector from a hash of the item's text (recommend.ItemText): the
+// same text, the same embedding.
+func (f *fakeEngine) ItemEmbedding(ctx context.Context, it recommend.NewItem) ([]float32, error) {
+	if err := f.run(ctx, bundle.TextEncoder); err != nil {
+		return nil, err
+	}
+	h := fnv.New64a()
+	fmt.Fprint(h, recommend.ItemText(it.Item))
+	v := make([]float32, fakeStateDim)
+	v[h.Sum64()%fakeStateDim] = 1
+	return v, nil
+}
+
+func (f *fakeEngine) AddItems(items []recommend.AddedItem) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.addedByID == nil {
+		f.addedByID = map[string]int{}
+	}
+	for i, a := range items {
+		_, inCatalog := f.byID[a.Item.ID]
+		_, added := f.addedByID[a.Item.ID]
+		if inCatalog || added || slices.ContainsFunc(items[:i], func(b recommend.AddedItem) bool { return b.Item.ID == a.Item.ID }) {
+			return fmt.Errorf("%w: item %q is already in the catalog", recommend.ErrRequest, a.Item.ID)
+		}
+	}
+	for _, a := range items {
+		f.addedByID[a.Item.ID] = len(f.added)
+		f.added = append(f.added, a)
+	}
+	return nil
+}
+
+func (f *fakeEngine) Added() []recommend.AddedItem {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.added)
 }
 
 func (f *fakeEngine) QueueDepths() map[string]int {

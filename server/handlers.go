@@ -121,6 +121,7 @@ func (s *Server) routes() []route {
 		{"GET", "/", "web", scopeOpen, s.handleWebIndex},
 		{"GET", "/web/", "web", scopeOpen, s.handleWebFile},
 		{"POST", "/admin/models/reload", "reload", scopeAdmin, s.handleReload},
+		{"POST", "/admin/items", "add_items", scopeAdmin, s.handleAddItems},
 	}
 }
 
@@ -597,7 +598,7 @@ func (s *Server) handleItem(ctx *fasthttp.RequestCtx) error {
 	if !ok {
 		return &apiError{status: 404, code: "not_found", msg: fmt.Sprintf("no item %q", id)}
 	}
-	it := l.eng.Items()[row]
+	it, _ := l.eng.Item(row)
 	st := l.eng.Stats()
 	writeJSON(ctx, 200, map[string]any{"item_id": it.ID, "title": it.Title, "categories": it.Categories,
 		"interactions": st.Count(row), "propensity": st.Propensity(row)})

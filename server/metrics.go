@@ -23,6 +23,8 @@ type metrics struct {
 	// bodyRefused counts requests answered 503 because the body memory budget was full.
 	bodyRefused prometheus.Counter
 	queueWait   *prometheus.HistogramVec
+	// addedItems is how many items POST /admin/items added to the served catalog.
+	addedItems prometheus.Gauge
 }
 
 func newMetrics(s *Server) *metrics {
@@ -45,7 +47,9 @@ func newMetrics(s *Server) *metrics {
 		Help: "Requests refused (503) because the request bodies in flight filled the body memory budget."})
 	m.queueWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "llm4rec_batch_queue_wait_seconds",
 		Help: "Time a request waited in a graph's batch queue before its batch ran.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"graph"})
-	m.reg.MustRegister(m.requests, m.latency, m.batchSize, m.runSeconds, m.feedbackAck, m.reloads, m.snapshotErrors, m.bodyRefused, m.queueWait)
+	m.addedItems = prometheus.NewGauge(prometheus.GaugeOpts{Name: "llm4rec_catalog_added_items",
+		Help: "Items added to the served catalog through POST /admin/items (recommendable beside the bundle's own)."})
+	m.reg.MustRegister(m.requests, m.latency, m.batchSize, m.runSeconds, m.feedbackAck, m.reloads, m.snapshotErrors, m.bodyRefused, m.queueWait, m.addedItems)
 	for _, g := range []string{"text_encoder", "image_encoder", "audio_encoder", "fusion", "generator"} {
 		g := g
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llm4rec_batch_queue_depth",

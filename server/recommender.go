@@ -30,6 +30,15 @@ type Recommender interface {
 	QueueDepths() map[string]int
 	// Search is the catalog items nearest to text by the bundle's text encoder (GET /v1/items).
 	Search(ctx context.Context, text string, k int) ([]recommend.SearchHit, error)
+	// Item is the item at row: the bundle's catalog (rows below len(Items())), then the items
+	// added to the live catalog.
+	Item(row int) (recommend.Item, bool)
+	// ItemEmbedding is an item's content embedding by the bundle's encoders, AddItems adds
+	// items with their embeddings to the live catalog (all or nothing; recommend.ErrRequest for
+	// a bad one), Added lists what was added (POST /admin/items).
+	ItemEmbedding(ctx context.Context, it recommend.NewItem) ([]float32, error)
+	AddItems(items []recommend.AddedItem) error
+	Added() []recommend.AddedItem
 	// Close is called once, after the last request using the Recommender is done.
 	Close() error
 }

@@ -188,6 +188,9 @@ func (s *Server) loadEngine(dir string) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.restoreAddedItems(eng); err != nil {
+		return nil, errors.Join(err, eng.Close())
+	}
 	l := &loaded{eng: eng, bundle: dir}
 	s.restoreLearner(l)
 	return l, nil
@@ -310,7 +313,8 @@ func (s *Server) learn(l *loaded, since *int) {
 		if seq > s.live.Applied() || l.retired() || !s.learnerLeads() {
 			return errStopLearning
 		}
-		if row, ok := l.eng.Row(e.ItemID); ok {
+		// items added to the live catalog have no learned correction (recommend/added.go)
+		if row, ok := l.eng.Row(e.ItemID); ok && row < len(l.eng.Items()) {
 			t0 := time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			state, lp, err := l.eng.LearnerInputs(ctx, s.live.HistoryBefore(e.UserID, e.Timestamp, s.cfg.MaxHistory))

@@ -256,6 +256,9 @@ func (s *Stats) Observe(item int, t time.Time, earlier []int) error {
 
 // Count is item i's number of interactions: its seed and what the Live observed.
 func (s *Stats) Count(i int) float64 {
+	if i < 0 || i >= len(s.slot) {
+		return 0 // outside the bound catalog: an item added to a live catalog
+	}
 	s.mu.Lock()
 	seed := s.seed[i]
 	s.mu.Unlock()
@@ -273,6 +276,12 @@ func (s *Stats) propensity(count, total float64) float64 {
 	n := float64(len(s.slot))
 	p := (count + s.cfg.Smoothing) / (total + s.cfg.Smoothing*n)
 	return max(p, s.cfg.ClipMin)
+}
+
+// LogPropensityOf is log p of an item with count interactions against the catalog's current
+// total: what an item outside the bound rows (one added to a live catalog) is reweighted by.
+func (s *Stats) LogPropensityOf(count float64) float64 {
+	return math.Log(s.propensity(count, s.current().total))
 }
 
 // Seed adds earlier data to item i's count (the training interactions a bundle ships). Seeds
@@ -365,8 +374,12 @@ func (s *Stats) Trending(k int) []int {
 	return idx
 }
 
-// CoOccurrence is the number of users (within the window) who had both i and j (rows).
+// CoOccurrence is the number of users (within the window) who had both i and j (rows); 0 for
+// a row outside the bound catalog (an item added to a live catalog).
 func (s *Stats) CoOccurrence(i, j int) float64 {
+	if i < 0 || j < 0 || i >= len(s.slot) || j >= len(s.slot) {
+		return 0
+	}
 	s.live.mu.RLock()
 	defer s.live.mu.RUnlock()
 	return float64(s.live.co[s.slot[i]][s.slot[j]])

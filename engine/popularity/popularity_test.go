@@ -156,3 +156,23 @@ func TestLiveConcurrent(t *testing.T) {
 		t.Fatalf("propensity %v, want %v", got, want)
 	}
 }
+
+// Rows past the bound catalog (items added to a live catalog) have no statistics: counts and
+// co-occurrence 0, and LogPropensityOf(0) is what an item without interactions weighs.
+func TestRowsOutsideTheCatalog(t *testing.T) {
+	s := NewLive(Config{}).Bind([]string{"a", "b", "c"}, Config{Smoothing: 1, ClipMin: 1e-6})
+	s.Seed(0, 10)
+	s.Seed(1, 5)
+	if err := s.Observe(1, time.Now(), []int{0}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Count(3) != 0 || s.Count(-1) != 0 || s.CoOccurrence(0, 3) != 0 || s.CoOccurrence(3, 0) != 0 {
+		t.Fatalf("outside rows: count %v, co-occurrence %v", s.Count(3), s.CoOccurrence(0, 3))
+	}
+	if got, want := s.LogPropensityOf(0), math.Log(s.Propensity(2)); math.Abs(got-want) > 1e-12 {
+		t.Fatalf("LogPropensityOf(0) = %v, want item c's (no interactions) %v", got, want)
+	}
+	if s.LogPropensityOf(6) <= s.LogPropensityOf(0) {
+		t.Fatal("LogPropensityOf does not grow with the count")
+	}
+}

@@ -22,6 +22,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -144,6 +146,9 @@ type Engine struct {
 	similar     *ranking.Similar    // similar-items term; nil when the bundle has none
 	diversity   float64             // MMR weight of top-k lists (0: plain top k)
 	candidates  int                 // how many of the best items the re-ranking chooses from
+
+	added atomic.Pointer[addedSet] // items added to the live catalog (added.go); nil: none
+	addMu sync.Mutex               // serialises AddItems
 }
 
 // Open validates the bundle in dir, loads its graphs on rt's execution provider, starts the
@@ -306,13 +311,22 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 // Manifest is the bundle's manifest.
 func (e *Engine) Manifest() *bundle.Manifest { return e.manifest }
 
-// Items is the catalog in vocabulary order; callers must not modify it.
+// Items is the bundle's catalog in vocabulary order (without added items: see Item and
+// Added); callers must not modify it.
 func (e *Engine) Items() []Item { return e.items }
 
-// Row is an item id's catalog row.
+// Row is an item id's row: the bundle's catalog (rows below len(Items())), then the items
+// added since it was loaded (AddItems).
 func (e *Engine) Row(id string) (int, bool) {
-	r, ok := e.byID[id]
-	return r, ok
+	if r, ok := e.byID[id]; ok {
+		return r, true
+	}
+	if a := e.added.Load(); a != nil {
+		if j, ok := a.byID[id]; ok {
+			return len(e.items) + j, true
+		}
+	}
+	return 0, false
 }
 
 // Stats are the live item statistics (popularity, trending, co-occurrence) the engine
@@ -416,12 +430,13 @@ func (e *Engine) loadRanking() error {
 type catalogView struct{ e *Engine }
 
 func (c catalogView) Item(row int) explain.Item {
-	it := c.e.items[row]
+	it, _ := c.e.Item(row)
 	return explain.Item{ID: it.ID, Title: it.Title, Categories: it.Categories}
 }
 
+// Similarity is the cosine of two items' content embeddings (unit rows, catalog or added).
 func (c catalogView) Similarity(a, b int) float32 {
-	return retrieval.Dot(c.e.index.Vector(a), c.e.index.Vector(b))
+	return retrieval.Dot(c.e.emb(a), c.e.emb(b))
 }
 
 // warmUp runs every graph once so that the first request does not pay for lazy allocation.

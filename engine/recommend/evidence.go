@@ -93,6 +93,9 @@ func (e *Engine) evidence(ctx context.Context, hist []int, mods modalities, full
 	}
 	out := make([][]explain.Evidence, len(picks))
 	for j, pk := range picks {
+		if pk.row >= len(full) {
+			continue // an added item: not measured (see added.go)
+		}
 		rank := position(fullList, pk.row)
 		for i, p := range ps {
 			out[j] = append(out[j], explain.Evidence{Source: p.source, Row: p.row,

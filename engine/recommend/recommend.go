@@ -162,9 +162,10 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 	if math.IsNaN(alpha) || math.IsInf(alpha, 0) || alpha < 0 || alpha > bundle.MaxAlpha {
 		return nil, fmt.Errorf("%w: ips alpha %v: must be within [0, %g]", ErrRequest, alpha, bundle.MaxAlpha)
 	}
+	added := e.added.Load() // the additions this request ranks with (rows stay valid)
 	hist := make([]int, len(req.History))
 	for i, id := range req.History {
-		r, ok := e.byID[id]
+		r, ok := e.Row(id)
 		if !ok {
 			return nil, fmt.Errorf("%w: unknown item id %q in history", ErrRequest, id)
 		}
@@ -194,7 +195,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 	// 2. fusion inputs with retrieved context
 	inputs, ctxRows := e.fusionInputs(hist, mods)
 	for _, r := range ctxRows {
-		resp.Context = append(resp.Context, e.items[r].ID)
+		resp.Context = append(resp.Context, e.items[r].ID) // retrieval returns catalog rows
 	}
 	t2 := time.Now()
 	resp.Timings.Retrieve = t2.Sub(t1).Microseconds()
@@ -209,7 +210,8 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 	resp.Timings.Fusion = t3.Sub(t2).Microseconds()
 
 	// 3. generation
-	seen := make([]bool, len(e.items))
+	steer := e.steerVec(out)
+	seen := make([]bool, len(e.items)+added.len())
 	if req.ExcludeSeen {
 		for _, r := range hist {
 			seen[r] = true
@@ -226,10 +228,10 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		resp.Timings.Generate = t4.Sub(t3).Microseconds()
 		e.addTerms(logits, terms)
 		firstLogits = logits
-		picks = e.rankTopK(logits, userState, seen, alpha, k, true)
+		picks = e.rankTopK(rankExtra{added, terms, steer}, logits, userState, seen, alpha, k, true)
 		resp.Timings.Rank = time.Since(t4).Microseconds()
 	} else {
-		picks, err = e.decodeSlate(ctx, userState, terms, seen, alpha, k)
+		picks, err = e.decodeSlate(ctx, userState, rankExtra{added, terms, steer}, seen, alpha, k)
 		if err != nil {
 			return nil, err
 		}
@@ -240,7 +242,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 	t5 := time.Now()
 	resp.Items = make([]Recommendation, len(picks))
 	for i, p := range picks {
-		it := e.items[p.row]
+		it, _ := e.Item(p.row)
 		resp.Items[i] = Recommendation{ItemID: it.ID, Title: it.Title, Categories: it.Categories, LogProb: p.logProb, Score: p.score}
 	}
 	if req.Explain || req.ExplainDetail {
@@ -257,7 +259,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 			e.bias.Add(userState, extra)
 		}
 		e.stats.ReweightAll(extra, alpha)
-		ev, err := e.evidence(ctx, hist, mods, full, extra, seen, picks)
+		ev, err := e.evidence(ctx, hist, mods, full, extra, seen[:len(e.items)], picks)
 		if err != nil {
 			return nil, err
 		}
@@ -335,9 +337,9 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 	hmask := make([]float32, Lb)
 	tokens := make([]int64, Lb)
 	for i, r := range used {
-		copy(history[i*D:(i+1)*D], e.itemEmb[r*D:(r+1)*D])
+		copy(history[i*D:(i+1)*D], e.emb(r))
 		hmask[i] = 1
-		tokens[i] = int64(r + e.offset)
+		tokens[i] = e.token(r)
 	}
 	M := len(mods.emb)
 	modal := make([]float32, M*D)
@@ -359,7 +361,7 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 	if query == nil && len(used) > 0 {
 		query = make([]float32, D)
 		for _, r := range used {
-			for d, x := range e.itemEmb[r*D : (r+1)*D] {
+			for d, x := range e.emb(r) {
 				query[d] += x
 			}
 		}
@@ -401,6 +403,16 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 // rows), computed once per request; nil when the bundle's fusion has no steering output or
 // the request sent no query, image or audio (the output is then zero).
 func (e *Engine) steering(out []ort.Tensor) []float32 {
+	v := e.steerVec(out)
+	if v == nil {
+		return nil
+	}
+	return e.index.Scores(v, nil)
+}
+
+// steerVec is the fusion's steering output, nil when the bundle has none or it is zero (no
+// query, image or audio was sent).
+func (e *Engine) steerVec(out []ort.Tensor) []float32 {
 	if e.steerOut < 0 || e.steerOut >= len(out) {
 		return nil
 	}
@@ -408,7 +420,7 @@ func (e *Engine) steering(out []ort.Tensor) []float32 {
 	if !slices.ContainsFunc(v, func(x float32) bool { return x != 0 }) {
 		return nil
 	}
-	return e.index.Scores(v, nil)
+	return v
 }
 
 // requestTerms is what a request adds to every item's logit at every decoding step, computed
@@ -479,7 +491,11 @@ type pick struct {
 // logProbs turns logits into log-probabilities over the item columns (columns below the
 // token offset are never items), written into dst[row].
 func (e *Engine) logProbs(logits []float32, dst []float32) {
-	items := logits[e.offset:]
+	logSoftmax(logits[e.offset:], dst)
+}
+
+// logSoftmax writes the log-softmax of items into dst (which may be items itself).
+func logSoftmax(items, dst []float32) {
 	mx := float32(math.Inf(-1))
 	for _, v := range items {
 		mx = max(mx, v)
@@ -505,23 +521,46 @@ func growF32(b []float32, n int) []float32 {
 	return b[:n]
 }
 
-// rankTopK picks the k best unseen items by IPS-reweighted log-probability; with diversify and
-// a bundle diversity weight, the k are re-ranked by maximal marginal relevance from the
-// bundle's number of best candidates (engine/ranking.Diversify).
-func (e *Engine) rankTopK(logits, userState []float32, seen []bool, alpha float64, k int, diversify bool) []pick {
-	n := len(e.items)
+// rankExtra is what a request ranks with beside the logits: the items added to the catalog
+// (nil: none), the request's terms (requestTerms) and the fusion's steering vector (steerVec),
+// both already added to the catalog's logits but needed for the added items' scores.
+type rankExtra struct {
+	added        *addedSet
+	terms, steer []float32
+}
+
+// rankTopK picks the k best unseen items (seen has a row per catalog and added item) by
+// IPS-reweighted log-probability; with diversify and a bundle diversity weight, the k are
+// re-ranked by maximal marginal relevance from the bundle's number of best candidates
+// (engine/ranking.Diversify).
+func (e *Engine) rankTopK(x rankExtra, logits, userState []float32, seen []bool, alpha float64, k int, diversify bool) []pick {
+	nb := len(e.items)
+	n := nb + x.added.len()
 	// the two catalog-sized buffers come from a pool: only the k picks outlive this call
 	bufs := rankBufs.Get().(*[2][]float32)
 	defer rankBufs.Put(bufs)
 	lp, score := growF32(bufs[0], n), growF32(bufs[1], n)
 	bufs[0], bufs[1] = lp, score
-	e.logProbs(logits, lp)
+	if n == nb {
+		e.logProbs(logits, lp)
+	} else {
+		copy(lp, logits[e.offset:])
+		e.addedScores(x.added, logits, x.terms, x.steer, lp)
+		logSoftmax(lp, lp)
+	}
 	copy(score, lp)
 	if e.bias != nil {
-		e.bias.Add(userState, score)
+		e.bias.Add(userState, score[:nb])
 	}
 	if alpha != 0 {
-		e.stats.ReweightAll(score, alpha)
+		e.stats.ReweightAll(score[:nb], alpha)
+		if n > nb {
+			// added items have no interactions in the bundle's statistics yet
+			floor := float32(alpha * e.stats.LogPropensityOf(0))
+			for j := nb; j < n; j++ {
+				score[j] -= floor
+			}
+		}
 	}
 	order := e.selectTopK(score, seen, k, diversify)
 	out := make([]pick, len(order))
@@ -549,7 +588,21 @@ func (e *Engine) selectTopK(score []float32, seen []bool, k int, diversify bool)
 	}
 	order := ranking.TopK(score, seen, want)
 	if diversify {
-		order = ranking.Diversify(order, score, e.itemEmb, e.dim, e.diversity, k)
+		if len(score) == len(e.items) {
+			return ranking.Diversify(order, score, e.itemEmb, e.dim, e.diversity, k)
+		}
+		// with added items: the candidates' embeddings and scores gathered, rows mapped back
+		emb := make([]float32, 0, len(order)*e.dim)
+		sc := make([]float32, len(order))
+		local := make([]int, len(order))
+		for i, r := range order {
+			emb = append(emb, e.emb(r)...)
+			sc[i], local[i] = score[r], i
+		}
+		for i, l := range ranking.Diversify(local, sc, emb, e.dim, e.diversity, k) {
+			local[i] = order[l]
+		}
+		order = local[:min(k, len(order))]
 	}
 	return order
 }
@@ -558,7 +611,7 @@ func (e *Engine) selectTopK(score []float32, seen []bool, k int, diversify bool)
 // next token with the key-value cache, so later picks are conditioned on earlier ones. Steps
 // run outside the batchers, so ctx is checked before each one: a cancelled or expired request
 // stops between steps (a running step always finishes).
-func (e *Engine) decodeSlate(ctx context.Context, userState, terms []float32, seen []bool, alpha float64, k int) ([]pick, error) {
+func (e *Engine) decodeSlate(ctx context.Context, userState []float32, x rankExtra, seen []bool, alpha float64, k int) ([]pick, error) {
 	seen = slices.Clone(seen)
 	var pastK, pastV []float32
 	token, past := e.bos, 0
@@ -571,14 +624,14 @@ func (e *Engine) decodeSlate(ctx context.Context, userState, terms []float32, se
 		if err != nil {
 			return nil, err
 		}
-		e.addTerms(logits, terms)
-		best := e.rankTopK(logits, userState, seen, alpha, 1, false)
+		e.addTerms(logits, x.terms)
+		best := e.rankTopK(x, logits, userState, seen, alpha, 1, false)
 		if len(best) == 0 {
 			break
 		}
 		out = append(out, best[0])
 		seen[best[0].row] = true
-		token, pastK, pastV, past = best[0].row+e.offset, pk, pv, past+1
+		token, pastK, pastV, past = int(e.token(best[0].row)), pk, pv, past+1
 	}
 	return out, nil
 }
