@@ -121,6 +121,26 @@ func OpenEnv(bundleDir, dataDir string, rto ort.Options, ecfg recommend.Config) 
 	return env, nil
 }
 
+// OpenEngine opens another engine on the env's bundle and runtime with ecfg (MaxHistory raised
+// as OpenEnv raises it, the live popularity seeded as OpenEnv seeds it), for comparing engine
+// settings on the same split; the caller closes it.
+func (e *Env) OpenEngine(bundleDir string, ecfg recommend.Config) (*recommend.Engine, error) {
+	for _, u := range e.Data.Users {
+		ecfg.MaxHistory = max(ecfg.MaxHistory, 1000, len(u.Items))
+	}
+	eng, err := recommend.Open(bundleDir, e.Runtime, ecfg)
+	if err != nil {
+		return nil, err
+	}
+	stats, seeded := e.Engine.Stats(), eng.Stats()
+	for i := range e.Counts {
+		if want := stats.Count(i); seeded.Count(i) < want {
+			seeded.Seed(i, want-seeded.Count(i))
+		}
+	}
+	return eng, nil
+}
+
 // Close closes the engine and the runtime.
 func (e *Env) Close() error {
 	var errs []error

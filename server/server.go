@@ -173,13 +173,14 @@ func (s *Server) loadEngine(dir string) (*loaded, error) {
 		Batch: batch.Config{MaxBatch: s.cfg.BatchMaxSize, MaxWait: time.Duration(s.cfg.BatchMaxWaitMicros) * time.Microsecond,
 			QueueSize: s.cfg.BatchQueue},
 		MaxHistory: s.cfg.MaxHistory, MaxK: s.cfg.MaxK, DefaultAlpha: s.cfg.IPSAlpha, MaxDecodeMemory: s.cfg.MaxDecodeMemory,
-		Image:       preprocess.ImageConfig{MaxBytes: s.cfg.MaxImageBytes},
-		Audio:       preprocess.AudioConfig{MaxBytes: s.cfg.MaxAudioBytes},
-		Live:        s.live.Items(),
-		Online:      online.Config{Rate: s.cfg.OnlineRate, Penalty: s.cfg.OnlinePenalty},
-		Observe:     s.m.observeGraph(s.backend.Provider()),
-		ObserveWait: s.m.observeWait,
-		Logger:      s.log,
+		Image:           preprocess.ImageConfig{MaxBytes: s.cfg.MaxImageBytes},
+		Audio:           preprocess.AudioConfig{MaxBytes: s.cfg.MaxAudioBytes},
+		Live:            s.live.Items(),
+		ExplainEvidence: s.cfg.ExplainEvidence,
+		Online:          online.Config{Rate: s.cfg.OnlineRate, Penalty: s.cfg.OnlinePenalty},
+		Observe:         s.m.observeGraph(s.backend.Provider()),
+		ObserveWait:     s.m.observeWait,
+		Logger:          s.log,
 	}
 	if !*s.cfg.OnlineLearning {
 		cfg.Online.Rate = -1

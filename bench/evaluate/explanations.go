@@ -40,6 +40,9 @@ const ExplainLatencyTarget = 0.2
 
 // ExplanationsReport is the explanations section of the quality report (RunExplanations).
 type ExplanationsReport struct {
+	// Evidence is how the engine found its explanations' evidence
+	// (recommend.Config.ExplainEvidence: attention or leave_one_out).
+	Evidence string `json:"evidence"`
 	// Users is how many users' requests were measured; Items how many recommended items their
 	// history-only lists hold.
 	Users int `json:"users"`
@@ -125,7 +128,7 @@ func RunExplanations(ctx context.Context, env *eval.Env, users []eval.SplitUser,
 	eng := env.Engine
 	m := &explainRun{eng: eng, items: eng.Items(), users: ExplainUsers(users, n), unit: unitRows(env.Embeddings, env.Dim), dim: env.Dim,
 		spec: eng.Manifest().Steering}
-	rep := &ExplanationsReport{Users: len(m.users), P50IncreaseTarget: ExplainLatencyTarget,
+	rep := &ExplanationsReport{Evidence: eng.ExplainEvidence(), Users: len(m.users), P50IncreaseTarget: ExplainLatencyTarget,
 		FirstKindCounts: map[string]int{}, FirstTemplateCounts: map[string]int{}}
 	for _, k := range []explain.Kind{explain.Preference, explain.Similarity, explain.Context, explain.General} {
 		rep.FirstKindCounts[string(k)] = 0
@@ -470,10 +473,10 @@ func (rep *ExplanationsReport) writeTable(b *strings.Builder) {
 		}
 		return fmt.Sprintf("%.4f", *p)
 	}
-	fmt.Fprintf(b, "\nexplanations: %d users' lists (history only, k %d, alpha 0), %d items; a citation is faithful when the item "+
-		"ranks worse without the cited history item (lists of %d):\n", rep.Users, eval.K, rep.Items, ExplainListK)
+	fmt.Fprintf(b, "\nexplanations, %s evidence: %d users' lists (history only, k %d, alpha 0), %d items; a citation is faithful when the item "+
+		"ranks worse without the cited history item (lists of %d):\n", rep.Evidence, rep.Users, eval.K, rep.Items, ExplainListK)
 	t := report.NewTable("rule", ">cited", ">faithful", ">faithfulness")
-	t.Add("measured evidence (similarity, detailed)", strconv.Itoa(rep.Cited), strconv.Itoa(rep.Faithful), f(rep.Faithfulness))
+	t.Add(rep.Evidence+" evidence (similarity, detailed)", strconv.Itoa(rep.Cited), strconv.Itoa(rep.Faithful), f(rep.Faithfulness))
 	t.Add(fmt.Sprintf("previous rule (co-occurrence >= %d, else cosine >= %g)", PreviousMinCoOccurrence, PreviousMinSimilarity),
 		strconv.Itoa(rep.PreviousRuleCited), strconv.Itoa(rep.PreviousRuleFaithful), f(rep.PreviousRuleFaithfulness))
 	t.Write(b)

@@ -68,7 +68,7 @@ func TestCounterfactualRank(t *testing.T) {
 func TestExplanationsReportOutputs(t *testing.T) {
 	f, g := 0.9, 0.4
 	rep := &QualityReport{Run: report.Run{Kind: "quality"}, Bundle: "b", Timings: map[string]float64{},
-		Explanations: &ExplanationsReport{Users: 2, Items: 20, Cited: 10, Faithful: 9, Faithfulness: &f, PreviousRuleCited: 20,
+		Explanations: &ExplanationsReport{Evidence: "leave_one_out", Users: 2, Items: 20, Cited: 10, Faithful: 9, Faithfulness: &f, PreviousRuleCited: 20,
 			PreviousRuleFaithful: 8, PreviousRuleFaithfulness: &g, QueryTemplate: "recommend me a {c} {noun}", QueryItems: 20,
 			QueryMovedItems: 5, QueryNamedShare: &f, QueryMentionedShare: &g, GeneralShare: 0.25,
 			FirstKindCounts: map[string]int{"general": 5, "similarity": 15}, FirstTemplateCounts: map[string]int{"general": 5},
@@ -78,7 +78,7 @@ func TestExplanationsReportOutputs(t *testing.T) {
 	if err := rep.WriteTable(&b); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"explanations: 2 users", "previous rule", "0.9000", "0.4000", "similarity 15", "+15.0%, within"} {
+	for _, want := range []string{"explanations, leave_one_out evidence: 2 users", "previous rule", "0.9000", "0.4000", "similarity 15", "+15.0%, within"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
@@ -97,7 +97,7 @@ func TestExplanationsReportOutputs(t *testing.T) {
 	if err := json.Unmarshal(raw, &back); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"users", "cited", "faithful", "faithfulness", "previous_rule_cited", "previous_rule_faithfulness",
+	for _, k := range []string{"evidence", "users", "cited", "faithful", "faithfulness", "previous_rule_cited", "previous_rule_faithfulness",
 		"query_moved_items", "query_named_share", "query_mentioned_share", "general_share", "first_kind_counts",
 		"latency_p50_ms_without", "latency_p50_ms_with", "latency_p99_ms_without", "latency_p99_ms_with", "p50_increase"} {
 		if _, ok := back.Explanations[k]; !ok {
@@ -150,5 +150,24 @@ func TestExplanationsOnBundle(t *testing.T) {
 	}
 	if rep.LatencyP50MsWithout <= 0 || rep.LatencyP50MsWith <= 0 || rep.LatencyP99MsWith < rep.LatencyP50MsWith {
 		t.Errorf("latency %+v", rep)
+	}
+}
+
+// The attention section beside the served one: a second engine with the other evidence
+// strategy, measured on the same users.
+func TestExplanationsWithAttentionEvidence(t *testing.T) {
+	dir := evalBundle(t)
+	env, err := openEnv(dir, testData(t), ort.Options{Provider: ort.ProviderCPU}, recommend.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	rep, err := explanationsWith(context.Background(), env, QualityConfig{Bundle: dir, ExplainUsers: 10, Workers: 4}, env.Users,
+		recommend.EvidenceAttention)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Evidence != recommend.EvidenceAttention || env.Engine.ExplainEvidence() != recommend.EvidenceLeaveOneOut || rep.Users != 10 || rep.Cited == 0 {
+		t.Fatalf("attention section: evidence %q (served %q), %d users, %d cited", rep.Evidence, env.Engine.ExplainEvidence(), rep.Users, rep.Cited)
 	}
 }

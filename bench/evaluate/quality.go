@@ -190,6 +190,10 @@ type QualityReport struct {
 	// Explanations is how faithful, how specific and how costly the engine's explanations are
 	// (RunExplanations), nil when skipped (QualityConfig.ExplainUsers).
 	Explanations *ExplanationsReport `json:"explanations,omitempty"`
+	// ExplanationsAttention is the same section for an engine whose explanations take their
+	// evidence from the fusion's attention (recommend.EvidenceAttention), beside the served
+	// strategy when that is another: the cheap estimate against the measured one, same users.
+	ExplanationsAttention *ExplanationsReport `json:"explanations_attention,omitempty"`
 	// NDCGDiff is the model's NDCG@10 at ExportAlpha minus the export's; NDCGMet says
 	// whether |NDCGDiff| <= NDCGTolerance.
 	NDCGDiff      *float64 `json:"ndcg_diff,omitempty"`
@@ -337,6 +341,12 @@ func RunQuality(ctx context.Context, cfg QualityConfig) (rep *QualityReport, err
 		}
 		rep.Timings["explanations"] = rep.Explanations.Seconds
 		report.Progressf(cfg.Progress, "quality: explanations in %.1fs", rep.Explanations.Seconds)
+		if eng.ExplainEvidence() != recommend.EvidenceAttention {
+			if rep.ExplanationsAttention, err = explanationsWith(ctx, env, cfg, users, recommend.EvidenceAttention); err != nil {
+				return nil, err
+			}
+			rep.Timings["explanations_attention"] = rep.ExplanationsAttention.Seconds
+		}
 	}
 
 	rep.Export, rep.ExportSource = eval.ExportMetrics(cfg.Bundle, m)
@@ -411,4 +421,21 @@ func ParseFloats(s string) ([]float64, error) {
 		v, err := strconv.ParseFloat(f, 64)
 		return v, err == nil && v >= 0 && v <= 10
 	}, "a number within [0, 10]")
+}
+
+// explanationsWith runs the explanations section on a second engine whose explanations find
+// their evidence by strategy (recommend.Config.ExplainEvidence).
+func explanationsWith(ctx context.Context, env *eval.Env, cfg QualityConfig, users []eval.SplitUser, strategy string) (rep *ExplanationsReport, err error) {
+	eng, err := env.OpenEngine(cfg.Bundle, recommend.Config{Batch: cfg.Batch, Logger: cfg.Logger, ExplainEvidence: strategy})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, eng.Close()) }()
+	other := *env
+	other.Engine = eng
+	rep, err = RunExplanations(ctx, &other, users, cfg.ExplainUsers, cfg.Workers, cfg.Progress)
+	if err == nil {
+		report.Progressf(cfg.Progress, "quality: explanations (%s evidence) in %.1fs", strategy, rep.Seconds)
+	}
+	return rep, err
 }

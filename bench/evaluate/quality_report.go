@@ -190,9 +190,11 @@ func (rep *QualityReport) WriteTable(w io.Writer) error {
 		rep.Steering.writeTable(&b)
 		b.WriteByte('\n')
 	}
-	if rep.Explanations != nil {
-		rep.Explanations.writeTable(&b)
-		b.WriteByte('\n')
+	for _, x := range []*ExplanationsReport{rep.Explanations, rep.ExplanationsAttention} {
+		if x != nil {
+			x.writeTable(&b)
+			b.WriteByte('\n')
+		}
 	}
 	for _, n := range rep.Notes {
 		fmt.Fprintf(&b, "note: %s\n", n)

@@ -20,8 +20,14 @@ import (
 // ownEngine opens a bundle for one test alone (added items change what it serves).
 func ownEngine(t *testing.T, dir string) *Engine {
 	t.Helper()
+	return ownEngineConfig(t, dir, Config{})
+}
+
+// ownEngineConfig is ownEngine with cfg.
+func ownEngineConfig(t *testing.T, dir string, cfg Config) *Engine {
+	t.Helper()
 	testEngine(t) // the package's runtime
-	e, err := Open(dir, rt, Config{})
+	e, err := Open(dir, rt, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

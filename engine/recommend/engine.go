@@ -75,6 +75,11 @@ type Config struct {
 	// is measured without, one at a time (default DefaultExplainProbes); older items are not
 	// cited.
 	ExplainProbes int
+	// ExplainEvidence is how explanations find their evidence: EvidenceLeaveOneOut (default:
+	// the request run again without each piece, batched: measured, about ExplainProbes+1
+	// times the graph work on a CPU) or EvidenceAttention (from the request's own fusion run:
+	// no further graph run, but an estimate; see attentionEvidence for how faithful).
+	ExplainEvidence string
 	// Explain sets the explanations' thresholds (engine/explain.Config).
 	Explain explain.Config
 	// MaxDecodes bounds how many images and WAVs are decoded at once (default: GOMAXPROCS), so
@@ -143,6 +148,7 @@ type Engine struct {
 	decodeCost  decodeCost          // how long decodes take per reserved byte (admission by deadline)
 	fusionItems bool                // the fusion graph takes history_items (item tokens beside their embeddings)
 	steerOut    int                 // index of the fusion's steering output, -1 when it has none
+	attOut      int                 // index of the fusion's attention output, -1 when it has none
 	similar     *ranking.Similar    // similar-items term; nil when the bundle has none
 	diversity   float64             // MMR weight of top-k lists (0: plain top k)
 	candidates  int                 // how many of the best items the re-ranking chooses from
@@ -165,6 +171,13 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	}
 	if cfg.MaxK <= 0 {
 		cfg.MaxK = 100
+	}
+	switch cfg.ExplainEvidence {
+	case "":
+		cfg.ExplainEvidence = EvidenceLeaveOneOut
+	case EvidenceAttention, EvidenceLeaveOneOut:
+	default:
+		return nil, fmt.Errorf("recommend: explain evidence %q: want %q or %q", cfg.ExplainEvidence, EvidenceAttention, EvidenceLeaveOneOut)
 	}
 	if cfg.ExplainProbes <= 0 {
 		cfg.ExplainProbes = DefaultExplainProbes
@@ -216,13 +229,16 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 		}
 		e.sessions[g] = s
 	}
-	e.steerOut = -1
+	e.steerOut, e.attOut = -1, -1
 	for _, in := range e.sessions[bundle.Fusion].Inputs() {
 		e.fusionItems = e.fusionItems || in.Name == bundle.InHistoryItems
 	}
 	for i, out := range e.sessions[bundle.Fusion].Outputs() {
 		if out.Name == bundle.OutSteering {
 			e.steerOut = i
+		}
+		if out.Name == bundle.OutAttention {
+			e.attOut = i
 		}
 	}
 	e.tok, err = tokenizer.Load(filepath.Join(dir, m.Tokenizer.File), tokenizer.Config{MaxLength: m.Tokenizer.MaxLength, PadID: m.Tokenizer.PadID})
@@ -307,6 +323,10 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 		"provider", rt.Provider())
 	return e, nil
 }
+
+// ExplainEvidence is how explanations find their evidence (Config.ExplainEvidence, default
+// filled in).
+func (e *Engine) ExplainEvidence() string { return e.cfg.ExplainEvidence }
 
 // Manifest is the bundle's manifest.
 func (e *Engine) Manifest() *bundle.Manifest { return e.manifest }

@@ -1,10 +1,12 @@
 package recommend
 
 import (
+	"cmp"
 	"context"
 	"slices"
 
 	"github.com/llm4rec/llm4rec/engine/explain"
+	"github.com/llm4rec/llm4rec/engine/retrieval"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -121,4 +123,107 @@ func position(list []int, row int) int {
 		return i + 1
 	}
 	return len(list) + 1
+}
+
+// Evidence strategies (Config.ExplainEvidence).
+const (
+	// EvidenceAttention estimates history evidence from the request's own fusion run and
+	// measures the request's modalities through their steering term: no further graph run,
+	// less faithful (attentionEvidence).
+	EvidenceAttention = "attention"
+	// EvidenceLeaveOneOut measures every piece by running the request again without it (the
+	// default).
+	EvidenceLeaveOneOut = "leave_one_out"
+)
+
+// servedParts splits the served score of every catalog item into the log-probability of the
+// first step's logits (request terms included) and what the ranking adds per item (online
+// correction, IPS), which depends on neither the history's items nor the request's modalities.
+func (e *Engine) servedParts(firstLogits, userState []float32, alpha float64) (full, extra []float32) {
+	full = make([]float32, len(e.items))
+	e.logProbs(firstLogits, full)
+	extra = make([]float32, len(e.items))
+	if e.bias != nil {
+		e.bias.Add(userState, extra)
+	}
+	e.stats.ReweightAll(extra, alpha)
+	return full, extra
+}
+
+// attentionEvidence finds each pick's evidence without running any graph again:
+//
+//   - history: the fusion's attention weight on each distinct history item of its window (at
+//     its newest position; the newest item, which the fusion also reads directly as its
+//     query, weighs 1) times the item's content similarity to the pick; the three strongest
+//     are kept as estimated evidence (explain.Evidence.Estimated) and cited above
+//     explain.Config.MinInfluence. An estimate: on the default bundle's test users 75% of the
+//     history items it cites lower their item's rank when left out (leave-one-out: 99.7%);
+//     relative attention weights, a similarity threshold, or the model's own pairwise lift
+//     instead of content similarity were all less faithful (54-66%);
+//   - modalities: measured through the steering term, the request's additive part of every
+//     item's score: the pick's log-probability and its place in the served list with the
+//     steering term and without it (the user state held as the request computed it); every
+//     modality sent shares the one steering vector, so each is given the same numbers.
+//
+// Validated against leave-one-out by `llm4rec bench quality` (explanations.faithfulness).
+func (e *Engine) attentionEvidence(hist []int, mods modalities, att, steerTerms, firstLogits, userState []float32, alpha float64, seen []bool, picks []pick) [][]explain.Evidence {
+	used := hist
+	if L := e.manifest.Fusion.MaxHistory; len(used) > L {
+		used = used[len(used)-L:]
+	}
+	type source struct {
+		row int
+		w   float64
+	}
+	var srcs []source
+	for p := len(used) - 1; p >= 0; p-- {
+		if slices.Contains(used[p+1:], used[p]) {
+			continue
+		}
+		w := 1.0
+		if p < len(used)-1 {
+			w = float64(att[p])
+		}
+		srcs = append(srcs, source{used[p], w})
+	}
+	const keep = 3
+	out := make([][]explain.Evidence, len(picks))
+	for j, pk := range picks {
+		ev := make([]explain.Evidence, 0, keep+len(mods.emb))
+		for _, s := range srcs {
+			sim := float64(retrieval.Dot(e.emb(s.row), e.emb(pk.row)))
+			infl := s.w * max(sim, 0)
+			if infl <= 0 {
+				continue
+			}
+			x := explain.Evidence{Source: explain.FromHistory, Row: s.row, Drop: infl, Estimated: true, Attention: s.w, Similarity: sim}
+			i, _ := slices.BinarySearchFunc(ev, infl, func(a explain.Evidence, v float64) int { return cmp.Compare(v, a.Drop) })
+			if i < keep {
+				ev = slices.Insert(ev, i, x)
+				ev = ev[:min(len(ev), keep)]
+			}
+		}
+		out[j] = ev
+	}
+	if steerTerms == nil {
+		return out
+	}
+	full, extra := e.servedParts(firstLogits, userState, alpha)
+	without := make([]float32, len(full))
+	for i, v := range full {
+		without[i] = v - steerTerms[i]
+	}
+	logSoftmax(without, without)
+	k := len(picks)
+	fullList, withoutList := e.servedList(full, extra, seen, k), e.servedList(without, extra, seen, k)
+	for j, pk := range picks {
+		if pk.row >= len(full) {
+			continue // an added item: its steering is its own (added.go), not measured here
+		}
+		for _, p := range e.probes(nil, mods) {
+			out[j] = append(out[j], explain.Evidence{Source: p.source, Row: -1, Drop: float64(full[pk.row] - without[pk.row]),
+				Rank: position(fullList, pk.row), RankWithout: position(withoutList, pk.row)})
+		}
+	}
+	return out
 }

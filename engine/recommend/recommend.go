@@ -205,7 +205,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		return nil, err
 	}
 	userState := out[0].Float32
-	terms := e.requestTerms(out, hist)
+	terms, steerTerms := e.requestTermsAndSteering(out, hist)
 	t3 := time.Now()
 	resp.Timings.Fusion = t3.Sub(t2).Microseconds()
 
@@ -252,16 +252,14 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 			}
 			e.addTerms(firstLogits, terms)
 		}
-		full := make([]float32, len(e.items))
-		e.logProbs(firstLogits, full)
-		extra := make([]float32, len(e.items))
-		if e.bias != nil {
-			e.bias.Add(userState, extra)
-		}
-		e.stats.ReweightAll(extra, alpha)
-		ev, err := e.evidence(ctx, hist, mods, full, extra, seen[:len(e.items)], picks)
-		if err != nil {
-			return nil, err
+		var ev [][]explain.Evidence
+		if e.cfg.ExplainEvidence == EvidenceLeaveOneOut || e.attOut < 0 {
+			full, extra := e.servedParts(firstLogits, userState, alpha)
+			if ev, err = e.evidence(ctx, hist, mods, full, extra, seen[:len(e.items)], picks); err != nil {
+				return nil, err
+			}
+		} else {
+			ev = e.attentionEvidence(hist, mods, out[e.attOut].Float32, steerTerms, firstLogits, userState, alpha, seen[:len(e.items)], picks)
 		}
 		profile := e.explain.NewProfile(explain.Request{History: hist, Query: req.Query})
 		for i, p := range picks {
@@ -428,15 +426,24 @@ func (e *Engine) steerVec(out []ort.Tensor) []float32 {
 // a request is present) plus the bundle's similar-items term of the history; nil when neither
 // applies.
 func (e *Engine) requestTerms(out []ort.Tensor, hist []int) []float32 {
-	terms := e.steering(out)
+	terms, _ := e.requestTermsAndSteering(out, hist)
+	return terms
+}
+
+// requestTermsAndSteering is requestTerms and, apart, the steering term alone (nil when the
+// request sent no modality): what attention evidence takes out to measure the request's part.
+func (e *Engine) requestTermsAndSteering(out []ort.Tensor, hist []int) (terms, steering []float32) {
+	steering = e.steering(out)
 	if e.similar == nil || e.similar.Weight == 0 || len(hist) == 0 {
-		return terms
+		return steering, steering
 	}
-	if terms == nil {
+	if steering == nil {
 		terms = make([]float32, len(e.items))
+	} else {
+		terms = slices.Clone(steering)
 	}
 	e.similar.Add(terms, hist)
-	return terms
+	return terms, steering
 }
 
 // addTerms adds the request's terms (requestTerms) to the item columns of logits.
