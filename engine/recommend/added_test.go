@@ -166,6 +166,13 @@ func TestAddedItemIsRecommendedForAQueryThatDescribesIt(t *testing.T) {
 	if got := e.Added(); len(got) != 1 || got[0].Item.ID != id {
 		t.Errorf("Added() = %v", got)
 	}
+	hits, err := e.Search(ctx, "a western about cowboys and outlaws on the frontier", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hits) != 5 || hits[0].ID != id || hits[0].Score < hits[1].Score {
+		t.Errorf("search for its description: %+v", hits)
+	}
 }
 
 func TestAddItemsRefusesAndAddsNothing(t *testing.T) {
