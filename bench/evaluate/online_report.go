@@ -79,11 +79,11 @@ func (rep *OnlineReport) WriteTable(w io.Writer) error {
 		rep.EffectLatencyP50Ms, rep.EffectLatencyP99Ms, EffectLatencyTarget, metMark(rep.Targets.EffectLatency))
 	l := rep.Learner
 	fmt.Fprintf(&b, "learner: state dim %d, %d updates, update %.3f ms + inputs %.3f ms per event; within its CPU share %.2f "+
-		"it follows up to %.0f events/s; max |b| %.3f, max |u| %.3f\n", l.Dim, l.Updates, l.UpdateMs, l.InputsMs, l.CPUShare,
-		l.MaxEventsPerS, l.MaxBias, l.MaxResidual)
+		"it follows up to %.0f events/s; max |b| %.3f, max |u| %.3f, trend weight %.3f\n", l.Dim, l.Updates, l.UpdateMs, l.InputsMs, l.CPUShare,
+		l.MaxEventsPerS, l.MaxBias, l.MaxResidual, l.TrendWeight)
 	if len(rep.Sweep) > 0 {
 		b.WriteString("\nsweep of learner settings (tuning period, or the whole stream without one; forgetting at its end):\n")
-		t := report.NewTable(">rate", ">residual rate", ">penalty", ">replay", ">replay steps", ">NDCG@10", ">over live_state",
+		t := report.NewTable(">rate", ">residual rate", ">trend rate", ">penalty", ">replay", ">replay steps", ">NDCG@10", ">over live_state",
 			"95% interval", ">forgetting", "")
 		for _, p := range rep.Sweep {
 			mark := ""
@@ -91,7 +91,7 @@ func (rep *OnlineReport) WriteTable(w io.Writer) error {
 				mark = "chosen"
 			}
 			c := p.Config
-			t.Add(fmt.Sprint(c.Rate), fmt.Sprint(c.ResidualRate), fmt.Sprint(c.Penalty), fmt.Sprint(c.Replay), fmt.Sprint(c.ReplaySteps),
+			t.Add(fmt.Sprint(c.Rate), fmt.Sprint(c.ResidualRate), fmt.Sprint(c.TrendRate), fmt.Sprint(c.Penalty), fmt.Sprint(c.Replay), fmt.Sprint(c.ReplaySteps),
 				fmt.Sprintf("%.4f", p.Mode.NDCG), fmt.Sprintf("%+.4f", p.OverLive.NDCG),
 				fmt.Sprintf("%+.4f..%+.4f", p.OverLive.CI95[0], p.OverLive.CI95[1]), fmt.Sprintf("%+.4f", p.Forgetting), mark)
 		}

@@ -355,6 +355,7 @@ func runBenchOnline(args []string, stdout, stderr io.Writer) int {
 	tune := fs.String("tune-until", "", "end of a tuning period after the cutoff (fraction or timestamp, as --until): --sweep chooses there, the figures are over the events after it")
 	rate := fs.Float64("rate", 0, "the learner's bias step (0: the server's default, 0.02)")
 	residualRate := fs.Float64("residual-rate", 0, "the learner's residual step (0: the default, 0.03; negative: biases only)")
+	trendRate := fs.Float64("trend-rate", 0, "the learner's step on its weight of the items' live trend (0: the default; negative: no trend weight)")
 	penalty := fs.Float64("penalty", 0, "the learner's L2 anchor to the shipped weights per step (0: the server's default, 0.01)")
 	replay := fs.Int("replay", 0, "the learner's replay buffer size (0: the default, 4096; negative: none)")
 	window := fs.Int("window", 1000, "events in the rolling NDCG@10 of the plot")
@@ -370,7 +371,7 @@ func runBenchOnline(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := evaluate.OnlineConfig{Bundle: *bundleDir, Data: *dataDir, Until: *until, Events: *events, TuneUntil: *tune, Window: *window,
 		ValUsers: *valUsers, Workers: *workers,
-		Learner: online.Config{Rate: *rate, Penalty: *penalty, ResidualRate: *residualRate, Replay: *replay}}
+		Learner: online.Config{Rate: *rate, Penalty: *penalty, ResidualRate: *residualRate, Replay: *replay, TrendRate: *trendRate}}
 	if *rate < 0 || *penalty < 0 || *rate**penalty >= 1 {
 		fmt.Fprintf(stderr, "llm4rec bench online: --rate %g, --penalty %g: want both at least 0 and their product below 1\n", *rate, *penalty)
 		return 2

@@ -3,16 +3,18 @@
 // has a bias b_i and a residual vector u_i over the fused user state s (the fusion graph's
 // user_state output, taken at unit length), and the served score of item i is
 //
-//	log p_model(i | history) + b_i + u_i . s/|s|
+//	log p_model(i | history) + b_i + u_i . s/|s| + beta * f_i
 //
 // that is, a residual dW = [u_i] and db = [b_i] on the output layer, read against the state
-// the graphs already compute. Both are trained by SGD on the softmax cross-entropy of each
+// the graphs already compute, and one weight beta shared by every item on the item's live
+// trend f_i (SetFeature: what is being chosen now), so that every interaction teaches
+// something about every item. All are trained by SGD on the softmax cross-entropy of each
 // observed interaction over the highest-scoring candidates (the rest have negligible
 // probability), interleaved with steps on interactions drawn from a bounded replay buffer of
-// earlier ones, and pulled back towards the shipped weights (dW = 0, db = 0) by an L2 anchor at
-// every step, so that the learner follows what is happening now without drifting away from,
-// and forgetting, what the exported model knows. A learner made with dimension 0 has biases
-// only.
+// earlier ones, and pulled back towards the shipped weights (dW = 0, db = 0, beta = 0) by an
+// L2 anchor at every step, so that the learner follows what is happening now without
+// drifting away from, and forgetting, what the exported model knows. A learner made with
+// dimension 0 has no residuals.
 package online
 
 import (
@@ -39,6 +41,7 @@ const (
 	DefaultResidualRate = 0.03
 	DefaultReplay       = 4096
 	DefaultReplaySteps  = 1
+	DefaultTrendRate    = 0.2
 )
 
 // Config sets the learner. Zero fields take the defaults.
@@ -66,6 +69,11 @@ type Config struct {
 	ReplaySteps int
 	// Seed drives the choice of replayed interactions (default 1).
 	Seed uint64
+	// TrendRate is the SGD step size of the weight on the items' live trend (SetFeature), a
+	// parameter shared by every item, so it learns from every interaction what items that are
+	// being chosen now have in common; 0: the default (DefaultTrendRate), negative: no trend
+	// weight.
+	TrendRate float64
 }
 
 func (c Config) withDefaults() Config {
@@ -93,6 +101,9 @@ func (c Config) withDefaults() Config {
 	if c.Seed == 0 {
 		c.Seed = 1
 	}
+	if c.TrendRate == 0 {
+		c.TrendRate = DefaultTrendRate
+	}
 	return c
 }
 
@@ -102,6 +113,7 @@ type example struct {
 	x      []float32
 	cand   []int32
 	lp     []float32
+	feat   []float32 // the candidates' trend feature when seen (nil without one)
 	target int32
 }
 
@@ -121,6 +133,39 @@ type Learner struct {
 	buf     []example // replay buffer (ring)
 	next    int
 	rng     *rand.Rand
+
+	// the trend weight: score_i += beta * feature_i (SetFeature); beta is stored as it is,
+	// anchored at each step like the rest
+	beta    float64
+	feature func(dst []float32)
+}
+
+// SetFeature gives the learner each item's live trend feature (written into dst, one value per
+// item; a constant vector changes no ranking), which the trend weight multiplies. Without one,
+// or with a negative TrendRate, there is no trend weight.
+func (l *Learner) SetFeature(fn func(dst []float32)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cfg.TrendRate > 0 {
+		l.feature = fn
+	}
+}
+
+// Beta is the learned trend weight.
+func (l *Learner) Beta() float64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.beta
+}
+
+// features returns the feature vector, nil without one.
+func (l *Learner) features() []float32 {
+	if l.feature == nil {
+		return nil
+	}
+	f := make([]float32, l.n)
+	l.feature(f)
+	return f
 }
 
 // New returns a learner for n items and user states of dim values, all parameters 0 (the
@@ -183,10 +228,31 @@ func (l *Learner) unit(state []float32) []float32 {
 // Add adds each item's correction for a user with this fused state (nil: biases only) to
 // scores (scores[i] belongs to item i). It costs O(n + active*dim).
 func (l *Learner) Add(state []float32, scores []float32) {
+	l.add(state, scores, nil, true)
+}
+
+// AddAt is Add with the trend feature given (one value per item, as SetFeature's function
+// writes it; nil: no trend term) instead of the live one: the correction as it would have been
+// at another time, whose trend feat is.
+func (l *Learner) AddAt(state, scores, feat []float32) {
+	l.add(state, scores, feat, false)
+}
+
+func (l *Learner) add(state, scores, feat []float32, live bool) {
 	x := l.unit(state)
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	l.addLocked(x, scores)
+	if l.beta == 0 || len(scores) != l.n {
+		return
+	}
+	if live {
+		feat = l.features()
+	}
+	b := float32(l.beta)
+	for i, v := range feat[:min(len(feat), l.n)] {
+		scores[i] += b * v
+	}
 }
 
 func (l *Learner) addLocked(x []float32, scores []float32) {
@@ -251,6 +317,10 @@ func (l *Learner) Update(state, logProbs []float32, target int) error {
 	// candidates: the highest by current score, the target always among them
 	score := slices.Clone(logProbs)
 	l.addLocked(x, score)
+	f := l.features()
+	for i, v := range f {
+		score[i] += float32(l.beta) * v
+	}
 	k := min(l.cfg.Candidates, l.n)
 	cand := ranking.TopKBy(l.n, func(i int) float32 { return score[i] }, nil, k)
 	if !slices.Contains(cand, target) {
@@ -259,6 +329,12 @@ func (l *Learner) Update(state, logProbs []float32, target int) error {
 	ex := example{x: x, cand: make([]int32, len(cand)), lp: make([]float32, len(cand)), target: int32(target)}
 	for j, i := range cand {
 		ex.cand[j], ex.lp[j] = int32(i), logProbs[i]
+	}
+	if f != nil {
+		ex.feat = make([]float32, len(cand))
+		for j, i := range cand {
+			ex.feat[j] = f[i]
+		}
 	}
 	l.step(ex)
 	// replay earlier interactions (drawn before this one joins the buffer)
@@ -287,11 +363,15 @@ func (l *Learner) step(ex example) {
 		l.rescale()
 	}
 	sc := float32(l.scale)
+	l.beta *= 1 - l.cfg.Rate*l.cfg.Penalty
 	z := make([]float64, len(ex.cand))
 	mx := math.Inf(-1)
 	for j, c := range ex.cand {
 		i := int(c)
 		v := ex.lp[j] + l.b[i]*sc
+		if ex.feat != nil {
+			v += float32(l.beta) * ex.feat[j]
+		}
 		if ex.x != nil && l.isAct[i] {
 			v += dot(l.u[i*l.dim:(i+1)*l.dim], ex.x) * sc
 		}
@@ -305,11 +385,15 @@ func (l *Learner) step(ex example) {
 	}
 	lim := l.cfg.MaxBias
 	rr := float32(l.cfg.ResidualRate)
+	var gBeta float64
 	for j, c := range ex.cand {
 		i := int(c)
 		g := z[j] / sum // d(-log p_target)/d score_i = p_i - [i == target]
 		if c == ex.target {
 			g--
+		}
+		if ex.feat != nil {
+			gBeta += g * float64(ex.feat[j])
 		}
 		v := float64(l.b[i])*l.scale - l.cfg.Rate*g
 		v = math.Max(-lim, math.Min(lim, v))
@@ -334,6 +418,9 @@ func (l *Learner) step(ex example) {
 			}
 		}
 	}
+	if ex.feat != nil {
+		l.beta = math.Max(-lim, math.Min(lim, l.beta-l.cfg.TrendRate*gBeta))
+	}
 }
 
 // rescale folds scale into the stored parameters; the caller holds mu.
@@ -351,14 +438,19 @@ func (l *Learner) rescale() {
 	l.scale = 1
 }
 
-// snapshotMagic starts a snapshot of biases and residuals; a snapshot without it is the
-// biases-only layout of earlier versions (item count, updates, biases), which restores the
-// biases with zero residuals.
-const snapshotMagic = "OLR1"
+// snapshotMagic starts a snapshot of biases, residuals and the trend weight; snapshotMagicV1
+// one of biases and residuals (earlier versions: the trend weight restores as 0); a snapshot
+// with neither is the biases-only layout of the first versions (item count, updates, biases),
+// which restores the biases with zero residuals.
+const (
+	snapshotMagic   = "OLR2"
+	snapshotMagicV1 = "OLR1"
+)
 
-// MarshalBinary snapshots the biases and residuals (for the feedback store's snapshots): magic,
-// items, dim, updates, n biases, then n*dim residual values, little-endian. The replay buffer
-// is not kept: a restored learner refills it from the interactions that follow.
+// MarshalBinary snapshots the biases, residuals and trend weight (for the feedback store's
+// snapshots): magic, items, dim, updates, n biases, n*dim residual values, then the trend
+// weight (float64), little-endian. The replay buffer is not kept: a restored learner refills
+// it from the interactions that follow.
 func (l *Learner) MarshalBinary() ([]byte, error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
@@ -374,7 +466,7 @@ func (l *Learner) MarshalBinary() ([]byte, error) {
 	for _, v := range l.u {
 		out = binary.LittleEndian.AppendUint32(out, math.Float32bits(v*s))
 	}
-	return out, nil
+	return binary.LittleEndian.AppendUint64(out, math.Float64bits(l.beta)), nil
 }
 
 // UnmarshalBinary restores a snapshot taken for the same number of items and state length (or
@@ -383,10 +475,21 @@ func (l *Learner) MarshalBinary() ([]byte, error) {
 func (l *Learner) UnmarshalBinary(data []byte) error {
 	var n, dim, updates uint64
 	var body []byte
+	beta := 0.0
 	switch {
-	case len(data) >= 28 && string(data[:4]) == snapshotMagic:
+	case len(data) >= 28 && (string(data[:4]) == snapshotMagic || string(data[:4]) == snapshotMagicV1):
 		n, dim, updates = binary.LittleEndian.Uint64(data[4:]), binary.LittleEndian.Uint64(data[12:]), binary.LittleEndian.Uint64(data[20:])
 		body = data[28:]
+		if string(data[:4]) == snapshotMagic {
+			if len(body) < 8 {
+				return fmt.Errorf("online: snapshot of %d bytes is truncated", len(data))
+			}
+			beta = math.Float64frombits(binary.LittleEndian.Uint64(body[len(body)-8:]))
+			body = body[:len(body)-8]
+			if math.IsNaN(beta) || math.IsInf(beta, 0) {
+				return fmt.Errorf("online: snapshot holds a trend weight of %v", beta)
+			}
+		}
 		if n != uint64(l.n) || dim != uint64(l.dim) || uint64(len(body)) != 4*n*(1+dim) {
 			return fmt.Errorf("online: snapshot of %d items x %d state values (%d bytes) does not fit a learner of %d x %d",
 				n, dim, len(data), l.n, l.dim)
@@ -398,7 +501,7 @@ func (l *Learner) UnmarshalBinary(data []byte) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.updates, l.scale = updates, 1
+	l.updates, l.scale, l.beta = updates, 1, beta
 	for i := range l.b {
 		l.b[i] = math.Float32frombits(binary.LittleEndian.Uint32(body[4*i:]))
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -240,5 +241,55 @@ func BenchmarkAdd(b *testing.B) {
 	scores := make([]float32, n)
 	for b.Loop() {
 		a.Add(st, scores)
+	}
+}
+
+// The trend weight learns that what is chosen now is what is trending: one shared weight, so
+// items never chosen but trending rise too; AddAt uses the feature it is given (nil: none);
+// the weight survives a snapshot; a negative TrendRate keeps it off.
+func TestTrendWeight(t *testing.T) {
+	feat := []float32{2, 2, 2, 0, 0, 0, 1.5, 0}
+	l := New(8, 0, Config{TrendRate: 0.2})
+	l.SetFeature(func(dst []float32) { copy(dst, feat) })
+	lp := make([]float32, 8)
+	for i := range lp {
+		lp[i] = -2
+	}
+	for i := 0; i < 60; i++ {
+		l.Update(nil, lp, i%3) // only items 0-2, all trending, are chosen
+	}
+	if l.Beta() <= 0.1 {
+		t.Fatalf("trend weight %v after 60 trending choices", l.Beta())
+	}
+	s := slices.Clone(lp)
+	l.Add(nil, s)
+	// item 6 was never chosen but trends: above the untrending items 3-5, 7
+	for _, i := range []int{3, 4, 5, 7} {
+		if s[6] <= s[i] {
+			t.Fatalf("scores %v: trending item 6 not above untrending %d", s, i)
+		}
+	}
+	none := slices.Clone(lp)
+	l.AddAt(nil, none, nil)
+	if none[6] != lp[6]+float32(l.Value(6)) {
+		t.Fatalf("AddAt without a feature added a trend term: %v", none)
+	}
+	raw, _ := l.MarshalBinary()
+	r := New(8, 0, Config{TrendRate: 0.2})
+	if err := r.UnmarshalBinary(raw); err != nil || r.Beta() != l.Beta() {
+		t.Fatalf("restored trend weight %v (want %v), %v", r.Beta(), l.Beta(), err)
+	}
+	// an earlier snapshot (OLR1) restores with no trend weight
+	v1 := append([]byte(snapshotMagicV1), raw[4:len(raw)-8]...)
+	if err := r.UnmarshalBinary(v1); err != nil || r.Beta() != 0 || math.Abs(r.Value(0)-l.Value(0)) > 1e-6 {
+		t.Fatalf("OLR1 snapshot: beta %v, bias %v, %v", r.Beta(), r.Value(0), err)
+	}
+	off := New(8, 0, Config{TrendRate: -1})
+	off.SetFeature(func(dst []float32) { copy(dst, feat) })
+	for i := 0; i < 60; i++ {
+		off.Update(nil, lp, i%3)
+	}
+	if off.Beta() != 0 {
+		t.Fatalf("trend weight %v with TrendRate -1", off.Beta())
 	}
 }

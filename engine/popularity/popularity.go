@@ -156,6 +156,38 @@ func (l *Live) Count(id string) float64 {
 	return 0
 }
 
+// TrendFeature writes each row's live trend as log(1 + n * share) into dst (n rows, share its
+// part of the rows' summed trending scores): 0 for an item no one chose lately, log 2 for one
+// with a uniform share, larger for what is being chosen now; all 0 before any live
+// interaction. The online learner weighs it (engine/online.Learner.SetFeature).
+func (s *Stats) TrendFeature(dst []float32) {
+	c := s.trendFeat.Load()
+	if c == nil || c.version != s.live.version.Load() {
+		c = s.trendFeature()
+		s.trendFeat.Store(c)
+	}
+	copy(dst, c.feat)
+}
+
+// trendFeature computes TrendFeature's vector (linear in the catalog, once per Live change).
+func (s *Stats) trendFeature() *trendCache {
+	s.live.mu.RLock()
+	defer s.live.mu.RUnlock()
+	c := &trendCache{version: s.live.version.Load(), feat: make([]float32, len(s.slot))}
+	var total float64
+	for _, i := range s.slot {
+		total += s.live.trend[i]
+	}
+	if total == 0 {
+		return c
+	}
+	n := float64(len(s.slot))
+	for r, i := range s.slot {
+		c.feat[r] = float32(math.Log1p(n * s.live.trend[i] / total))
+	}
+	return c
+}
+
 // CoOccurrence is the number of users (within the window) who had both items.
 func (l *Live) CoOccurrence(a, b string) float64 {
 	l.mu.RLock()
@@ -198,10 +230,17 @@ type Stats struct {
 	seedTotal float64
 	seeds     atomic.Uint64 // grows with every Seed
 	cache     atomic.Pointer[propCache]
+	trendFeat atomic.Pointer[trendCache]
 }
 
 // propCache is a view's propensity state as of a Live version and a seed generation; it is
 // replaced, never modified, so readers need no lock.
+// trendCache is TrendFeature's vector as of a Live version.
+type trendCache struct {
+	version uint64
+	feat    []float32
+}
+
 type propCache struct {
 	version, seeds uint64
 	total          float64   // seeds and live counts of the catalog's items

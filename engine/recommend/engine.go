@@ -285,6 +285,7 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	}
 	if cfg.Online.Rate >= 0 {
 		e.bias = online.New(len(e.items), e.dim, cfg.Online)
+		e.bias.SetFeature(e.stats.TrendFeature)
 	}
 	if e.explain, err = explain.New(catalogView{e}, e.stats, cfg.Explain); err != nil {
 		return nil, err
