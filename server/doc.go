@@ -1,6 +1,6 @@
 // Package server is the engine's HTTP API on fasthttp: recommendations, durable feedback with
-// real-time learning, item and user lookups, health, Prometheus metrics and model hot reload,
-// behind API keys and hard limits.
+// real-time learning, item and user lookups, items added to the live catalog, health,
+// Prometheus metrics and model hot reload, behind API keys and hard limits.
 //
 // # Live state
 //
@@ -23,6 +23,14 @@
 // at 0 and learns the whole log). A snapshot that cannot be read or decoded is logged,
 // counted in llm4rec_online_snapshot_errors_total and named in the readiness answer, and the
 // learner starts fresh. Snapshots are saved every SnapshotEvery events and at shutdown.
+//
+// # Added items
+//
+// POST /admin/items adds items to the live catalog (additions.go): embedded by the serving
+// bundle's encoders, stored beside the feedback log (its snapshot store, key
+// catalog/added-items) and then added to the engine, which ranks them at once
+// (engine/recommend/added.go). Every bundle load, at start-up and on reload, re-adds the
+// stored items; additions and reloads hold the same lock.
 //
 // # Replicas
 //
