@@ -181,6 +181,17 @@ func (b *Batcher) prepare(ctx context.Context, inputs []ort.Tensor) (*request, e
 		return nil, fmt.Errorf("%w: batch: %d inputs, graph has %d", ort.ErrInput, len(inputs), len(b.inputs))
 	}
 	req := &request{ctx: ctx, inputs: make([]ort.Tensor, len(b.inputs)), rows: -1, done: make(chan result, 1)}
+	// the copies share three arrays (shapes, float and integer data), sized in a first pass
+	var nShape, nF32, nI64 int
+	for _, in := range inputs {
+		nShape += len(in.Shape)
+		if in.Float32 != nil {
+			nF32 += len(in.Float32)
+		} else {
+			nI64 += len(in.Int64)
+		}
+	}
+	shapes, f32, i64 := make([]int64, 0, nShape), make([]float32, 0, nF32), make([]int64, 0, nI64)
 	for _, in := range inputs {
 		idx := slices.IndexFunc(b.inputs, func(t ort.TensorInfo) bool { return t.Name == in.Name })
 		if idx < 0 {
@@ -203,12 +214,18 @@ func (b *Batcher) prepare(ctx context.Context, inputs []ort.Tensor) (*request, e
 			}
 			n *= d
 		}
-		cp := ort.Tensor{Name: in.Name, Shape: slices.Clone(in.Shape)}
+		at := len(shapes)
+		shapes = append(shapes, in.Shape...)
+		cp := ort.Tensor{Name: in.Name, Shape: shapes[at:len(shapes):len(shapes)]}
 		switch {
 		case in.Float32 != nil && int64(len(in.Float32)) == n:
-			cp.Float32 = slices.Clone(in.Float32)
+			at := len(f32)
+			f32 = append(f32, in.Float32...)
+			cp.Float32 = f32[at:len(f32):len(f32)]
 		case in.Int64 != nil && int64(len(in.Int64)) == n:
-			cp.Int64 = slices.Clone(in.Int64)
+			at := len(i64)
+			i64 = append(i64, in.Int64...)
+			cp.Int64 = i64[at:len(i64):len(i64)]
 		default:
 			return nil, fmt.Errorf("%w: batch: input %q data does not match shape %v", ort.ErrInput, in.Name, in.Shape)
 		}
@@ -223,6 +240,8 @@ func (b *Batcher) prepare(ctx context.Context, inputs []ort.Tensor) (*request, e
 func (b *Batcher) loop() {
 	defer b.wg.Done()
 	var pending *request // a request that did not fit the previous batch
+	var wait *time.Timer // MaxWait's timer, made once and armed only when a batch waits
+	batch := make([]*request, 0, 8)
 	for {
 		var first *request
 		if pending != nil {
@@ -239,12 +258,10 @@ func (b *Batcher) loop() {
 				}
 			}
 		}
-		batch := []*request{first}
+		batch = append(batch[:0], first)
 		rows := first.rows
-		var timer <-chan time.Time
-		if !b.cfg.NoWait {
-			timer = time.After(b.cfg.MaxWait)
-		}
+		var timer <-chan time.Time // armed at the first wait, MaxWait from then
+		armed := false
 	collect:
 		for rows < b.cfg.MaxBatch {
 			// Every caller accepted and not yet answered is in this batch: waiting longer
@@ -260,9 +277,18 @@ func (b *Batcher) loop() {
 					break collect
 				}
 			} else {
+				if !armed {
+					if wait == nil {
+						wait = time.NewTimer(b.cfg.MaxWait)
+					} else {
+						wait.Reset(b.cfg.MaxWait)
+					}
+					timer, armed = wait.C, true
+				}
 				select {
 				case r = <-b.queue:
 				case <-timer:
+					armed = false // fired: Reset rearms it
 					break collect
 				}
 			}
@@ -273,7 +299,11 @@ func (b *Batcher) loop() {
 			batch = append(batch, r)
 			rows += r.rows
 		}
+		if armed {
+			wait.Stop() // Go 1.23+: no stale tick survives Stop for the next Reset
+		}
 		b.run(batch)
+		clear(batch) // the answered requests are not kept alive by the reused slice
 	}
 }
 
@@ -335,10 +365,16 @@ func totalRows(rs []*request) int {
 func (b *Batcher) assemble(rs []*request) ([]ort.Tensor, func()) {
 	rows := totalRows(rs)
 	out := make([]ort.Tensor, len(b.inputs))
-	var f32s []*[]float32
-	var i64s []*[]int64
+	f32s := make([]*[]float32, 0, len(b.inputs))
+	i64s := make([]*[]int64, 0, len(b.inputs))
+	rank := 0
+	for _, info := range b.inputs {
+		rank += len(info.Shape)
+	}
+	shapes := make([]int64, rank) // every input's batch shape, in one array
 	for i, info := range b.inputs {
-		shape := make([]int64, len(info.Shape))
+		shape := shapes[:len(info.Shape):len(info.Shape)]
+		shapes = shapes[len(info.Shape):]
 		shape[0] = int64(rows)
 		for _, r := range rs {
 			for d := 1; d < len(shape); d++ {
@@ -356,12 +392,12 @@ func (b *Batcher) assemble(rs []*request) ([]ort.Tensor, func()) {
 			buf := getBuf[float32](&b.f32, n)
 			f32s = append(f32s, buf)
 			t.Float32 = (*buf)[:n]
-			fillRows(t.Float32, shape, rs, func(r *request) []float32 { return r.inputs[i].Float32 }, func(r *request) []int64 { return r.inputs[i].Shape }, float32(pad))
+			fillRows(t.Float32, shape, rs, i, f32Of, float32(pad))
 		} else {
 			buf := getBuf[int64](&b.i64, n)
 			i64s = append(i64s, buf)
 			t.Int64 = (*buf)[:n]
-			fillRows(t.Int64, shape, rs, func(r *request) []int64 { return r.inputs[i].Int64 }, func(r *request) []int64 { return r.inputs[i].Shape }, int64(pad))
+			fillRows(t.Int64, shape, rs, i, i64Of, int64(pad))
 		}
 		out[i] = t
 	}
@@ -383,14 +419,18 @@ func getBuf[T any](p *sync.Pool, n int) *[]T {
 	return &s
 }
 
-// fillRows copies each request's rows into dst (shape = batch shape), padding with pad.
-func fillRows[T any](dst []T, shape []int64, rs []*request, data func(*request) []T, srcShape func(*request) []int64, pad T) {
+func f32Of(t ort.Tensor) []float32 { return t.Float32 }
+func i64Of(t ort.Tensor) []int64   { return t.Int64 }
+
+// fillRows copies each request's rows of input `input` (its data by data) into dst (shape =
+// batch shape), padding with pad.
+func fillRows[T any](dst []T, shape []int64, rs []*request, input int, data func(ort.Tensor) []T, pad T) {
 	for i := range dst {
 		dst[i] = pad
 	}
 	off := 0
 	for _, r := range rs {
-		src, ss := data(r), srcShape(r)
+		src, ss := data(r.inputs[input]), r.inputs[input].Shape
 		if slices.Equal(ss[1:], shape[1:]) {
 			copy(dst[off:], src)
 			off += len(src)
@@ -443,14 +483,21 @@ func copyPadded[T any](dst []T, inner []int64, src []T, ss []int64) {
 // split hands each request its rows of every output.
 func (b *Batcher) split(rs []*request, outputs []ort.Tensor) {
 	off := 0
+	rank := 0
+	for _, o := range outputs {
+		rank += len(o.Shape)
+	}
 	for _, r := range rs {
 		mine := make([]ort.Tensor, len(outputs))
+		shapes := make([]int64, 0, rank) // this request's output shapes, in one array
 		for i, o := range outputs {
 			rowLen := 1
 			for _, d := range o.Shape[1:] {
 				rowLen *= int(d)
 			}
-			t := ort.Tensor{Name: o.Name, Shape: slices.Clone(o.Shape)}
+			at := len(shapes)
+			shapes = append(shapes, o.Shape...)
+			t := ort.Tensor{Name: o.Name, Shape: shapes[at:len(shapes):len(shapes)]}
 			t.Shape[0] = int64(r.rows)
 			lo, hi := off*rowLen, (off+r.rows)*rowLen
 			if o.Float32 != nil {

@@ -10,6 +10,14 @@ func TopK[F float32 | float64](score []F, excluded []bool, k int) []int {
 
 // TopKBy is TopK over n rows whose scores score(i) computes (each called once).
 func TopKBy[F float32 | float64](n int, score func(i int) F, excluded []bool, k int) []int {
+	if excluded == nil {
+		return TopKWhere(n, score, nil, k)
+	}
+	return TopKWhere(n, score, func(i int) bool { return excluded[i] }, k)
+}
+
+// TopKWhere is TopKBy skipping the rows for which skip returns true (nil: none).
+func TopKWhere[F float32 | float64](n int, score func(i int) F, skip func(i int) bool, k int) []int {
 	if k <= 0 {
 		return nil
 	}
@@ -17,7 +25,7 @@ func TopKBy[F float32 | float64](n int, score func(i int) F, excluded []bool, k 
 	rows := make([]int, 0, k+1)
 	vals := make([]F, 0, k+1)
 	for i := 0; i < n; i++ {
-		if excluded != nil && excluded[i] {
+		if skip != nil && skip(i) {
 			continue
 		}
 		v := score(i)

@@ -331,17 +331,25 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 		used = used[len(used)-L:]
 	}
 	Lb := max(1, len(used))
-	history := make([]float32, Lb*D)
-	hmask := make([]float32, Lb)
+	M := len(mods.emb)
+	R := e.manifest.Fusion.MaxContext
+	// every float input (and the retrieval query) in one allocation
+	buf := make([]float32, Lb*D+Lb+M*D+M+R*D+R+D)
+	take := func(n int) []float32 {
+		v := buf[:n:n]
+		buf = buf[n:]
+		return v
+	}
+	history, hmask := take(Lb*D), take(Lb)
+	modal, mmask := take(M*D), take(M)
+	context, cmask := take(R*D), take(R)
+	queryBuf := take(D)
 	tokens := make([]int64, Lb)
 	for i, r := range used {
 		copy(history[i*D:(i+1)*D], e.emb(r))
 		hmask[i] = 1
 		tokens[i] = e.token(r)
 	}
-	M := len(mods.emb)
-	modal := make([]float32, M*D)
-	mmask := make([]float32, M)
 	var query []float32
 	for i, v := range mods.emb {
 		if v == nil {
@@ -349,26 +357,22 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 		}
 		copy(modal[i*D:(i+1)*D], v)
 		mmask[i] = 1
-		if query == nil {
-			query = make([]float32, D)
-		}
+		query = queryBuf
 		for d := range v {
 			query[d] += v[d]
 		}
 	}
 	if query == nil && len(used) > 0 {
-		query = make([]float32, D)
+		query = queryBuf
 		for _, r := range used {
 			for d, x := range e.emb(r) {
 				query[d] += x
 			}
 		}
 	}
-	R := e.manifest.Fusion.MaxContext
-	context := make([]float32, R*D)
-	cmask := make([]float32, R)
 	var rows []int
 	if query != nil && R > 0 {
+		rows = make([]int, 0, R)
 		inHist := make(map[int]bool, len(used))
 		for _, r := range used {
 			inHist[r] = true
@@ -382,18 +386,20 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 			rows = append(rows, h.Item)
 		}
 	}
+	// the seven shapes share one array
+	sh := []int64{1, int64(Lb), 1, int64(Lb), int64(D), 1, int64(M), int64(D), 1, int64(M), 1, int64(R), int64(D), 1, int64(R)}
 	in := make([]ort.Tensor, 0, 7)
 	if e.fusionItems {
-		in = append(in, ort.Tensor{Name: bundle.InHistoryItems, Shape: []int64{1, int64(Lb)}, Int64: tokens})
+		in = append(in, ort.Tensor{Name: bundle.InHistoryItems, Shape: sh[0:2:2], Int64: tokens})
 	}
-	return append(in, []ort.Tensor{
-		{Name: bundle.InHistory, Shape: []int64{1, int64(Lb), int64(D)}, Float32: history},
-		{Name: bundle.InHistoryMask, Shape: []int64{1, int64(Lb)}, Float32: hmask},
-		{Name: bundle.InModalities, Shape: []int64{1, int64(M), int64(D)}, Float32: modal},
-		{Name: bundle.InModalityMask, Shape: []int64{1, int64(M)}, Float32: mmask},
-		{Name: bundle.InContext, Shape: []int64{1, int64(R), int64(D)}, Float32: context},
-		{Name: bundle.InContextMask, Shape: []int64{1, int64(R)}, Float32: cmask},
-	}...), rows
+	return append(in,
+		ort.Tensor{Name: bundle.InHistory, Shape: sh[2:5:5], Float32: history},
+		ort.Tensor{Name: bundle.InHistoryMask, Shape: sh[0:2:2], Float32: hmask},
+		ort.Tensor{Name: bundle.InModalities, Shape: sh[5:8:8], Float32: modal},
+		ort.Tensor{Name: bundle.InModalityMask, Shape: sh[8:10:10], Float32: mmask},
+		ort.Tensor{Name: bundle.InContext, Shape: sh[10:13:13], Float32: context},
+		ort.Tensor{Name: bundle.InContextMask, Shape: sh[13:15:15], Float32: cmask},
+	), rows
 }
 
 // steering is the request's steering term of every item, the fusion's steering output . the

@@ -6,12 +6,14 @@
 package retrieval
 
 import (
-	"container/heap"
 	"fmt"
 	"math"
+	"sync"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
+
+	"github.com/llm4rec/llm4rec/engine/ranking"
 )
 
 // Hit is one retrieved item: its row in the catalog and its cosine similarity.
@@ -89,33 +91,32 @@ func (e *Exact) Len() int               { return len(e.rows) / e.dim }
 func (e *Exact) Vector(i int) []float32 { return e.rows[i*e.dim : (i+1)*e.dim : (i+1)*e.dim] }
 
 // Search scans every row. The query need not be normalised (ranking by dot product with unit
-// rows equals ranking by cosine); scores are cosines when it is.
+// rows equals ranking by cosine); scores are cosines when it is. The scan's buffers come from
+// a pool: only the hits are allocated.
 func (e *Exact) Search(query []float32, k int, skip func(int) bool) []Hit {
 	if k <= 0 || len(query) != e.dim {
 		return nil
 	}
-	q := make([]float32, e.dim)
+	buf := scanBufs.Get().(*[]float32)
+	defer scanBufs.Put(buf)
+	n := e.Len()
+	if cap(*buf) < e.dim+n {
+		*buf = make([]float32, e.dim+n)
+	}
+	q := (*buf)[:e.dim]
 	copy(q, query)
 	Normalize(q)
-	scores := e.Scores(q, nil)
-	h := make(minHeap, 0, k+1)
-	for i, s := range scores {
-		if skip != nil && skip(i) {
-			continue
-		}
-		if len(h) < k {
-			heap.Push(&h, Hit{i, s})
-		} else if s > h[0].Score || (s == h[0].Score && i < h[0].Item) {
-			h[0] = Hit{i, s}
-			heap.Fix(&h, 0)
-		}
-	}
-	out := make([]Hit, len(h))
-	for i := len(h) - 1; i >= 0; i-- {
-		out[i] = heap.Pop(&h).(Hit)
+	scores := e.Scores(q, (*buf)[e.dim:e.dim+n])
+	rows := ranking.TopKWhere(n, func(i int) float32 { return scores[i] }, skip, k)
+	out := make([]Hit, len(rows))
+	for i, r := range rows {
+		out[i] = Hit{r, scores[r]}
 	}
 	return out
 }
+
+// scanBufs holds the normalised query and the scores of a scan between searches.
+var scanBufs = sync.Pool{New: func() any { return new([]float32) }}
 
 // Scores writes the dot product of query (as given, not normalised) with every row into out
 // (reused when it has room) and returns it: one matrix-vector product (gonum's assembly
@@ -129,24 +130,4 @@ func (e *Exact) Scores(query, out []float32) []float32 {
 	blas32.Gemv(blas.NoTrans, 1, blas32.General{Rows: n, Cols: e.dim, Stride: e.dim, Data: e.rows},
 		blas32.Vector{N: e.dim, Inc: 1, Data: query}, 0, blas32.Vector{N: n, Inc: 1, Data: out})
 	return out
-}
-
-// minHeap keeps the k best hits with the worst on top; ties favour the lower item id so
-// results are deterministic.
-type minHeap []Hit
-
-func (h minHeap) Len() int { return len(h) }
-func (h minHeap) Less(i, j int) bool {
-	if h[i].Score != h[j].Score {
-		return h[i].Score < h[j].Score
-	}
-	return h[i].Item > h[j].Item
-}
-func (h minHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *minHeap) Push(x any)   { *h = append(*h, x.(Hit)) }
-func (h *minHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
 }
