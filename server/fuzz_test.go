@@ -81,3 +81,15 @@ func FuzzFeedbackBody(f *testing.F) {
 		`{"events": [null]}`, `"x"`,
 	})
 }
+
+// Added-item bodies (POST /admin/items): whatever arrives is answered with a classified status
+// and a JSON body; what is accepted is added whole.
+func FuzzAddItemsBody(f *testing.F) {
+	fuzzRoute(f, "/admin/items", []string{
+		`{"items": [{"item_id": "n1", "title": "A new film", "categories": ["Drama"], "text": "A drama about a family."}]}`,
+		`{"items": [{"item_id": "n2", "title": "With a poster", "image": "iVBORw0KGgo="}]}`,
+		`{"items": [{"item_id": "7", "title": "Taken"}]}`, `{"items": []}`, `{"items": [{"item_id": "", "title": ""}]}`,
+		`{"items": [{"item_id": "n3", "title": "x", "categories": [""]}]}`, `{"items": null}`, `{}`, `[]`,
+		`{"items": [{"item_id": "n4", "title": "x", "extra": 1}]}`,
+	})
+}
