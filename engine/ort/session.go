@@ -86,6 +86,10 @@ type Session struct {
 	mu     sync.RWMutex // Run holds it shared, Close exclusively
 	closed bool
 	sess   *onnx.DynamicAdvancedSession
+
+	setsMu   sync.Mutex
+	sets     map[uint64][]*tensorSet // idle tensor sets by input-shape key (tensors.go)
+	setBytes int64                   // bytes held by the idle sets
 }
 
 // NewSession loads a graph from an .onnx file (external data resolved relative to it).
@@ -259,7 +263,13 @@ func (s *Session) Check(inputs []Tensor) ([]Tensor, error) {
 }
 
 // Run checks the inputs (see Check) and runs the graph. Outputs come back in graph order as
-// Go-owned tensors; every tensor ONNX Runtime allocated has been released by then.
+// Go-owned tensors (one shape array and one data slice each); every tensor ONNX Runtime
+// allocated has been released by then.
+//
+// The tensors handed to ONNX Runtime are reused across runs of the same input shapes (see
+// tensorSet): inputs are copied into kept tensors, and outputs, once their shapes for those
+// inputs are known, are written by ONNX Runtime into kept tensors and copied out. A run then
+// allocates its results and little else.
 func (s *Session) Run(inputs []Tensor) ([]Tensor, error) {
 	ordered, err := s.Check(inputs)
 	if err != nil {
@@ -270,52 +280,77 @@ func (s *Session) Run(inputs []Tensor) ([]Tensor, error) {
 	if s.closed {
 		return nil, fmt.Errorf("ort: run %s: %w", s.name, ErrClosed)
 	}
-	vals := make([]onnx.Value, len(ordered))
-	defer func() {
-		for _, v := range vals {
-			if v != nil {
-				v.Destroy()
-			}
-		}
-	}()
-	for i, in := range ordered {
-		var v onnx.Value
-		var err error
-		if in.Float32 != nil {
-			v, err = onnx.NewTensor(onnx.Shape(in.Shape), in.Float32)
-		} else {
-			v, err = onnx.NewTensor(onnx.Shape(in.Shape), in.Int64)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("ort: run %s: input %q: %w", s.name, in.Name, err)
-		}
-		vals[i] = v
+	set, err := s.takeSet(ordered)
+	if err != nil {
+		return nil, err
 	}
-	outs := make([]onnx.Value, len(s.outputs))
-	defer func() {
-		for _, v := range outs {
-			if v != nil {
-				v.Destroy()
-			}
+	bound := set.outs != nil
+	outs := set.outs
+	if !bound {
+		outs = make([]onnx.Value, len(s.outputs))
+	}
+	if err := s.sess.Run(set.ins, outs); err != nil {
+		if !bound {
+			destroyValues(outs)
 		}
-	}()
-	if err := s.sess.Run(vals, outs); err != nil {
+		set.destroy()
 		return nil, fmt.Errorf("ort: run %s: %w", s.name, err)
 	}
+	shapes := set.outShapes
+	if !bound {
+		shapes = make([][]int64, len(outs))
+		for i, v := range outs {
+			shapes[i] = shapeOf(v)
+		}
+	}
+	result, err := s.results(outs, shapes)
+	if !bound {
+		// ONNX Runtime allocated these: keep Go-backed tensors of their shapes for next time
+		if err == nil {
+			set.bindOutputs(outs, shapes)
+		}
+		destroyValues(outs)
+	}
+	if err != nil {
+		set.destroy()
+		return nil, err
+	}
+	s.putSet(set)
+	return result, nil
+}
+
+// results copies outputs (of the given shapes) into Go-owned tensors: the shapes in one
+// array, a data slice each.
+func (s *Session) results(outs []onnx.Value, outShapes [][]int64) ([]Tensor, error) {
+	rank := 0
+	for _, sh := range outShapes {
+		rank += len(sh)
+	}
+	shapes := make([]int64, 0, rank)
 	result := make([]Tensor, len(outs))
 	for i, v := range outs {
-		t := Tensor{Name: s.outputs[i].Name, Shape: append([]int64(nil), v.GetShape()...)}
+		at := len(shapes)
+		shapes = append(shapes, outShapes[i]...)
+		t := Tensor{Name: s.outputs[i].Name, Shape: shapes[at:len(shapes):len(shapes)]}
 		switch x := v.(type) {
 		case *onnx.Tensor[float32]:
-			t.Float32 = x.GetData() // Go-owned copy made by onnxruntime_go; valid after Destroy
+			t.Float32 = append(make([]float32, 0, len(x.GetData())), x.GetData()...)
 		case *onnx.Tensor[int64]:
-			t.Int64 = x.GetData()
+			t.Int64 = append(make([]int64, 0, len(x.GetData())), x.GetData()...)
 		default:
 			return nil, fmt.Errorf("ort: run %s: output %q has an element type the engine does not read", s.name, s.outputs[i].Name)
 		}
 		result[i] = t
 	}
 	return result, nil
+}
+
+func destroyValues(vs []onnx.Value) {
+	for _, v := range vs {
+		if v != nil {
+			v.Destroy()
+		}
+	}
 }
 
 // Close releases the session once running calls have returned. It is idempotent.
@@ -331,6 +366,7 @@ func (s *Session) close() error {
 		return nil
 	}
 	s.closed = true
+	s.dropSets()
 	if err := s.sess.Destroy(); err != nil {
 		return fmt.Errorf("ort: close %s: %w", s.name, err)
 	}
