@@ -363,6 +363,9 @@ func totalRows(rs []*request) int {
 // assemble concatenates the requests' inputs along dimension 0, padding the other dimensions
 // to the batch's longest. Buffers come from pools; release returns them.
 func (b *Batcher) assemble(rs []*request) ([]ort.Tensor, func()) {
+	if len(rs) == 1 {
+		return rs[0].inputs, func() {} // a batch of one runs on its request's copies
+	}
 	rows := totalRows(rs)
 	out := make([]ort.Tensor, len(b.inputs))
 	f32s := make([]*[]float32, 0, len(b.inputs))
