@@ -689,8 +689,7 @@ func RunOnline(ctx context.Context, cfg OnlineConfig) (rep *OnlineReport, err er
 			for ; j < first && events[j].t < vals[vi].t; j++ {
 				then.Observe(events[j].item, time.Unix(events[j].t, 0), nil)
 			}
-			valFeat[vi] = make([]float32, n)
-			thenStats.TrendFeature(valFeat[vi])
+			valFeat[vi] = thenStats.TrendFeature()
 		}
 	}
 	// the validation ranking: the online mode's scores with the training popularity, so that

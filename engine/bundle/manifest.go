@@ -66,6 +66,26 @@ var RequiredIO = map[string]struct{ Inputs, Outputs []string }{
 		[]string{OutLogits, OutPresentKeys, OutPresentValues}},
 }
 
+// ImageMix is how the export mixed an item's image into its content embedding
+// (normalise(text + mix * image), the manifest's training.image_mix; 0 when the manifest does
+// not say) and whether the image encoder was trained (data.image_encoder_trained; bundles
+// that do not say are taken as trained). An added item's embedding follows the same rule.
+func (m *Manifest) ImageMix() (mix float64, trained bool, err error) {
+	var t struct {
+		ImageMix *float64 `json:"image_mix"`
+	}
+	if len(m.Training) > 0 {
+		if err := json.Unmarshal(m.Training, &t); err != nil {
+			return 0, false, fmt.Errorf("bundle: manifest training section: %w", err)
+		}
+	}
+	trained = m.Data.ImageEncoderTrained == nil || *m.Data.ImageEncoderTrained
+	if t.ImageMix != nil {
+		mix = *t.ImageMix
+	}
+	return mix, trained, nil
+}
+
 // CheckEngineIO says which of the inputs and outputs the engine needs (RequiredIO) the
 // manifest does not give its graphs; Validate has checked the graphs against the manifest, so
 // together they check the graphs. The required outputs must come first, in that order.

@@ -137,13 +137,13 @@ type Learner struct {
 	// the trend weight: score_i += beta * feature_i (SetFeature); beta is stored as it is,
 	// anchored at each step like the rest
 	beta    float64
-	feature func(dst []float32)
+	feature func() []float32
 }
 
-// SetFeature gives the learner each item's live trend feature (written into dst, one value per
-// item; a constant vector changes no ranking), which the trend weight multiplies. Without one,
-// or with a negative TrendRate, there is no trend weight.
-func (l *Learner) SetFeature(fn func(dst []float32)) {
+// SetFeature gives the learner each item's live trend feature (fn returns one value per item,
+// read only, never modified; a constant vector changes no ranking), which the trend weight
+// multiplies. Without one, or with a negative TrendRate, there is no trend weight.
+func (l *Learner) SetFeature(fn func() []float32) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.cfg.TrendRate > 0 {
@@ -158,14 +158,12 @@ func (l *Learner) Beta() float64 {
 	return l.beta
 }
 
-// features returns the feature vector, nil without one.
+// features returns the feature vector (read only), nil without one.
 func (l *Learner) features() []float32 {
 	if l.feature == nil {
 		return nil
 	}
-	f := make([]float32, l.n)
-	l.feature(f)
-	return f
+	return l.feature()
 }
 
 // New returns a learner for n items and user states of dim values, all parameters 0 (the
@@ -232,7 +230,7 @@ func (l *Learner) Add(state []float32, scores []float32) {
 }
 
 // AddAt is Add with the trend feature given (one value per item, as SetFeature's function
-// writes it; nil: no trend term) instead of the live one: the correction as it would have been
+// returns it; nil: no trend term) instead of the live one: the correction as it would have been
 // at another time, whose trend feat is.
 func (l *Learner) AddAt(state, scores, feat []float32) {
 	l.add(state, scores, feat, false)

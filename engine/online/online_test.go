@@ -250,7 +250,7 @@ func BenchmarkAdd(b *testing.B) {
 func TestTrendWeight(t *testing.T) {
 	feat := []float32{2, 2, 2, 0, 0, 0, 1.5, 0}
 	l := New(8, 0, Config{TrendRate: 0.2})
-	l.SetFeature(func(dst []float32) { copy(dst, feat) })
+	l.SetFeature(func() []float32 { return feat })
 	lp := make([]float32, 8)
 	for i := range lp {
 		lp[i] = -2
@@ -285,7 +285,7 @@ func TestTrendWeight(t *testing.T) {
 		t.Fatalf("OLR1 snapshot: beta %v, bias %v, %v", r.Beta(), r.Value(0), err)
 	}
 	off := New(8, 0, Config{TrendRate: -1})
-	off.SetFeature(func(dst []float32) { copy(dst, feat) })
+	off.SetFeature(func() []float32 { return feat })
 	for i := 0; i < 60; i++ {
 		off.Update(nil, lp, i%3)
 	}

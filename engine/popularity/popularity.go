@@ -156,17 +156,18 @@ func (l *Live) Count(id string) float64 {
 	return 0
 }
 
-// TrendFeature writes each row's live trend as log(1 + n * share) into dst (n rows, share its
-// part of the rows' summed trending scores): 0 for an item no one chose lately, log 2 for one
-// with a uniform share, larger for what is being chosen now; all 0 before any live
-// interaction. The online learner weighs it (engine/online.Learner.SetFeature).
-func (s *Stats) TrendFeature(dst []float32) {
+// TrendFeature is each row's live trend as log(1 + n * share) (n rows, share its part of the
+// rows' summed trending scores): 0 for an item no one chose lately, log 2 for one with a
+// uniform share, larger for what is being chosen now; all 0 before any live interaction. The
+// online learner weighs it (engine/online.Learner.SetFeature). The vector is computed once per
+// change of the statistics and shared: callers must not modify it.
+func (s *Stats) TrendFeature() []float32 {
 	c := s.trendFeat.Load()
 	if c == nil || c.version != s.live.version.Load() {
 		c = s.trendFeature()
 		s.trendFeat.Store(c)
 	}
-	copy(dst, c.feat)
+	return c.feat
 }
 
 // trendFeature computes TrendFeature's vector (linear in the catalog, once per Live change).

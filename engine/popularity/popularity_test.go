@@ -182,15 +182,14 @@ func TestRowsOutsideTheCatalog(t *testing.T) {
 func TestTrendFeature(t *testing.T) {
 	live := NewLive(Config{HalfLife: time.Hour})
 	s := live.Bind([]string{"a", "b", "c", "d"}, Config{})
-	f := make([]float32, 4)
-	s.TrendFeature(f)
-	if slices.ContainsFunc(f, func(v float32) bool { return v != 0 }) {
+	f := s.TrendFeature()
+	if len(f) != 4 || slices.ContainsFunc(f, func(v float32) bool { return v != 0 }) {
 		t.Fatalf("feature %v before any interaction", f)
 	}
 	t0 := time.Unix(1_000_000, 0)
 	live.Observe("a", t0, nil)
 	live.Observe("b", t0.Add(2*time.Hour), nil) // two half-lives later: weighs 4x a's
-	s.TrendFeature(f)
+	f = s.TrendFeature()
 	want := []float64{math.Log1p(4 * 1.0 / 5), math.Log1p(4 * 4.0 / 5), 0, 0}
 	for i := range f {
 		if math.Abs(float64(f[i])-want[i]) > 1e-6 {

@@ -2,7 +2,6 @@ package recommend
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"strings"
@@ -93,8 +92,7 @@ func (e *Engine) ItemEmbedding(ctx context.Context, it NewItem) ([]float32, erro
 	}
 	v := append([]float32(nil), out[0]...)
 	if len(it.Image) > 0 {
-		mix, trained := e.imageMix()
-		if trained && mix != 0 {
+		if mix := e.imageMix; mix != 0 {
 			img, err := e.EmbedImage(ctx, it.Image)
 			if err != nil {
 				return nil, err
@@ -106,24 +104,6 @@ func (e *Engine) ItemEmbedding(ctx context.Context, it NewItem) ([]float32, erro
 	}
 	retrieval.Normalize(v)
 	return v, nil
-}
-
-// imageMix is the manifest's training.image_mix and whether the bundle's image encoder was
-// trained (bundles that do not say are taken as trained).
-func (e *Engine) imageMix() (float64, bool) {
-	var t struct {
-		ImageMix *float64 `json:"image_mix"`
-	}
-	if len(e.manifest.Training) > 0 {
-		if err := json.Unmarshal(e.manifest.Training, &t); err != nil {
-			return 0, false
-		}
-	}
-	trained := e.manifest.Data.ImageEncoderTrained == nil || *e.manifest.Data.ImageEncoderTrained
-	if t.ImageMix == nil {
-		return 0, trained
-	}
-	return *t.ImageMix, trained
 }
 
 // AddItems adds items to the live catalog (after any added before); they are recommendable

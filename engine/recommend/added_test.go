@@ -251,9 +251,9 @@ func TestAddItemsWhileServing(t *testing.T) {
 // embedding, as the export mixes catalog items' posters in.
 func TestItemEmbeddingMixesTheImage(t *testing.T) {
 	e := testEngine(t)
-	mix, trained := e.imageMix()
-	if !trained || mix != 0.25 {
-		t.Fatalf("movielens bundle: image_mix %v, trained %v; want 0.25, true", mix, trained)
+	mix, trained, err := e.manifest.ImageMix()
+	if err != nil || !trained || mix != 0.25 || e.imageMix != mix {
+		t.Fatalf("movielens bundle: image_mix %v, trained %v, engine's %v (%v); want 0.25, true", mix, trained, e.imageMix, err)
 	}
 	img := image.NewRGBA(image.Rect(0, 0, 40, 60))
 	for i := range img.Pix {

@@ -153,8 +153,9 @@ type Engine struct {
 	diversity   float64             // MMR weight of top-k lists (0: plain top k)
 	candidates  int                 // how many of the best items the re-ranking chooses from
 
-	added atomic.Pointer[addedSet] // items added to the live catalog (added.go); nil: none
-	addMu sync.Mutex               // serialises AddItems
+	added    atomic.Pointer[addedSet] // items added to the live catalog (added.go); nil: none
+	imageMix float64                  // the image's weight in an added item's embedding; 0: text only
+	addMu    sync.Mutex               // serialises AddItems
 }
 
 // Open validates the bundle in dir, loads its graphs on rt's execution provider, starts the
@@ -198,6 +199,10 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	if probs := bundle.CheckEngineIO(m); len(probs) > 0 {
 		return nil, fmt.Errorf("recommend: bundle %s: %s", dir, strings.Join(probs, "; "))
 	}
+	mix, imageTrained, err := m.ImageMix()
+	if err != nil {
+		return nil, err
+	}
 	if cfg.DefaultAlpha == nil {
 		a := m.IPS.DefaultAlpha
 		cfg.DefaultAlpha = &a
@@ -213,6 +218,9 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 		genLayers: m.Generator.Layers, genHeads: m.Generator.Heads, genHeadDim: m.Generator.HeadDim,
 		maxSteps: m.Generator.MaxSteps, decodes: make(chan struct{}, cfg.MaxDecodes),
 		decodeMem: semaphore.NewWeighted(cfg.MaxDecodeMemory)}
+	if imageTrained {
+		e.imageMix = mix
+	}
 	// the engine being built, kept apart from the named result: `return nil, err` sets e to
 	// nil before this runs
 	built := e

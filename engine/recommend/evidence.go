@@ -216,11 +216,12 @@ func (e *Engine) attentionEvidence(hist []int, mods modalities, att, steerTerms,
 	logSoftmax(without, without)
 	k := len(picks)
 	fullList, withoutList := e.servedList(full, extra, seen, k), e.servedList(without, extra, seen, k)
+	sent := e.probes(nil, mods) // the modalities the request sent
 	for j, pk := range picks {
 		if pk.row >= len(full) {
 			continue // an added item: its steering is its own (added.go), not measured here
 		}
-		for _, p := range e.probes(nil, mods) {
+		for _, p := range sent {
 			out[j] = append(out[j], explain.Evidence{Source: p.source, Row: -1, Drop: float64(full[pk.row] - without[pk.row]),
 				Rank: position(fullList, pk.row), RankWithout: position(withoutList, pk.row)})
 		}
