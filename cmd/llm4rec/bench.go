@@ -70,6 +70,15 @@ type outputFlags struct {
 	quiet  bool
 }
 
+// logTo is where a bench job's progress lines go (stderr, nil with --quiet) and the logger it
+// gets: warnings and errors on stderr.
+func (o *outputFlags) logTo(stderr io.Writer) (io.Writer, *slog.Logger) {
+	if o.quiet {
+		return nil, warnLogger(stderr)
+	}
+	return stderr, warnLogger(stderr)
+}
+
 func (o *outputFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.out, "out", "", "folder to write the JSON report (and plots) into")
 	fs.BoolVar(&o.plot, "plot", false, "also draw PNG plots into --out")
@@ -214,10 +223,7 @@ func runBenchThroughput(args []string, stdout, stderr io.Writer) int {
 			cfg.Cases = append(cfg.Cases, c)
 		}
 	}
-	if !o.quiet {
-		cfg.Progress = stderr
-	}
-	cfg.Logger = warnLogger(stderr)
+	cfg.Progress, cfg.Logger = o.logTo(stderr)
 	rep, err := throughput.Run(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "llm4rec: %v\n", err)
@@ -337,10 +343,7 @@ func runBenchQuality(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "llm4rec bench quality: %v\n", err)
 		return 2
 	}
-	if !o.quiet {
-		cfg.Progress = stderr
-	}
-	cfg.Logger = warnLogger(stderr)
+	cfg.Progress, cfg.Logger = o.logTo(stderr)
 	return runReport(&o, stdout, stderr, func(ctx context.Context) (benchReport, error) { return evaluate.RunQuality(ctx, cfg) })
 }
 
@@ -396,10 +399,7 @@ func runBenchOnline(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "llm4rec bench online: %v\n", err)
 		return 2
 	}
-	if !o.quiet {
-		cfg.Progress = stderr
-	}
-	cfg.Logger = warnLogger(stderr)
+	cfg.Progress, cfg.Logger = o.logTo(stderr)
 	return runReport(&o, stdout, stderr, func(ctx context.Context) (benchReport, error) { return evaluate.RunOnline(ctx, cfg) })
 }
 

@@ -64,9 +64,6 @@ func runBenchScale(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "llm4rec bench scale: %v\n", err)
 		return 2
 	}
-	if !o.quiet {
-		cfg.Progress = stderr
-	}
-	cfg.Logger = warnLogger(stderr)
+	cfg.Progress, cfg.Logger = o.logTo(stderr)
 	return runReport(&o, stdout, stderr, func(ctx context.Context) (benchReport, error) { return scale.Run(ctx, cfg) })
 }

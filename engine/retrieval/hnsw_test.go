@@ -137,16 +137,4 @@ func BenchmarkHNSWSearch(b *testing.B) {
 	}
 }
 
-func BenchmarkExactSearch100000x384(b *testing.B) {
-	rng := rand.New(rand.NewPCG(1, 1))
-	vecs := make([]float32, 100000*384)
-	for i := range vecs {
-		vecs[i] = float32(rng.NormFloat64())
-	}
-	idx, _ := NewExact(vecs, 384)
-	q := vecs[:384]
-	b.ReportAllocs()
-	for b.Loop() {
-		idx.Search(q, 10, nil)
-	}
-}
+func BenchmarkExactSearch100000x384(b *testing.B) { benchmarkExactSearch(b, 100000) }

@@ -91,9 +91,12 @@ func TestEmbeddingCacheCountsAndEvicts(t *testing.T) {
 	}
 }
 
-func BenchmarkExactSearch1682x384(b *testing.B) {
+func BenchmarkExactSearch1682x384(b *testing.B) { benchmarkExactSearch(b, 1682) }
+
+// benchmarkExactSearch times a top-10 search of n random 384-dimensional rows.
+func benchmarkExactSearch(b *testing.B, n int) {
 	rng := rand.New(rand.NewPCG(1, 1))
-	vecs := make([]float32, 1682*384)
+	vecs := make([]float32, n*384)
 	for i := range vecs {
 		vecs[i] = float32(rng.NormFloat64())
 	}

