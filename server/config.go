@@ -13,6 +13,7 @@ import (
 
 	"github.com/llm4rec/llm4rec/engine/online"
 	"github.com/llm4rec/llm4rec/engine/recommend"
+	"github.com/llm4rec/llm4rec/engine/retrieval"
 	"github.com/llm4rec/llm4rec/server/feedback"
 )
 
@@ -101,6 +102,11 @@ type Config struct {
 	// citations hold when checked against leave-one-out on the default bundle, not 99.7%).
 	ExplainEvidence string `json:"explain_evidence" env:"LLM4REC_EXPLAIN_EVIDENCE" flag:"explain-evidence"`
 
+	// Index is the retrieval index the context items are found with (engine/retrieval):
+	// "auto" (default: an exact scan under 20,000 items, the approximate inverted file "ivf"
+	// from there), "exact", "ivf" or "hnsw".
+	Index string `json:"index" env:"LLM4REC_INDEX" flag:"index"`
+
 	// IPSAlpha is the default IPS strength when a request gives none (default: the bundle's).
 	IPSAlpha *float64 `json:"ips_alpha" env:"LLM4REC_IPS_ALPHA"`
 	// OnlineLearning turns the online learner (engine/online: per-item bias and residual on the
@@ -146,7 +152,7 @@ func Defaults() Config {
 		RequestTimeout: 5 * time.Second, MaxInFlight: 256, IntraOpThreads: 1, ShutdownTimeout: 20 * time.Second,
 		BatchMaxSize: 64, BatchMaxWaitMicros: 500, BatchQueue: 1024, OnlineLearning: &f,
 		OnlineRate: online.DefaultRate, OnlinePenalty: online.DefaultPenalty, SnapshotEvery: 1000,
-		ExplainEvidence: recommend.EvidenceLeaveOneOut, Feedback: FeedbackBBolt, FeedbackStream: feedback.DefaultStream, FeedbackReplicas: feedback.DefaultReplicas,
+		ExplainEvidence: recommend.EvidenceLeaveOneOut, Index: string(retrieval.IndexAuto), Feedback: FeedbackBBolt, FeedbackStream: feedback.DefaultStream, FeedbackReplicas: feedback.DefaultReplicas,
 		LearnerLease: feedback.DefaultLeaseTTL}
 }
 
@@ -160,6 +166,12 @@ func (c Config) WithDefaults() Config {
 		}
 	}
 	return c
+}
+
+// IndexKind is Index as the engine takes it (Validate rejects an unknown one).
+func (c Config) IndexKind() retrieval.IndexKind {
+	k, _ := retrieval.ParseIndexKind(c.Index)
+	return k
 }
 
 // ORTIntraOpThreads is IntraOpThreads as ort.Options takes it (0: ONNX Runtime's default).
@@ -190,6 +202,9 @@ func (c Config) Validate() error {
 	}
 	if c.ExplainEvidence != recommend.EvidenceAttention && c.ExplainEvidence != recommend.EvidenceLeaveOneOut {
 		errs = append(errs, fmt.Errorf("explain_evidence %q: want %q or %q", c.ExplainEvidence, recommend.EvidenceAttention, recommend.EvidenceLeaveOneOut))
+	}
+	if _, err := retrieval.ParseIndexKind(c.Index); err != nil {
+		errs = append(errs, fmt.Errorf("index: %w", err))
 	}
 	if c.BatchMaxSize < 1 || c.BatchMaxWaitMicros < 0 {
 		errs = append(errs, errors.New("batch settings must be positive"))
@@ -279,6 +294,7 @@ func fieldDoc(name string) string {
 		"ReadTimeout": "connection read timeout", "WriteTimeout": "connection write timeout",
 		"BatchMaxSize": "most rows per batched graph run", "BatchMaxWaitMicros": "longest a batch waits to fill, in microseconds",
 		"IntraOpThreads":  "ONNX Runtime threads per operator in each session (default 1; -1: ONNX Runtime's own default, a spinning pool per core in every session)",
+		"Index":           "retrieval index of the context items: " + retrieval.IndexKinds,
 		"CUDATF32":        "let CUDA use TF32 for float32 matrix products (faster, less exact)",
 		"ExplainEvidence": "how explanations find evidence: leave_one_out (measured: the request rerun without each piece) or attention (no extra graph run; an estimate, less often true)",
 		"Feedback":        "feedback log: bbolt (DATA_DIR/feedback.db) or NATS URLs nats://HOST:4222[,...] for a JetStream stream shared by replicas",

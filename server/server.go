@@ -177,6 +177,7 @@ func (s *Server) loadEngine(dir string) (*loaded, error) {
 		Audio:           preprocess.AudioConfig{MaxBytes: s.cfg.MaxAudioBytes},
 		Live:            s.live.Items(),
 		ExplainEvidence: s.cfg.ExplainEvidence,
+		Index:           s.cfg.IndexKind(),
 		Online:          online.Config{Rate: s.cfg.OnlineRate, Penalty: s.cfg.OnlinePenalty},
 		Observe:         s.m.observeGraph(s.backend.Provider()),
 		ObserveWait:     s.m.observeWait,

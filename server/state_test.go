@@ -3,10 +3,12 @@ package server
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/llm4rec/llm4rec/engine/recommend"
+	"github.com/llm4rec/llm4rec/engine/retrieval"
 	"github.com/llm4rec/llm4rec/server/feedback"
 )
 
@@ -221,4 +223,35 @@ func TestIntraOpThreadsDefault(t *testing.T) {
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "intra_op_threads") {
 		t.Fatalf("-2: %v", err)
 	}
+}
+
+// The retrieval index defaults to auto and reaches the engine as configured; an unknown kind
+// is refused before anything loads.
+func TestIndexSetting(t *testing.T) {
+	c := Config{}.WithDefaults()
+	if c.Index != "auto" || c.IndexKind() != retrieval.IndexAuto || c.Validate() != nil {
+		t.Fatalf("default %q (%q): %v", c.Index, c.IndexKind(), c.Validate())
+	}
+	c.Index = "faiss"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "index") {
+		t.Fatalf("unknown index: %v", err)
+	}
+	for kind, want := range map[string]retrieval.IndexKind{"": retrieval.IndexAuto, " IVF": retrieval.IndexIVF, "exact": retrieval.IndexExact} {
+		b := &indexBackend{}
+		startWith(t, Config{Bundle: fakeBundle, Index: kind}, b)
+		if got := b.kind.Load(); got == nil || *got != want {
+			t.Errorf("index %q: the engine was opened with %v, want %q", kind, got, want)
+		}
+	}
+}
+
+// indexBackend is the fake backend, keeping the index kind the engine is opened with.
+type indexBackend struct {
+	fakeBackend
+	kind atomic.Pointer[retrieval.IndexKind]
+}
+
+func (b *indexBackend) Open(dir string, cfg recommend.Config) (Recommender, error) {
+	b.kind.Store(&cfg.Index)
+	return b.fakeBackend.Open(dir, cfg)
 }

@@ -398,10 +398,7 @@ func measure(ctx context.Context, cfg Config, rt *ort.Runtime, b *Bundle) {
 	}
 	close(stop)
 	b.PeakRSSMB = <-peak
-	b.Index = string(cfg.Engine.Index)
-	if b.Index == "" {
-		b.Index = string(retrieval.IndexExact)
-	}
+	b.Index = string(retrieval.KindOf(e.Index()))
 	if b.Index != string(retrieval.IndexExact) && ctx.Err() == nil {
 		if err := b.recall(cfg, e); err != nil {
 			b.Error = err.Error()

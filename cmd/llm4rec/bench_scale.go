@@ -26,7 +26,7 @@ func runBenchScale(args []string, stdout, stderr io.Writer) int {
 	warmup := fs.Duration("warmup", 0, "untimed run before each point (default duration/5)")
 	historyLen := fs.Int("history", 50, "history items of each request")
 	k := fs.Int("k", 10, "items per recommendation")
-	index := fs.String("index", "exact", "retrieval index of the context items: "+retrieval.IndexKinds+"; other than exact, its recall@10 against exact is measured")
+	index := fs.String("index", "auto", "retrieval index of the context items: "+retrieval.IndexKinds+"; other than exact, its recall@10 against exact is measured")
 	seed := fs.Uint64("seed", 1, "seed of the histories and queries")
 	var rf runtimeFlags
 	rf.register(fs)

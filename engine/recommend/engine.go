@@ -48,8 +48,10 @@ type Config struct {
 	// CacheSize is how many query embeddings (text, image, audio) the LRU keeps (default 4096).
 	CacheSize int
 	// Index is the retrieval index the context items are found with (default
-	// retrieval.IndexExact, a scan of every item; retrieval.IndexHNSW is approximate, built at
-	// load: `llm4rec bench scale` measures both and its recall@10 against exact).
+	// retrieval.IndexAuto: an exact scan of every item under retrieval.AutoIVFItems items,
+	// the approximate inverted file retrieval.IndexIVF from there; retrieval.IndexHNSW is the
+	// other approximate one. Approximate indexes are built at load; `llm4rec bench scale`
+	// measures each and its recall@10 against exact).
 	Index retrieval.IndexKind
 	// MaxHistory bounds the history ids a request may carry (default 1000); fusion itself
 	// reads the last max_history of the manifest.

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/llm4rec/llm4rec/engine/explain"
+	"github.com/llm4rec/llm4rec/engine/ranking"
 	"github.com/llm4rec/llm4rec/engine/retrieval"
 	"golang.org/x/sync/errgroup"
 )
@@ -213,7 +214,7 @@ func (e *Engine) attentionEvidence(hist []int, mods modalities, att, steerTerms,
 	for i, v := range full {
 		without[i] = v - steerTerms[i]
 	}
-	logSoftmax(without, without)
+	ranking.LogSoftmax(without, without)
 	k := len(picks)
 	fullList, withoutList := e.servedList(full, extra, seen, k), e.servedList(without, extra, seen, k)
 	sent := e.probes(nil, mods) // the modalities the request sent

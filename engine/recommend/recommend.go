@@ -504,23 +504,7 @@ type pick struct {
 // logProbs turns logits into log-probabilities over the item columns (columns below the
 // token offset are never items), written into dst[row].
 func (e *Engine) logProbs(logits []float32, dst []float32) {
-	logSoftmax(logits[e.offset:], dst)
-}
-
-// logSoftmax writes the log-softmax of items into dst (which may be items itself).
-func logSoftmax(items, dst []float32) {
-	mx := float32(math.Inf(-1))
-	for _, v := range items {
-		mx = max(mx, v)
-	}
-	var sum float64
-	for _, v := range items {
-		sum += math.Exp(float64(v - mx))
-	}
-	lse := mx + float32(math.Log(sum))
-	for i, v := range items {
-		dst[i] = v - lse
-	}
+	ranking.LogSoftmax(logits[e.offset:], dst)
 }
 
 // rankBufs holds the log-probability and score buffers of rankTopK between requests.
@@ -559,7 +543,7 @@ func (e *Engine) rankTopK(x rankExtra, logits, userState []float32, seen []bool,
 	} else {
 		copy(lp, logits[e.offset:])
 		e.addedScores(x.added, logits, x.terms, x.steer, lp)
-		logSoftmax(lp, lp)
+		ranking.LogSoftmax(lp, lp)
 	}
 	copy(score, lp)
 	if e.bias != nil {

@@ -106,7 +106,7 @@ func (r reversed) Search(q []float32, k int, skip func(int) bool) []Hit {
 }
 
 func TestIndexKinds(t *testing.T) {
-	for s, want := range map[string]IndexKind{"": IndexExact, "exact": IndexExact, "HNSW": IndexHNSW} {
+	for s, want := range map[string]IndexKind{"": IndexAuto, "auto": IndexAuto, "exact": IndexExact, "HNSW": IndexHNSW, " ivf ": IndexIVF} {
 		if k, err := ParseIndexKind(s); err != nil || k != want {
 			t.Errorf("%q: %v %v", s, k, err)
 		}
@@ -123,6 +123,16 @@ func TestIndexKinds(t *testing.T) {
 	}
 	if _, err := New("faiss", vecs, 8); err == nil {
 		t.Error("unknown kind built")
+	}
+	// auto: exact under AutoIVFItems rows, the inverted file from there
+	for n, want := range map[int]IndexKind{200: IndexExact, AutoIVFItems - 1: IndexExact, AutoIVFItems: IndexIVF} {
+		idx, err := New(IndexAuto, make([]float32, n*2), 2)
+		if err != nil || KindOf(idx) != want {
+			t.Errorf("auto over %d rows: %v %v, want %s", n, KindOf(idx), err, want)
+		}
+		if idx, err := New("", make([]float32, n*2), 2); err != nil || KindOf(idx) != want {
+			t.Errorf("default over %d rows: %v, want %s", n, err, want)
+		}
 	}
 }
 

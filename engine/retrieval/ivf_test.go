@@ -1,0 +1,161 @@
+package retrieval
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestIVFRecallAgainstExact(t *testing.T) {
+	const n, dim = 5000, 32
+	vecs, queries := clustered(n, dim, 50, 0.5, 1)
+	ex, err := NewExact(vecs, dim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := NewIVF(vecs, dim, IVFConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.Len() != n || x.Dim() != dim || x.Lists() != 71 || x.Probe() != DefaultIVFProbe {
+		t.Fatalf("len %d dim %d lists %d probe %d", x.Len(), x.Dim(), x.Lists(), x.Probe())
+	}
+	r := Recall(x, ex, queries, 10)
+	t.Logf("ivf recall@10 on %d clustered items, queries near items: %.3f", n, r)
+	if r < 0.95 {
+		t.Fatalf("recall@10 %.3f, want at least 0.95 on well-clustered data", r)
+	}
+	// one probe of many lists loses neighbours a wide probe finds: the probe is what is searched
+	one, err := NewIVF(vecs, dim, IVFConfig{Lists: 200, Probe: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1 := Recall(one, ex, queries, 10); r1 >= r {
+		t.Fatalf("one probe of 200 lists: recall %.3f, not below the default's %.3f", r1, r)
+	}
+	// probing every list is exact
+	all, err := NewIVF(vecs, dim, IVFConfig{Lists: 8, Probe: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range queries[:20] {
+		if got, want := all.Search(q, 10, nil), ex.Search(q, 10, nil); !slices.Equal(got, want) {
+			t.Fatalf("every list probed: %v, exact %v", got, want)
+		}
+	}
+	// Vector and Scores answer in item order, as Exact does
+	for i := 0; i < n; i += 97 {
+		if !slices.Equal(x.Vector(i), ex.Vector(i)) {
+			t.Fatalf("Vector(%d) differs", i)
+		}
+	}
+	a, b := x.Scores(queries[0], nil), ex.Scores(queries[0], nil)
+	for i := range a {
+		if d := a[i] - b[i]; d > 1e-6 || d < -1e-6 {
+			t.Fatalf("Scores differ at %d: %v %v", i, a[i], b[i])
+		}
+	}
+	// the same seed builds the same index
+	again, _ := NewIVF(vecs, dim, IVFConfig{})
+	if !slices.Equal(again.item, x.item) || !slices.Equal(again.start, x.start) {
+		t.Fatal("two builds with one seed differ")
+	}
+}
+
+func TestIVFSearchSkipsAndOrders(t *testing.T) {
+	const dim = 16
+	vecs, queries := clustered(2000, dim, 20, 0.4, 5)
+	x, err := NewIVF(vecs, dim, IVFConfig{Lists: 40, Probe: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// skipping almost everything: the search widens its probe until k hits remain
+	skip := func(i int) bool { return i%50 != 0 }
+	for _, q := range queries[:10] {
+		hits := x.Search(q, 10, skip)
+		if len(hits) != 10 {
+			t.Fatalf("%d hits with 49 of 50 items skipped", len(hits))
+		}
+		qn := append([]float32(nil), q...)
+		Normalize(qn)
+		for j, h := range hits {
+			if skip(h.Item) {
+				t.Fatalf("skipped item %d returned", h.Item)
+			}
+			if d := Dot(qn, x.Vector(h.Item)) - h.Score; d > 1e-5 || d < -1e-5 {
+				t.Fatalf("score %v, exact %v", h.Score, Dot(qn, x.Vector(h.Item)))
+			}
+			if j > 0 && (hits[j-1].Score < h.Score || hits[j-1].Score == h.Score && hits[j-1].Item > h.Item) {
+				t.Fatalf("hits out of order: %+v", hits)
+			}
+		}
+	}
+	// everything skipped: nothing, without looping
+	if hits := x.Search(queries[0], 5, func(int) bool { return true }); len(hits) != 0 {
+		t.Fatalf("%d hits with every item skipped", len(hits))
+	}
+	// duplicated rows tie: the lower item first
+	dup := append(append([]float32(nil), vecs[:dim]...), vecs[:dim]...)
+	d, err := NewIVF(dup, dim, IVFConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hits := d.Search(vecs[:dim], 2, nil); len(hits) != 2 || hits[0].Item != 0 || hits[1].Item != 1 {
+		t.Fatalf("tie order: %+v", hits)
+	}
+}
+
+func TestIVFEdges(t *testing.T) {
+	if _, err := NewIVF(make([]float32, 10), 3, IVFConfig{}); err == nil {
+		t.Error("10 values as rows of 3 accepted")
+	}
+	if _, err := NewIVF(make([]float32, 12), 3, IVFConfig{Probe: -1}); err == nil {
+		t.Error("negative probe accepted")
+	}
+	empty, err := NewIVF(nil, 4, IVFConfig{})
+	if err != nil || empty.Len() != 0 || empty.Search([]float32{1, 0, 0, 0}, 3, nil) != nil {
+		t.Fatalf("empty index: %v", err)
+	}
+	// more lists than rows, and a probe above the lists, are clamped; a zero row stays zero
+	x, err := NewIVF([]float32{1, 0, 0, 1, 0, 0}, 2, IVFConfig{Lists: 10, Probe: 50})
+	if err != nil || x.Lists() != 3 || x.Probe() != 3 {
+		t.Fatalf("lists %d probe %d: %v", x.Lists(), x.Probe(), err)
+	}
+	hits := x.Search([]float32{2, 0}, 3, nil)
+	if len(hits) != 3 || hits[0].Item != 0 || hits[0].Score != 1 || hits[2].Item != 2 || hits[2].Score != 0 {
+		t.Fatalf("hits %+v", hits)
+	}
+	if x.Search([]float32{1, 0}, 0, nil) != nil || x.Search([]float32{1, 0, 0}, 2, nil) != nil {
+		t.Fatal("k=0 or a wrong-size query must give nothing")
+	}
+	if k, err := ParseIndexKind("IVF"); err != nil || k != IndexIVF {
+		t.Fatalf("parse ivf: %v %v", k, err)
+	}
+	if idx, err := New(IndexIVF, []float32{1, 0, 0, 1}, 2); err != nil || idx.Len() != 2 {
+		t.Fatalf("New(ivf): %v", err)
+	}
+}
+
+// One search of a 100,000 x 384 clustered catalog (compare BenchmarkExactSearch100000x384).
+func BenchmarkIVFSearch100000x384(b *testing.B) {
+	vecs, queries := clustered(100000, 384, 1000, 0.8, 3)
+	x, err := NewIVF(vecs, 384, IVFConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		x.Search(queries[i%len(queries)], 10, nil)
+		i++
+	}
+}
+
+// Building the index of a 100,000 x 384 clustered catalog (the cost added to a bundle load).
+func BenchmarkIVFBuild100000x384(b *testing.B) {
+	vecs, _ := clustered(100000, 384, 1000, 0.8, 3)
+	for b.Loop() {
+		if _, err := NewIVF(vecs, 384, IVFConfig{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
