@@ -26,7 +26,9 @@ var (
 	ErrWouldMissDeadline = fmt.Errorf("%w: the expected wait outlasts the request's deadline", ErrQueueFull)
 )
 
-// Runner runs one batch: the session of a graph, or a stand-in in tests.
+// Runner runs one batch: the session of a graph, or a stand-in in tests. Run must not keep
+// its inputs, nor return outputs that share their memory: the batcher reuses the input
+// buffers as soon as Run returns (an ort.Session copies both ways).
 type Runner interface {
 	Run(inputs []ort.Tensor) ([]ort.Tensor, error)
 	Inputs() []ort.TensorInfo
@@ -76,6 +78,22 @@ type request struct {
 	inputs []ort.Tensor // owned copies, in graph order
 	rows   int
 	done   chan result
+	// the copies' three arrays (shapes, float and integer data), kept with the request
+	shapes []int64
+	f32    []float32
+	i64    []int64
+}
+
+// requests recycles requests between Submits: the struct, its done channel and the arrays
+// its copies live in. A request goes back once Submit has its result: by then the loop has
+// answered it and no longer reads it (it answers each request last thing).
+var requests = sync.Pool{New: func() any { return &request{done: make(chan result, 1)} }}
+
+// recycle returns r to the pool, its context and tensors dropped.
+func recycle(r *request) {
+	r.ctx = nil
+	clear(r.inputs)
+	requests.Put(r)
 }
 
 type result struct {
@@ -154,11 +172,13 @@ func (b *Batcher) Submit(ctx context.Context, inputs []ort.Tensor) ([]ort.Tensor
 	}
 	req, err := b.prepare(ctx, inputs)
 	if err != nil {
+		recycle(req)
 		return nil, err
 	}
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
+		recycle(req)
 		return nil, ErrClosed
 	}
 	b.waiting.Add(1)
@@ -169,18 +189,27 @@ func (b *Batcher) Submit(ctx context.Context, inputs []ort.Tensor) ([]ort.Tensor
 	default:
 		b.waiting.Add(-1)
 		b.mu.RUnlock()
+		recycle(req)
 		return nil, ErrQueueFull
 	}
 	res := <-req.done
+	recycle(req)
 	return res.outputs, res.err
 }
 
-// prepare checks and copies a request's inputs into graph order.
+// prepare checks and copies a request's inputs into graph order. The request (from the
+// pool) comes back with an error too, for Submit to recycle.
 func (b *Batcher) prepare(ctx context.Context, inputs []ort.Tensor) (*request, error) {
-	if len(inputs) != len(b.inputs) {
-		return nil, fmt.Errorf("%w: batch: %d inputs, graph has %d", ort.ErrInput, len(inputs), len(b.inputs))
+	req := requests.Get().(*request)
+	req.ctx, req.rows = ctx, -1
+	if cap(req.inputs) < len(b.inputs) {
+		req.inputs = make([]ort.Tensor, len(b.inputs))
 	}
-	req := &request{ctx: ctx, inputs: make([]ort.Tensor, len(b.inputs)), rows: -1, done: make(chan result, 1)}
+	req.inputs = req.inputs[:len(b.inputs)]
+	clear(req.inputs)
+	if len(inputs) != len(b.inputs) {
+		return req, fmt.Errorf("%w: batch: %d inputs, graph has %d", ort.ErrInput, len(inputs), len(b.inputs))
+	}
 	// the copies share three arrays (shapes, float and integer data), sized in a first pass
 	var nShape, nF32, nI64 int
 	for _, in := range inputs {
@@ -191,26 +220,27 @@ func (b *Batcher) prepare(ctx context.Context, inputs []ort.Tensor) (*request, e
 			nI64 += len(in.Int64)
 		}
 	}
-	shapes, f32, i64 := make([]int64, 0, nShape), make([]float32, 0, nF32), make([]int64, 0, nI64)
+	shapes, f32, i64 := grow(req.shapes, nShape), grow(req.f32, nF32), grow(req.i64, nI64)
+	req.shapes, req.f32, req.i64 = shapes, f32, i64
 	for _, in := range inputs {
 		idx := slices.IndexFunc(b.inputs, func(t ort.TensorInfo) bool { return t.Name == in.Name })
 		if idx < 0 {
-			return nil, fmt.Errorf("%w: batch: unknown input %q", ort.ErrInput, in.Name)
+			return req, fmt.Errorf("%w: batch: unknown input %q", ort.ErrInput, in.Name)
 		}
 		if req.inputs[idx].Shape != nil {
-			return nil, fmt.Errorf("%w: batch: input %q given twice", ort.ErrInput, in.Name)
+			return req, fmt.Errorf("%w: batch: input %q given twice", ort.ErrInput, in.Name)
 		}
 		if len(in.Shape) == 0 || len(in.Shape) != len(b.inputs[idx].Shape) {
-			return nil, fmt.Errorf("%w: batch: input %q has shape %v, graph wants %s", ort.ErrInput, in.Name, in.Shape, b.inputs[idx])
+			return req, fmt.Errorf("%w: batch: input %q has shape %v, graph wants %s", ort.ErrInput, in.Name, in.Shape, b.inputs[idx])
 		}
 		if req.rows >= 0 && in.Shape[0] != int64(req.rows) {
-			return nil, fmt.Errorf("%w: batch: input %q has %d rows, other inputs %d", ort.ErrInput, in.Name, in.Shape[0], req.rows)
+			return req, fmt.Errorf("%w: batch: input %q has %d rows, other inputs %d", ort.ErrInput, in.Name, in.Shape[0], req.rows)
 		}
 		req.rows = int(in.Shape[0])
 		n := int64(1)
 		for _, d := range in.Shape {
 			if d < 0 || (d > 0 && n > (1<<31)/d) {
-				return nil, fmt.Errorf("%w: batch: input %q has shape %v", ort.ErrInput, in.Name, in.Shape)
+				return req, fmt.Errorf("%w: batch: input %q has shape %v", ort.ErrInput, in.Name, in.Shape)
 			}
 			n *= d
 		}
@@ -227,12 +257,12 @@ func (b *Batcher) prepare(ctx context.Context, inputs []ort.Tensor) (*request, e
 			i64 = append(i64, in.Int64...)
 			cp.Int64 = i64[at:len(i64):len(i64)]
 		default:
-			return nil, fmt.Errorf("%w: batch: input %q data does not match shape %v", ort.ErrInput, in.Name, in.Shape)
+			return req, fmt.Errorf("%w: batch: input %q data does not match shape %v", ort.ErrInput, in.Name, in.Shape)
 		}
 		req.inputs[idx] = cp
 	}
 	if req.rows < 1 || req.rows > b.cfg.MaxBatch {
-		return nil, fmt.Errorf("%w: batch: %d rows; a request has 1 to %d", ort.ErrInput, req.rows, b.cfg.MaxBatch)
+		return req, fmt.Errorf("%w: batch: %d rows; a request has 1 to %d", ort.ErrInput, req.rows, b.cfg.MaxBatch)
 	}
 	return req, nil
 }
@@ -412,6 +442,14 @@ func (b *Batcher) assemble(rs []*request) ([]ort.Tensor, func()) {
 			b.i64.Put(p)
 		}
 	}
+}
+
+// grow returns b emptied with room for n, reallocating only when its capacity is short.
+func grow[T any](b []T, n int) []T {
+	if cap(b) < n {
+		return make([]T, 0, n)
+	}
+	return b[:0]
 }
 
 func getBuf[T any](p *sync.Pool, n int) *[]T {

@@ -159,8 +159,13 @@ func (f *fakeRunner) Run(in []ort.Tensor) ([]ort.Tensor, error) {
 	if f.hold != nil {
 		<-f.hold
 	}
+	// a copy: the batcher reuses its input buffers once Run returns (Runner's contract)
+	kept := make([]ort.Tensor, len(in))
+	for i, t := range in {
+		kept[i] = ort.Tensor{Name: t.Name, Shape: slices.Clone(t.Shape), Float32: slices.Clone(t.Float32), Int64: slices.Clone(t.Int64)}
+	}
 	f.mu.Lock()
-	f.batches = append(f.batches, in)
+	f.batches = append(f.batches, kept)
 	f.mu.Unlock()
 	out := ort.Tensor{Name: "y", Shape: []int64{in[0].Shape[0], 2}, Float32: make([]float32, len(in[0].Float32))}
 	for i, v := range in[0].Float32 {
