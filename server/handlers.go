@@ -481,14 +481,31 @@ func (s *Server) handleRecommend(ctx *fasthttp.RequestCtx) error {
 		return fmt.Errorf("%w: %w", batch.ErrDeadline, c.Err())
 	}
 	applied.Popularity = resp.Alpha
-	out := map[string]any{"user_id": req.UserID, "items": resp.Items, "ips_alpha": resp.Alpha, "debias": applied,
-		"mode": resp.Mode, "context_items": resp.Context, "timings_us": resp.Timings,
-		"model": map[string]string{"name": m.Name, "version": m.Version}, "provider": s.backend.Provider()}
-	if len(skipped) > 0 {
-		out["history_skipped"] = skipped
-	}
-	writeJSON(ctx, 200, out)
+	writeJSON(ctx, 200, recommendResponse{Context: resp.Context, Debias: applied, Skipped: skipped, Alpha: resp.Alpha,
+		Items: resp.Items, Mode: resp.Mode, Model: modelName{m.Name, m.Version}, Provider: s.backend.Provider(),
+		Timings: resp.Timings, UserID: req.UserID})
 	return nil
+}
+
+// recommendResponse is POST /v1/recommend's answer (openapi.json, RecommendResponse). A struct,
+// not a map: encoding/json encodes it without building and sorting a map on every request;
+// the fields are in the order the map's sorted keys had, so the bytes are the same.
+type recommendResponse struct {
+	Context  []string                   `json:"context_items"`
+	Debias   AppliedDebias              `json:"debias"`
+	Skipped  []string                   `json:"history_skipped,omitempty"`
+	Alpha    float64                    `json:"ips_alpha"`
+	Items    []recommend.Recommendation `json:"items"`
+	Mode     recommend.Mode             `json:"mode"`
+	Model    modelName                  `json:"model"`
+	Provider string                     `json:"provider"`
+	Timings  recommend.Timings          `json:"timings_us"`
+	UserID   string                     `json:"user_id"`
+}
+
+type modelName struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
 }
 
 // FeedbackRequest is POST /v1/feedback's body: one event, or {"events": [...]}.

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llm4rec/llm4rec/engine/recommend"
 	"github.com/llm4rec/llm4rec/server/feedback"
 )
 
@@ -720,6 +721,29 @@ func TestErrorMessagesNameNoGoTypes(t *testing.T) {
 		if r.status != 400 || !strings.Contains(msg, c.want) || strings.Contains(msg, "Go ") || strings.Contains(msg, "struct") ||
 			strings.Contains(msg, "server.") || strings.Contains(msg, "feedback.") {
 			t.Errorf("%s %v: %d %s (want %q)", c.path, c.body, r.status, r.raw, c.want)
+		}
+	}
+}
+
+// The recommend answer encodes as the map of its documented keys did: same names, same order
+// (encoding/json sorts a map's keys), history_skipped only when something was skipped.
+func TestRecommendResponseEncoding(t *testing.T) {
+	a := 0.1
+	items := []recommend.Recommendation{{ItemID: "7", Title: "T"}}
+	for _, skipped := range [][]string{nil, {"9"}} {
+		r := recommendResponse{Context: []string{"3"}, Debias: AppliedDebias{Popularity: 0.1}, Skipped: skipped, Alpha: a,
+			Items: items, Mode: recommend.ModeTopK, Model: modelName{"m", "1"}, Provider: "cpu",
+			Timings: recommend.Timings{Fusion: 5}, UserID: "u"}
+		m := map[string]any{"user_id": "u", "items": items, "ips_alpha": a, "debias": AppliedDebias{Popularity: 0.1},
+			"mode": recommend.ModeTopK, "context_items": []string{"3"}, "timings_us": recommend.Timings{Fusion: 5},
+			"model": map[string]string{"name": "m", "version": "1"}, "provider": "cpu"}
+		if skipped != nil {
+			m["history_skipped"] = skipped
+		}
+		got, _ := json.Marshal(r)
+		want, _ := json.Marshal(m)
+		if string(got) != string(want) {
+			t.Fatalf("struct:\n%s\nmap:\n%s", got, want)
 		}
 	}
 }

@@ -1,7 +1,9 @@
 package retrieval
 
 import (
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 )
 
@@ -157,5 +159,41 @@ func BenchmarkIVFBuild100000x384(b *testing.B) {
 		if _, err := NewIVF(vecs, 384, IVFConfig{}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Searches from many goroutines at once (pooled scratch memory) answer as one at a time.
+func TestIVFConcurrentSearch(t *testing.T) {
+	const dim = 24
+	vecs, queries := clustered(3000, dim, 30, 0.5, 9)
+	x, err := NewIVF(vecs, dim, IVFConfig{Probe: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([][]Hit, len(queries))
+	for i, q := range queries {
+		want[i] = x.Search(q, 10, nil)
+	}
+	errs := make(chan string, 16)
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for r := 0; r < 5; r++ {
+				for i := range queries {
+					j := (i + g*7) % len(queries)
+					if got := x.Search(queries[j], 10, nil); !slices.Equal(got, want[j]) {
+						errs <- fmt.Sprintf("goroutine %d query %d: %v, alone %v", g, j, got, want[j])
+						return
+					}
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
 	}
 }
