@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"math"
 	"sync"
+
+	"gonum.org/v1/gonum/blas/blas64"
 )
 
 // Similar is each item's most similar items by training co-occurrence and how a history's
@@ -111,12 +113,27 @@ func (s *Similar) Add(logits []float32, hist []int) {
 // Diversify re-ranks candidates (item rows, best first by score) by maximal marginal
 // relevance and returns the first k: each pick is the candidate with the highest
 // score - lambda * (its largest dot product with an item already picked; 0 for the first),
-// ties by candidate order. emb holds unit item embeddings [n, dim].
+// ties by candidate order. emb holds unit item embeddings [n, dim]. The dot products are
+// taken in float64, as the export takes them: the candidates' rows are widened once into a
+// pooled buffer and multiplied by gonum's float64 kernels (the widening inside every product
+// made this the largest part of ranking at 1,682 items).
 func Diversify(candidates []int, score []float32, emb []float32, dim int, lambda float64, k int) []int {
 	k = min(k, len(candidates))
 	near := make([]float64, len(candidates))
 	taken := make([]bool, len(candidates))
 	out := make([]int, 0, k)
+	buf := wideRows.Get().(*[]float64)
+	defer wideRows.Put(buf)
+	if cap(*buf) < len(candidates)*dim {
+		*buf = make([]float64, len(candidates)*dim)
+	}
+	wide := (*buf)[:len(candidates)*dim]
+	for i, r := range candidates {
+		for j, x := range emb[r*dim : (r+1)*dim] {
+			wide[i*dim+j] = float64(x)
+		}
+	}
+	row := func(i int) blas64.Vector { return blas64.Vector{N: dim, Inc: 1, Data: wide[i*dim : (i+1)*dim]} }
 	for len(out) < k {
 		best, bestV := -1, math.Inf(-1)
 		for i, r := range candidates {
@@ -131,17 +148,13 @@ func Diversify(candidates []int, score []float32, emb []float32, dim int, lambda
 			break
 		}
 		taken[best] = true
-		p := candidates[best]
-		out = append(out, p)
-		pe := emb[p*dim : (p+1)*dim]
-		for i, r := range candidates {
+		out = append(out, candidates[best])
+		pe := row(best)
+		for i := range candidates {
 			if taken[i] {
 				continue
 			}
-			var d float64
-			for j, x := range emb[r*dim : (r+1)*dim] {
-				d += float64(x) * float64(pe[j])
-			}
+			d := blas64.Dot(row(i), pe)
 			if len(out) == 1 || d > near[i] {
 				near[i] = d
 			}
@@ -149,3 +162,6 @@ func Diversify(candidates []int, score []float32, emb []float32, dim int, lambda
 	}
 	return out
 }
+
+// wideRows holds Diversify's float64 copies of the candidates' rows between calls.
+var wideRows = sync.Pool{New: func() any { return new([]float64) }}

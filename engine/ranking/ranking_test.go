@@ -129,3 +129,20 @@ func BenchmarkSimilarAdd(b *testing.B) {
 		s.Add(logits, hist)
 	}
 }
+
+func BenchmarkDiversify50(b *testing.B) {
+	const n, dim = 200, 384
+	emb := make([]float32, n*dim)
+	for i := range emb {
+		emb[i] = float32((i*7919)%1000)/1000 - 0.5
+	}
+	score := make([]float32, n)
+	cands := make([]int, 50)
+	for i := range cands {
+		cands[i] = i * 3
+		score[i*3] = float32(50 - i)
+	}
+	for b.Loop() {
+		Diversify(cands, score, emb, dim, 1, 10)
+	}
+}
