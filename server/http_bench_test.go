@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/llm4rec/llm4rec/engine/ort"
 	"github.com/llm4rec/llm4rec/engine/recommend"
 )
@@ -54,6 +56,27 @@ func BenchmarkRecommendOverHTTP(b *testing.B) {
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
 				b.Fatalf("status %d", resp.StatusCode)
+			}
+		}
+	})
+	// the same request from fasthttp's client, lighter than net/http's: what the client itself
+	// costs on the same cores
+	b.Run("http-fasthttp-client", func(b *testing.B) {
+		body, _ := json.Marshal(map[string]any{"history": hist, "k": 10})
+		c := &fasthttp.Client{}
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI(ts.url + "/v1/recommend")
+		req.Header.SetMethod("POST")
+		req.Header.SetContentType("application/json")
+		req.SetBody(body)
+		for b.Loop() {
+			if err := c.Do(req, resp); err != nil {
+				b.Fatal(err)
+			}
+			if resp.StatusCode() != http.StatusOK {
+				b.Fatalf("status %d", resp.StatusCode())
 			}
 		}
 	})
