@@ -17,6 +17,7 @@ import (
 
 	"github.com/llm4rec/llm4rec/engine/batch"
 	"github.com/llm4rec/llm4rec/engine/ort"
+	"github.com/llm4rec/llm4rec/engine/retrieval"
 )
 
 // testBundle is the bundle under test: $LLM4REC_TEST_BUNDLE, else the committed default bundle
@@ -495,5 +496,73 @@ func TestRecommendAdmitsByDeadline(t *testing.T) {
 	defer cancel2()
 	if _, err := e.Recommend(ctx2, req); err != nil {
 		t.Fatalf("deadline of a minute: %v", err)
+	}
+}
+
+// The engine opened with the inverted-file index retrieves through it: most context items are
+// the exact scan's, every answer is a full list of unseen items, and the lists mostly agree
+// with the exact engine's (the context is one input of fusion among many).
+func TestEngineWithIVFIndex(t *testing.T) {
+	exact := testEngine(t)
+	e, err := Open(testBundle(t), rt, Config{Index: retrieval.IndexIVF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if retrieval.KindOf(e.Index()) != retrieval.IndexIVF || retrieval.KindOf(exact.Index()) != retrieval.IndexExact {
+		t.Fatalf("indexes %q and %q", retrieval.KindOf(e.Index()), retrieval.KindOf(exact.Index()))
+	}
+	zero := 0.0
+	sameCtx, ctxTotal, sameItems, itemTotal := 0, 0, 0, 0
+	n := len(e.Items())
+	for u := 0; u < 30; u++ {
+		var hist []string
+		for j := 0; j < 20; j++ {
+			hist = append(hist, e.Items()[(u*131+j*17)%n].ID)
+		}
+		req := Request{History: hist, K: 10, ExcludeSeen: true, Alpha: &zero}
+		a, err := e.Recommend(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := exact.Recommend(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(a.Items) != 10 || len(a.Context) != len(b.Context) {
+			t.Fatalf("user %d: %d items, %d context items (exact %d)", u, len(a.Items), len(a.Context), len(b.Context))
+		}
+		seen := map[string]bool{}
+		for _, h := range hist {
+			seen[h] = true
+		}
+		want := map[string]bool{}
+		for _, id := range b.Context {
+			want[id] = true
+		}
+		for _, id := range a.Context {
+			if want[id] {
+				sameCtx++
+			}
+		}
+		ctxTotal += len(b.Context)
+		top := map[string]bool{}
+		for _, it := range b.Items {
+			top[it.ItemID] = true
+		}
+		for _, it := range a.Items {
+			if seen[it.ItemID] {
+				t.Fatalf("user %d: seen item %s listed", u, it.ItemID)
+			}
+			if top[it.ItemID] {
+				sameItems++
+			}
+		}
+		itemTotal += len(b.Items)
+	}
+	ctxShare, itemShare := float64(sameCtx)/float64(ctxTotal), float64(sameItems)/float64(itemTotal)
+	t.Logf("ivf against exact: context items %.3f the same, top 10 %.3f the same", ctxShare, itemShare)
+	if ctxShare < 0.5 || itemShare < 0.7 {
+		t.Fatalf("context %.3f, top 10 %.3f the same as with the exact scan", ctxShare, itemShare)
 	}
 }
