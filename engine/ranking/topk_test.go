@@ -39,6 +39,14 @@ func TestTopKMatchesSort(t *testing.T) {
 			if !slices.Equal(got, w) && !(len(got) == 0 && len(w) == 0) {
 				t.Fatalf("n %d k %d: got %v, want %v (scores %v)", n, k, got, w, score)
 			}
+			// the slice form and the function form agree, with and without exclusions
+			if by := TopKBy(n, func(i int) float32 { return score[i] }, excl, k); !slices.Equal(got, by) {
+				t.Fatalf("n %d k %d: TopK %v, TopKBy %v", n, k, got, by)
+			}
+			all, allBy := TopK(score, nil, k), TopKWhere(n, func(i int) float32 { return score[i] }, nil, k)
+			if !slices.Equal(all, allBy) {
+				t.Fatalf("n %d k %d, nothing excluded: TopK %v, TopKWhere %v", n, k, all, allBy)
+			}
 		}
 	}
 }
@@ -55,5 +63,18 @@ func TestTopKByScoresEachRowOnce(t *testing.T) {
 		if want := map[bool]int{true: 0, false: 1}[excl[i]]; c != want {
 			t.Errorf("row %d scored %d times, want %d", i, c, want)
 		}
+	}
+}
+
+func BenchmarkTopK100000(b *testing.B) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	score := make([]float32, 100000)
+	excl := make([]bool, len(score))
+	for i := range score {
+		score[i] = float32(rng.NormFloat64())
+		excl[i] = i%97 == 0
+	}
+	for b.Loop() {
+		TopK(score, excl, 50)
 	}
 }
