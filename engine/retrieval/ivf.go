@@ -121,15 +121,15 @@ func NewIVF(vectors []float32, dim int, cfg IVFConfig) (*IVF, error) {
 		next[c]++
 		x.pos[i], x.item[r] = int32(r), int32(i)
 	}
-	// the rows moved into cluster order in place, cycle by cycle (one copy of the catalog
-	// in memory, not two): the row at slot r belongs at slot pos[item at r]
+	// the rows moved into cluster order in place, one permutation cycle at a time (one copy
+	// of the catalog in memory, not two): slot r receives item[r]'s row, which sits at slot
+	// item[r] (its item order) until that slot has been given its own row
 	tmp := make([]float32, dim)
 	done := make([]bool, n)
 	for r := 0; r < n; r++ {
 		if done[r] {
 			continue
 		}
-		// slot r is to hold item[r], found at slot item[r] (its original position)
 		copy(tmp, unit[r*dim:(r+1)*dim])
 		at := r
 		for {
