@@ -373,9 +373,19 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 	var rows []int
 	if query != nil && R > 0 {
 		rows = make([]int, 0, R)
-		inHist := make(map[int]bool, len(used))
+		// the history's catalog rows marked in a pooled catalog-sized array (the index asks
+		// about every row it scans: a map lookup each cost more than the scan's products),
+		// unmarked again before the array goes back; added items are never retrieved
+		marks := histMarks.Get().(*[]bool)
+		n := len(e.items)
+		if cap(*marks) < n {
+			*marks = make([]bool, n)
+		}
+		inHist := (*marks)[:n]
 		for _, r := range used {
-			inHist[r] = true
+			if r < n {
+				inHist[r] = true
+			}
 		}
 		// The index ranks by cosine with its normalised rows; the export ranks by dot product
 		// with the item embeddings as stored. The rankings agree because the export writes
@@ -385,6 +395,12 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 			cmask[j] = 1
 			rows = append(rows, h.Item)
 		}
+		for _, r := range used {
+			if r < n {
+				inHist[r] = false
+			}
+		}
+		histMarks.Put(marks)
 	}
 	// the seven shapes share one array
 	sh := []int64{1, int64(Lb), 1, int64(Lb), int64(D), 1, int64(M), int64(D), 1, int64(M), 1, int64(R), int64(D), 1, int64(R)}
@@ -506,6 +522,9 @@ type pick struct {
 func (e *Engine) logProbs(logits []float32, dst []float32) {
 	ranking.LogSoftmax(logits[e.offset:], dst)
 }
+
+// histMarks holds fusionInputs' catalog-sized history marks between requests (all false).
+var histMarks = sync.Pool{New: func() any { return new([]bool) }}
 
 // rankBufs holds the log-probability and score buffers of rankTopK between requests.
 var rankBufs = sync.Pool{New: func() any { return new([2][]float32) }}
