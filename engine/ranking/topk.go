@@ -14,28 +14,13 @@ func TopK[F float32 | float64](score []F, excluded []bool, k int) []int {
 	if excluded != nil {
 		excluded = excluded[:len(score)]
 	}
-	rows := make([]int, 0, k+1)
-	vals := make([]F, 0, k+1)
+	b := newBest[F](k)
 	for i, v := range score {
-		if excluded != nil && excluded[i] {
-			continue
+		if (excluded == nil || !excluded[i]) && b.admits(v) {
+			b.insert(i, v)
 		}
-		// the same insertion as TopKWhere's
-		if len(rows) == k && !(v > vals[k-1]) {
-			continue
-		}
-		j := len(rows)
-		if j < k {
-			rows, vals = append(rows, i), append(vals, v)
-		} else {
-			j = k - 1
-		}
-		for ; j > 0 && v > vals[j-1]; j-- {
-			rows[j], vals[j] = rows[j-1], vals[j-1]
-		}
-		rows[j], vals[j] = i, v
 	}
-	return rows
+	return b.rows
 }
 
 // TopKBy is TopK over n rows whose scores score(i) computes (each called once).
@@ -51,28 +36,45 @@ func TopKWhere[F float32 | float64](n int, score func(i int) F, skip func(i int)
 	if k <= 0 {
 		return nil
 	}
-	// the best so far, sorted by insertion (k is small next to n)
-	rows := make([]int, 0, k+1)
-	vals := make([]F, 0, k+1)
+	b := newBest[F](k)
 	for i := 0; i < n; i++ {
 		if skip != nil && skip(i) {
 			continue
 		}
-		v := score(i)
-		// rows are visited in increasing order, so an equal score never displaces a kept row
-		if len(rows) == k && !(v > vals[k-1]) {
-			continue
+		if v := score(i); b.admits(v) {
+			b.insert(i, v)
 		}
-		j := len(rows)
-		if j < k {
-			rows, vals = append(rows, i), append(vals, v)
-		} else {
-			j = k - 1
-		}
-		for ; j > 0 && v > vals[j-1]; j-- {
-			rows[j], vals[j] = rows[j-1], vals[j-1]
-		}
-		rows[j], vals[j] = i, v
 	}
-	return rows
+	return b.rows
+}
+
+// best keeps the k best (row, score) pairs offered so far, sorted by insertion (k is small
+// next to the rows scanned). Rows are offered in increasing order, so an equal score never
+// displaces a kept row: ties go to the lower row.
+type best[F float32 | float64] struct {
+	rows []int
+	vals []F
+	k    int
+}
+
+func newBest[F float32 | float64](k int) best[F] {
+	return best[F]{rows: make([]int, 0, k+1), vals: make([]F, 0, k+1), k: k}
+}
+
+// admits says whether a score would enter the kept k (the test on every row, kept small so
+// that it inlines; NaN never enters a full set).
+func (b *best[F]) admits(v F) bool { return len(b.rows) < b.k || v > b.vals[b.k-1] }
+
+// insert places row i with score v among the kept, dropping the last when full.
+func (b *best[F]) insert(i int, v F) {
+	j := len(b.rows)
+	if j < b.k {
+		b.rows, b.vals = append(b.rows, i), append(b.vals, v)
+	} else {
+		j = b.k - 1
+	}
+	for ; j > 0 && v > b.vals[j-1]; j-- {
+		b.rows[j], b.vals[j] = b.rows[j-1], b.vals[j-1]
+	}
+	b.rows[j], b.vals[j] = i, v
 }
