@@ -61,26 +61,7 @@ func TestHNSWRecallAgainstExact(t *testing.T) {
 	}
 	// skipped items never come back, hits are sorted by exact score, and k hits remain
 	// when the skip drops most of the graph's candidates
-	skip := func(i int) bool { return i%4 != 0 }
-	for _, q := range queries[:10] {
-		hits := h.Search(q, 10, skip)
-		if len(hits) != 10 {
-			t.Fatalf("%d hits with three in four items skipped", len(hits))
-		}
-		qn := append([]float32(nil), q...)
-		Normalize(qn)
-		for j, x := range hits {
-			if skip(x.Item) {
-				t.Fatalf("skipped item %d returned", x.Item)
-			}
-			if d := Dot(qn, h.Vector(x.Item)); d != x.Score {
-				t.Fatalf("score %v, exact %v", x.Score, d)
-			}
-			if j > 0 && hits[j-1].Score < x.Score {
-				t.Fatalf("hits out of order: %+v", hits)
-			}
-		}
-	}
+	checkSkippingSearch(t, h, queries[:10], func(i int) bool { return i%4 != 0 }, 0)
 	// Scores and Vector are exact
 	q := queries[0]
 	a, b := h.Scores(q, nil), ex.Scores(q, nil)
@@ -91,6 +72,32 @@ func TestHNSWRecallAgainstExact(t *testing.T) {
 	}
 	if h.Search(q, 0, nil) != nil || h.Search(q[:3], 5, nil) != nil {
 		t.Fatal("k=0 or a wrong-size query must give nothing")
+	}
+}
+
+// checkSkippingSearch asserts what every index's Search promises with a skip: k hits (the
+// indexes here hold enough unskipped items), none skipped, each score the query's cosine
+// with the item's vector (within tol), ordered by score, ties by the lower item.
+func checkSkippingSearch(t *testing.T, idx Index, queries [][]float32, skip func(int) bool, tol float32) {
+	t.Helper()
+	for _, q := range queries {
+		hits := idx.Search(q, 10, skip)
+		if len(hits) != 10 {
+			t.Fatalf("%d hits, want 10 with most items skipped", len(hits))
+		}
+		qn := append([]float32(nil), q...)
+		Normalize(qn)
+		for j, h := range hits {
+			if skip(h.Item) {
+				t.Fatalf("skipped item %d returned", h.Item)
+			}
+			if d := Dot(qn, idx.Vector(h.Item)) - h.Score; d > tol || d < -tol {
+				t.Fatalf("score %v, exact %v", h.Score, Dot(qn, idx.Vector(h.Item)))
+			}
+			if j > 0 && byScore(hits[j-1], h) > 0 {
+				t.Fatalf("hits out of order: %+v", hits)
+			}
+		}
 	}
 }
 

@@ -22,6 +22,18 @@ type Hit struct {
 	Score float32
 }
 
+// byScore orders hits by descending score, ties by the lower item: the order every index
+// returns.
+func byScore(a, b Hit) int {
+	switch {
+	case a.Score > b.Score:
+		return -1
+	case a.Score < b.Score:
+		return 1
+	}
+	return a.Item - b.Item
+}
+
 // Index finds the k items nearest to a query vector. Implementations are safe for concurrent
 // Search.
 type Index interface {

@@ -67,10 +67,11 @@ const DefaultIVFProbe = 24
 // NewIVF builds the index over vectors (row-major [n, dim], copied and normalised as by
 // NewExact).
 func NewIVF(vectors []float32, dim int, cfg IVFConfig) (*IVF, error) {
-	if dim <= 0 || len(vectors)%dim != 0 {
-		return nil, fmt.Errorf("retrieval: %d values are not rows of %d", len(vectors), dim)
+	ex, err := NewExact(vectors, dim) // the unit rows, reordered below
+	if err != nil {
+		return nil, err
 	}
-	n := len(vectors) / dim
+	n := ex.Len()
 	if cfg.Lists < 0 || cfg.Probe < 0 || cfg.Iterations < 0 || cfg.Sample < 0 {
 		return nil, fmt.Errorf("retrieval: ivf: negative parameter in %+v", cfg)
 	}
@@ -91,11 +92,7 @@ func NewIVF(vectors []float32, dim int, cfg IVFConfig) (*IVF, error) {
 	if cfg.Seed == 0 {
 		cfg.Seed = 1
 	}
-	unit := make([]float32, len(vectors))
-	copy(unit, vectors)
-	for i := 0; i < len(unit); i += dim {
-		Normalize(unit[i : i+dim])
-	}
+	unit := ex.rows
 	x := &IVF{dim: dim, probe: cfg.Probe}
 	if n == 0 {
 		x.start = []int{0, 0}
@@ -237,13 +234,11 @@ func (x *IVF) Vector(i int) []float32 {
 // order, reused when it has room): exact, one matrix-vector product over all rows.
 func (x *IVF) Scores(query, out []float32) []float32 {
 	n := x.Len()
-	if cap(out) < n {
-		out = make([]float32, n)
-	}
-	out = out[:n]
+	out = sized(out, n)
 	buf := ivfBufs.Get().(*ivfScratch)
 	defer ivfBufs.Put(buf)
-	s := buf.grow(0, n)
+	buf.scores = sized(buf.scores, n)
+	s := buf.scores
 	if n > 0 {
 		blas32.Gemv(blas.NoTrans, 1, blas32.General{Rows: n, Cols: x.dim, Stride: x.dim, Data: x.rows},
 			blas32.Vector{N: x.dim, Inc: 1, Data: query}, 0, blas32.Vector{N: n, Inc: 1, Data: s})
@@ -255,21 +250,18 @@ func (x *IVF) Scores(query, out []float32) []float32 {
 }
 
 // ivfScratch is a search's reusable memory: the normalised query, the centroid scores, the
-// probed rows' scores.
+// probed rows' scores and those rows.
 type ivfScratch struct {
 	q, cent, scores []float32
 	rowOf           []int32
 }
 
-func (s *ivfScratch) grow(lists, n int) []float32 {
-	if cap(s.cent) < lists {
-		s.cent = make([]float32, lists)
+// sized returns b with length n, reallocated only when its capacity is short.
+func sized[T any](b []T, n int) []T {
+	if cap(b) < n {
+		return make([]T, n)
 	}
-	if cap(s.scores) < n {
-		s.scores = make([]float32, n)
-	}
-	s.cent = s.cent[:lists]
-	return s.scores[:n]
+	return b[:n]
 }
 
 var ivfBufs = sync.Pool{New: func() any { return new(ivfScratch) }}
@@ -284,13 +276,10 @@ func (x *IVF) Search(query []float32, k int, skip func(int) bool) []Hit {
 	buf := ivfBufs.Get().(*ivfScratch)
 	defer ivfBufs.Put(buf)
 	lists := x.Lists()
-	if cap(buf.q) < x.dim {
-		buf.q = make([]float32, x.dim)
-	}
-	q := buf.q[:x.dim]
+	buf.q, buf.cent = sized(buf.q, x.dim), sized(buf.cent, lists)
+	q := buf.q
 	copy(q, query)
 	Normalize(q)
-	buf.grow(lists, 0)
 	blas32.Gemv(blas.NoTrans, 1, blas32.General{Rows: lists, Cols: x.dim, Stride: x.dim, Data: x.centroids},
 		blas32.Vector{N: x.dim, Inc: 1, Data: q}, 0, blas32.Vector{N: lists, Inc: 1, Data: buf.cent})
 	for probe := x.probe; ; probe = min(2*probe, lists) {
@@ -307,7 +296,8 @@ func (x *IVF) scan(q []float32, clusters []int, k int, skip func(int) bool, buf 
 	for _, c := range clusters {
 		total += x.start[c+1] - x.start[c]
 	}
-	scores := buf.grow(len(buf.cent), total)
+	buf.scores = sized(buf.scores, total)
+	scores := buf.scores
 	rowOf := buf.rowOf[:0] // the candidates' rows, in scan order
 	off := 0
 	for _, c := range clusters {
@@ -332,14 +322,6 @@ func (x *IVF) scan(q []float32, clusters []int, k int, skip func(int) bool, buf 
 	for j, i := range best {
 		out[j] = Hit{int(x.item[rowOf[i]]), scores[i]}
 	}
-	slices.SortStableFunc(out, func(a, b Hit) int {
-		switch {
-		case a.Score > b.Score:
-			return -1
-		case a.Score < b.Score:
-			return 1
-		}
-		return a.Item - b.Item
-	})
+	slices.SortFunc(out, byScore)
 	return out
 }
