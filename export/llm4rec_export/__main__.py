@@ -27,6 +27,9 @@ def main(argv=None) -> int:
                    help="recommender epochs at most; early stopping on validation ends sooner (default 300)")
     b.add_argument("--batch", type=int, default=32, help="sequence windows per batch (default 32)")
     b.add_argument("--lr", type=float, default=2e-3)
+    b.add_argument("--stage2-lr-scale", type=float, default=0.0,
+                   help="> 0: train in two stages, the model and id_only continuing from one ID-only run per seed "
+                        "at this share of --lr (a paired comparison of what content adds); 0 (default): each from scratch")
     b.add_argument("--dim-small", type=int, default=64, help="width of item tokens, fusion and generator (default 64)")
     b.add_argument("--fusion-layers", type=int, default=2)
     b.add_argument("--gen-layers", type=int, default=2)
@@ -108,7 +111,7 @@ def main(argv=None) -> int:
         except json.JSONDecodeError:
             extra[k] = val
     args = BundleArgs(data=a.data, out=a.out, name=a.name, version=a.version, max_epochs=a.max_epochs, batch=a.batch,
-                      lr=a.lr, dim_small=a.dim_small, fusion_layers=a.fusion_layers, gen_layers=a.gen_layers,
+                      lr=a.lr, stage2_lr_scale=a.stage2_lr_scale, dim_small=a.dim_small, fusion_layers=a.fusion_layers, gen_layers=a.gen_layers,
                       gen_heads=a.gen_heads, max_history=a.max_history,
                       max_context=a.max_context, dropout=a.dropout, adversarial_weight=a.adversarial_weight, ips=a.ips,
                       ips_power=a.ips_power, ips_max_weight=a.ips_max_weight, seed=a.seed, seeds=a.seeds,

@@ -55,6 +55,7 @@ class BundleArgs:
     max_epochs: int = 300
     batch: int = 32
     lr: float = 2e-3
+    stage2_lr_scale: float = 0.0   # > 0: two stages (see build), the second at this share of lr
     dim_small: int = 64
     fusion_layers: int = 2
     gen_layers: int = 2
@@ -359,21 +360,42 @@ def build(a: BundleArgs) -> dict:
     tdata = TrainData(sp.train, item_emb, bank, gidx if n_groups else None, counts)
     test_hist = [np.concatenate([t, [v]]) if v >= 0 else t for t, v in zip(sp.train, sp.val)]
 
-    variants = {"model": (mcfg, base_t)}
-    if a.ablations:
-        variants["id_only"] = (replace(mcfg, content=False, steering=False),
-                               replace(base_t, ips=False, adversarial_weight=0.0, use_requests=False, use_context=False))
+    # One stage (default): the model and the id_only ablation each trained from scratch.
+    # Two stages (stage2_lr_scale > 0): 1: the ID-only sequence model (the id_only recipe) to its
+    # best validation epoch; 2: from those weights, at stage2_lr_scale x lr, the full model
+    # (content, requests, retrieved context added; the content projection starts at zero) and, as
+    # the id_only ablation, the same continuation without them. Sharing the start, the two differ
+    # only by what content adds, and their paired interval is about half as wide.
+    id_m = replace(mcfg, content=False, steering=False)
+    id_t = replace(base_t, ips=False, adversarial_weight=0.0, use_requests=False, use_context=False)
     seeds = [a.seed + k for k in range(max(1, a.seeds))]
-    jobs = [(v, replace(tc, seed=sd), mc) for v, (mc, tc) in variants.items() for sd in seeds]
+    two_stage = a.stage2_lr_scale > 0
+    s2 = dict(lr=a.lr * a.stage2_lr_scale, warmup_epochs=1) if two_stage else {}
+    variants = {"model": (mcfg, replace(base_t, **s2))}
+    if a.ablations:
+        variants["id_only"] = (id_m, replace(id_t, **s2))
+    jobs = [(v, replace(tc, seed=sd), mc, k) for v, (mc, tc) in variants.items() for k, sd in enumerate(seeds)]
     with timer("train"):
-        runs = train_runs([(mc, tc, tdata, n_groups, sp.val, f"train {v} seed {tc.seed}") for v, tc, mc in jobs],
-                          a.jobs, a.threads, weights.cache_dir() / "runs" if a.resume else None)
+        ck_dir = weights.cache_dir() / "runs" if a.resume else None
+        stage1 = []
+        if two_stage:
+            stage1 = train_runs([(id_m, replace(id_t, seed=sd), tdata, n_groups, sp.val,
+                                  f"train stage 1 (ID only) seed {sd}") for sd in seeds], a.jobs, a.threads, ck_dir)
+        runs = train_runs([(mc, tc, tdata, n_groups, sp.val, f"train {v} seed {tc.seed}",
+                            (stage1[k][0], stage1[k][1]["run_key"]) if two_stage else None)
+                           for v, tc, mc, k in jobs], a.jobs, a.threads, ck_dir)
     trained: dict[str, list] = {v: [] for v in variants}
-    for (v, tc, mc), (state, lg) in zip(jobs, runs):
+    for (v, tc, mc, _), (state, lg) in zip(jobs, runs):
         m = Recommender(mc, n_groups if tc.adversarial_weight > 0 else 0)
         m.load_state_dict(state)
         m.eval()
         trained[v].append((tc.seed, m, lg))
+    first_stage = []
+    for sd, (state, lg) in zip(seeds, stage1):
+        m = Recommender(id_m, 0)
+        m.load_state_dict(state)
+        m.eval()
+        first_stage.append((sd, m, lg))
     with timer("ranking"):
         ranking, ranking_report = ev.choose_ranking([m for _, m, _ in trained["model"]], sp.train, sp.val, item_emb,
                                                     seed=a.seed)
@@ -392,7 +414,8 @@ def build(a: BundleArgs) -> dict:
         per_user: dict[str, np.ndarray] = {}
         states = None
         model_test_scores = []          # the model seeds' served test scores (debiasing below)
-        for vname, runs_v in trained.items():
+        evaluated = dict(trained, id_only_stage1=first_stage) if a.ablations and first_stage else trained
+        for vname, runs_v in evaluated.items():
             per_seed, net_only = [], []
             nd = []
             for sd, m, lg in runs_v:
@@ -512,7 +535,8 @@ def build(a: BundleArgs) -> dict:
                 "mean pooling + L2 normalisation; items embed title, year, genres, director, cast, writers, plot "
                 "(whatever the catalog has) truncated to 128 tokens",
         "image": image_prov, "audio": audio_prov}
-    curves = {f"{v} seed {sd}": lg for v, runs_v in trained.items() for sd, _, lg in runs_v}
+    all_runs = dict(trained, id_only_stage1=first_stage) if first_stage else trained
+    curves = {f"{v} seed {sd}": lg for v, runs_v in all_runs.items() for sd, _, lg in runs_v}
     training = {"max_epochs": a.max_epochs, "seeds": seeds, "exported_seed": best_seed,
                 "best_epoch": best_log["best_epoch"], "epochs_run": best_log["epochs"],
                 "selection": f"validation NDCG@10 every {a.eval_every} epochs, early stopping after {a.patience} "
@@ -523,6 +547,11 @@ def build(a: BundleArgs) -> dict:
                 "ips_power": a.ips_power, "ips_max_weight": a.ips_max_weight, "image_mix": a.image_mix,
                 "image_epochs": a.image_epochs, "audio_epochs": a.audio_epochs,
                 "p_request": base_t.p_request, "p_image": base_t.p_image,
+                "stages": "one: each variant from scratch" if not two_stage else
+                          f"two. 1: the ID-only model (the id_only recipe) to its best validation epoch; 2: from its "
+                          f"weights at {a.stage2_lr_scale} x lr, the full model (content projection from zero, "
+                          f"requests, context) and the id_only ablation (the same continuation without them)",
+                **({"stage2_lr": a.lr * a.stage2_lr_scale} if two_stage else {}),
                 "objective": "next item at every position of every training sequence (windows of max_history with "
                              "stride max_history/2), softmax over the catalog; generator steps 2.. on a share of "
                              "positions with a small weight",
@@ -534,8 +563,8 @@ def build(a: BundleArgs) -> dict:
                 "item_embeddings": f"normalise(text + {a.image_mix} * image), fixed; items also have a learned "
                                    f"ID embedding inside the graphs",
                 "where": f"{platform.machine()} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads",
-                "run_seconds": {f"{v} seed {sd}": lg["seconds"] for v, runs_v in trained.items() for sd, _, lg in runs_v},
-                "runs_from_checkpoint": sum(bool(lg.get("reused_checkpoint")) for runs_v in trained.values()
+                "run_seconds": {f"{v} seed {sd}": lg["seconds"] for v, runs_v in all_runs.items() for sd, _, lg in runs_v},
+                "runs_from_checkpoint": sum(bool(lg.get("reused_checkpoint")) for runs_v in all_runs.values()
                                             for _, _, lg in runs_v)}
     report = {"name": name, "version": a.version, "data": {"name": ds.name, "fingerprint": fp, "users": len(ds.users),
                                                            "items": N, "interactions": ds.n_interactions,

@@ -25,7 +25,9 @@ Checkpoints: with a checkpoint path, the whole training state (weights, optimise
 random generators, best weights, curve) is written after every evaluation, and a run started
 with the same path continues from it, reaching the same weights as an uninterrupted run; a
 finished run leaves its result there, so asking again returns it without training.
-`run_key` names a run by everything that determines it (configurations, data, RECIPE).
+`run_key` names a run by everything that determines it (configurations, data, RECIPE); a second
+stage (a run started from another run's weights, see Trainer) is named by its key and the first
+run's.
 
 IPS (optional, off by default): each target item i weighted by w_i = min(1 / p_i, w_max)
 renormalised to mean 1 over the training targets, p_i = ((n_i + smoothing) / (max_j n_j +
@@ -178,11 +180,22 @@ def history_context(win: Windows, content: torch.Tensor, R: int, chunk: int = 64
 
 
 class Trainer:
-    def __init__(self, mcfg: ModelConfig, tcfg: TrainConfig, data: TrainData, n_groups: int):
+    def __init__(self, mcfg: ModelConfig, tcfg: TrainConfig, data: TrainData, n_groups: int,
+                 init: dict | None = None):
+        """init: a state dict to start from (a second stage): every weight it names is taken from
+        it; weights it lacks keep their fresh initialisation, except the content projection, which
+        starts at zero so that the item table starts as the ID table."""
         self.m, self.t, self.d = mcfg, tcfg, data
         torch.manual_seed(tcfg.seed)
         self.rng = np.random.default_rng(tcfg.seed)
         self.model = Recommender(mcfg, n_groups if tcfg.adversarial_weight > 0 else 0)
+        if init is not None:
+            own = self.model.state_dict()
+            take = {k: v for k, v in init.items() if k in own and own[k].shape == v.shape and k != "items.content"}
+            self.model.load_state_dict(take, strict=False)
+            if mcfg.content and "items.proj.weight" not in take:
+                with torch.no_grad():
+                    self.model.items.proj.weight.zero_()
         V = mcfg.num_tokens
         N = V - TOKEN_OFFSET
         c = torch.zeros(V, mcfg.dim)
@@ -495,22 +508,29 @@ def _validation_ndcg(val_hist, val_targets):
 
 
 def _train_one(job):
-    mc, tc, data, n_groups, val, desc, threads, ck_dir = job
+    mc, tc, data, n_groups, val, desc, init, threads, ck_dir = job
     import sys
 
     if threads:
         torch.set_num_threads(threads)
-    tr = Trainer(mc, tc, data, n_groups)
-    ck = Path(ck_dir) / f"{run_key(mc, tc, data, n_groups, val)}.pt" if ck_dir else None
+    state0, key0 = init if init is not None else (None, "")
+    tr = Trainer(mc, tc, data, n_groups, state0)
+    key = run_key(mc, tc, data, n_groups, val)
+    if key0:
+        # a second stage is named by its own settings and by the run it starts from
+        key = hashlib.sha256(f"{key} from {key0}".encode()).hexdigest()[:32]
+    ck = Path(ck_dir) / f"{key}.pt" if ck_dir else None
     lg = tr.fit(_validation_ndcg(data.train, val), log=lambda s: print(f"bundle: {s}", file=sys.stderr, flush=True),
                 desc=desc, checkpoint=ck)
+    lg = dict(lg, run_key=key)
     return {k: v.detach().clone() for k, v in tr.model.state_dict().items()}, lg
 
 
 def train_runs(jobs: list[tuple], processes: int = 0, threads: int = 0,
                checkpoints: Path | None = None) -> list[tuple[dict, dict]]:
-    """Trains each (model config, train config, data, groups, validation targets, name) job and
-    returns (best state, log) per job, in order. Jobs run in `processes` worker processes
+    """Trains each (model config, train config, data, groups, validation targets, name[, init])
+    job and returns (best state, log) per job, in order; init is (state dict, run key) of the run
+    a second stage starts from (see Trainer), the log carries the run's own key as `run_key`. Jobs run in `processes` worker processes
     (default: one per core, at most one per job), each with `threads` torch threads (default:
     cores / processes): these small models train faster side by side than with more threads each.
     checkpoints: a folder where each run checkpoints and resumes (see the module doc)."""
@@ -519,7 +539,7 @@ def train_runs(jobs: list[tuple], processes: int = 0, threads: int = 0,
     cores = os.cpu_count() or 1
     processes = max(1, min(processes or cores, len(jobs)))
     threads = threads or max(1, cores // processes)
-    full = [j + (threads, str(checkpoints) if checkpoints else None) for j in jobs]
+    full = [(j if len(j) == 7 else j + (None,)) + (threads, str(checkpoints) if checkpoints else None) for j in jobs]
     if processes == 1:
         return [_train_one(j) for j in full]
     with mp.get_context("spawn").Pool(processes) as pool:

@@ -186,6 +186,22 @@ def test_generic_catalog_without_images_or_users(tmp_path, minilm):
     assert report["metrics"]["model"]["users"] == 12
 
 
+def test_two_stage_training(tmp_path, minilm):
+    """--stage2-lr-scale: the model and id_only continue from one ID-only run per seed; the
+    first stage is evaluated beside them and the report says how it was trained."""
+    data = make_catalog(tmp_path / "data", n_items=25, n_users=12, images=False, users=False, seed=3)
+    out = tmp_path / "bundle"
+    report = build(tiny_args(data, out, max_epochs=2, seeds=1, audio_epochs=0, stage2_lr_scale=0.5))
+    tr = report["training"]
+    assert tr["stages"].startswith("two") and tr["stage2_lr"] == pytest.approx(2e-3 * 0.5)
+    assert {"model", "id_only", "id_only_stage1"} <= set(report["metrics"])
+    assert set(report["training_curves"]) == {"model seed 1", "id_only seed 1", "id_only_stage1 seed 1"}
+    keys = {v["run_key"] for v in report["training_curves"].values()}
+    assert len(keys) == 3                                  # three runs, each under its own name
+    assert "id_only_stage1" in report["paired_ndcg_difference_model_minus"]
+    validate.validate(out)
+
+
 def test_fetch_weights_script(bundle, tmp_path):
     """scripts/fetch-weights.sh restores text_encoder.weights byte for byte (from the cache)."""
     import subprocess

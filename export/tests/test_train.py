@@ -162,3 +162,38 @@ def test_run_key_names_what_determines_a_run():
     other = replace(data, train=[s.copy() for s in data.train])
     other.train[0][0] = (other.train[0][0] + 1) % 25
     assert k != run_key(mc, tc, other, 0, val)
+
+
+def test_second_stage_starts_from_the_first_stage_weights(tmp_path):
+    """The full model's second stage takes every weight the ID-only run has (the content
+    projection starts at zero, so its item table starts as the ID table) and is checkpointed
+    under a name that includes the run it starts from."""
+    from dataclasses import replace
+
+    from llm4rec_export.train import Trainer, train_runs
+
+    mc, tc, data, val = _tiny_run()
+    id_m = replace(mc, content=False, steering=False)
+    id_t = replace(tc, use_context=False, max_epochs=2)
+    (s1, lg1), = train_runs([(id_m, id_t, data, 0, val, "stage 1")], processes=1, checkpoints=tmp_path)
+    assert lg1["run_key"] and (tmp_path / f"{lg1['run_key']}.pt").is_file()
+
+    fresh = Trainer(mc, tc, data, 0)
+    second = Trainer(mc, tc, data, 0, init=s1)
+    m = second.model
+    assert torch.equal(m.items.table(), s1["items.id.weight"])        # ID table, zero content term
+    assert not torch.equal(fresh.model.items.table(), s1["items.id.weight"])
+    for k, v in s1.items():
+        if k != "items.content":
+            assert torch.equal(m.state_dict()[k], v), k
+    assert torch.equal(m.items.content, fresh.model.items.content)     # content comes from the data
+
+    s2_t = replace(tc, max_epochs=2, lr=tc.lr / 4)
+    (_, a), = train_runs([(mc, s2_t, data, 0, val, "stage 2", (s1, lg1["run_key"]))], processes=1,
+                         checkpoints=tmp_path)
+    (_, b), = train_runs([(mc, s2_t, data, 0, val, "stage 2", (s1, "another first stage"))], processes=1,
+                         checkpoints=tmp_path)
+    assert a["run_key"] != b["run_key"] and not b.get("reused_checkpoint")
+    (_, again), = train_runs([(mc, s2_t, data, 0, val, "stage 2", (s1, lg1["run_key"]))], processes=1,
+                             checkpoints=tmp_path)
+    assert again["run_key"] == a["run_key"] and again["reused_checkpoint"]
