@@ -289,7 +289,12 @@ func (s *Session) Run(inputs []Tensor) ([]Tensor, error) {
 	if !bound {
 		outs = make([]onnx.Value, len(s.outputs))
 	}
-	if err := s.sess.Run(set.ins, outs); err != nil {
+	if set.binding != nil {
+		err = s.sess.RunWithBinding(set.binding)
+	} else {
+		err = s.sess.Run(set.ins, outs)
+	}
+	if err != nil {
 		if !bound {
 			destroyValues(outs)
 		}
@@ -314,6 +319,9 @@ func (s *Session) Run(inputs []Tensor) ([]Tensor, error) {
 	if err != nil {
 		set.destroy()
 		return nil, err
+	}
+	if s.provider == ProviderCPU {
+		set.bind(s.sess, s.inputs, s.outputs)
 	}
 	s.putSet(set)
 	return result, nil
