@@ -194,6 +194,9 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 
 	// 2. fusion inputs with retrieved context
 	inputs, ctxRows := e.fusionInputs(hist, mods)
+	if len(ctxRows) > 0 {
+		resp.Context = make([]string, 0, len(ctxRows))
+	}
 	for _, r := range ctxRows {
 		resp.Context = append(resp.Context, e.items[r].ID) // retrieval returns catalog rows
 	}
@@ -211,7 +214,15 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 
 	// 3. generation
 	steer := e.steerVec(out)
-	seen := make([]bool, len(e.items)+added.len())
+	seenBuf := seenMarks.Get().(*[]bool)
+	if n := len(e.items) + added.len(); cap(*seenBuf) < n {
+		*seenBuf = make([]bool, n)
+	}
+	seen := (*seenBuf)[:len(e.items)+added.len()]
+	defer func() {
+		clear(seen)
+		seenMarks.Put(seenBuf)
+	}()
 	if req.ExcludeSeen {
 		for _, r := range hist {
 			seen[r] = true
@@ -525,6 +536,10 @@ func (e *Engine) logProbs(logits []float32, dst []float32) {
 
 // histMarks holds fusionInputs' catalog-sized history marks between requests (all false).
 var histMarks = sync.Pool{New: func() any { return new([]bool) }}
+
+// seenMarks holds Recommend's catalog-sized marks of the items it must not recommend between
+// requests (all false).
+var seenMarks = sync.Pool{New: func() any { return new([]bool) }}
 
 // rankBufs holds the log-probability and score buffers of rankTopK between requests.
 var rankBufs = sync.Pool{New: func() any { return new([2][]float32) }}
