@@ -521,8 +521,23 @@ func copyPadded[T any](dst []T, inner []int64, src []T, ss []int64) {
 	}
 }
 
+// rowsFirst reports whether every output has rows as its first dimension.
+func rowsFirst(outputs []ort.Tensor, rows int) bool {
+	for _, o := range outputs {
+		if len(o.Shape) == 0 || o.Shape[0] != int64(rows) {
+			return false
+		}
+	}
+	return true
+}
+
 // split hands each request its rows of every output.
 func (b *Batcher) split(rs []*request, outputs []ort.Tensor) {
+	if len(rs) == 1 && rowsFirst(outputs, rs[0].rows) {
+		// a batch of one: the outputs are its own (Runner keeps no share of them)
+		b.answer(rs[0], result{outputs: outputs})
+		return
+	}
 	off := 0
 	rank := 0
 	for _, o := range outputs {
