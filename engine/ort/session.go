@@ -207,6 +207,14 @@ func (s *Session) Outputs() []TensorInfo { return s.outputs }
 // graph order. Errors wrap ErrInput and name the input.
 func (s *Session) Check(inputs []Tensor) ([]Tensor, error) {
 	ordered := make([]Tensor, len(s.inputs))
+	if err := s.check(inputs, ordered); err != nil {
+		return nil, err
+	}
+	return ordered, nil
+}
+
+// check is Check writing the ordered inputs into ordered (len(s.inputs) long).
+func (s *Session) check(inputs, ordered []Tensor) error {
 	seen := make([]bool, len(s.inputs))
 	for _, in := range inputs {
 		idx := -1
@@ -217,49 +225,49 @@ func (s *Session) Check(inputs []Tensor) ([]Tensor, error) {
 			}
 		}
 		if idx < 0 {
-			return nil, fmt.Errorf("%w: %s: unknown input %q (graph inputs: %s)", ErrInput, s.name, in.Name, strings.Join(names(s.inputs), ", "))
+			return fmt.Errorf("%w: %s: unknown input %q (graph inputs: %s)", ErrInput, s.name, in.Name, strings.Join(names(s.inputs), ", "))
 		}
 		if seen[idx] {
-			return nil, fmt.Errorf("%w: %s: input %q given twice", ErrInput, s.name, in.Name)
+			return fmt.Errorf("%w: %s: input %q given twice", ErrInput, s.name, in.Name)
 		}
 		seen[idx] = true
 		info := s.inputs[idx]
 		if in.Float32 != nil && in.Int64 != nil {
-			return nil, fmt.Errorf("%w: %s: input %q holds both float32 and int64 data", ErrInput, s.name, in.Name)
+			return fmt.Errorf("%w: %s: input %q holds both float32 and int64 data", ErrInput, s.name, in.Name)
 		}
 		if dt := in.DType(); dt != info.DType {
 			if dt == "" {
 				dt = "no data"
 			}
-			return nil, fmt.Errorf("%w: %s: input %q has dtype %s, graph wants %s", ErrInput, s.name, in.Name, dt, info.DType)
+			return fmt.Errorf("%w: %s: input %q has dtype %s, graph wants %s", ErrInput, s.name, in.Name, dt, info.DType)
 		}
 		if len(in.Shape) != len(info.Shape) {
-			return nil, fmt.Errorf("%w: %s: input %q has rank %d (shape %v), graph wants %s", ErrInput, s.name, in.Name, len(in.Shape), in.Shape, info)
+			return fmt.Errorf("%w: %s: input %q has rank %d (shape %v), graph wants %s", ErrInput, s.name, in.Name, len(in.Shape), in.Shape, info)
 		}
 		n := int64(1)
 		for d, v := range in.Shape {
 			if v < 0 {
-				return nil, fmt.Errorf("%w: %s: input %q has negative dimension %d", ErrInput, s.name, in.Name, v)
+				return fmt.Errorf("%w: %s: input %q has negative dimension %d", ErrInput, s.name, in.Name, v)
 			}
 			if want := info.Shape[d]; want >= 0 && v != want {
-				return nil, fmt.Errorf("%w: %s: input %q has shape %v, graph wants %s", ErrInput, s.name, in.Name, in.Shape, info)
+				return fmt.Errorf("%w: %s: input %q has shape %v, graph wants %s", ErrInput, s.name, in.Name, in.Shape, info)
 			}
 			if v > 0 && n > (1<<40)/v {
-				return nil, fmt.Errorf("%w: %s: input %q shape %v is too large", ErrInput, s.name, in.Name, in.Shape)
+				return fmt.Errorf("%w: %s: input %q shape %v is too large", ErrInput, s.name, in.Name, in.Shape)
 			}
 			n *= v
 		}
 		if int64(in.len()) != n {
-			return nil, fmt.Errorf("%w: %s: input %q has %d elements, shape %v needs %d", ErrInput, s.name, in.Name, in.len(), in.Shape, n)
+			return fmt.Errorf("%w: %s: input %q has %d elements, shape %v needs %d", ErrInput, s.name, in.Name, in.len(), in.Shape, n)
 		}
 		ordered[idx] = in
 	}
 	for i, ok := range seen {
 		if !ok {
-			return nil, fmt.Errorf("%w: %s: missing input %q (%s)", ErrInput, s.name, s.inputs[i].Name, s.inputs[i])
+			return fmt.Errorf("%w: %s: missing input %q (%s)", ErrInput, s.name, s.inputs[i].Name, s.inputs[i])
 		}
 	}
-	return ordered, nil
+	return nil
 }
 
 // Run checks the inputs (see Check) and runs the graph. Outputs come back in graph order as
@@ -271,7 +279,14 @@ func (s *Session) Check(inputs []Tensor) ([]Tensor, error) {
 // inputs are known, are written by ONNX Runtime into kept tensors and copied out. A run then
 // allocates its results and little else.
 func (s *Session) Run(inputs []Tensor) ([]Tensor, error) {
-	ordered, err := s.Check(inputs)
+	var onStack [8]Tensor // the engine's graphs have at most 7 inputs
+	ordered := onStack[:0]
+	if len(s.inputs) <= len(onStack) {
+		ordered = onStack[:len(s.inputs)]
+	} else {
+		ordered = make([]Tensor, len(s.inputs))
+	}
+	err := s.check(inputs, ordered)
 	if err != nil {
 		return nil, err
 	}
