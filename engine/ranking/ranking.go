@@ -119,15 +119,23 @@ func (s *Similar) Add(logits []float32, hist []int) {
 // made this the largest part of ranking at 1,682 items).
 func Diversify(candidates []int, score []float32, emb []float32, dim int, lambda float64, k int) []int {
 	k = min(k, len(candidates))
-	near := make([]float64, len(candidates))
-	taken := make([]bool, len(candidates))
+	n := len(candidates)
+	var takenOnStack [128]bool // the engine re-ranks 50 candidates
+	taken := takenOnStack[:0]
+	if n <= len(takenOnStack) {
+		taken = takenOnStack[:n]
+	} else {
+		taken = make([]bool, n)
+	}
 	out := make([]int, 0, k)
 	buf := wideRows.Get().(*[]float64)
 	defer wideRows.Put(buf)
-	if cap(*buf) < len(candidates)*dim {
-		*buf = make([]float64, len(candidates)*dim)
+	if cap(*buf) < n*(dim+1) {
+		*buf = make([]float64, n*(dim+1))
 	}
-	wide := (*buf)[:len(candidates)*dim]
+	wide := (*buf)[:n*dim]
+	near := (*buf)[n*dim : n*(dim+1)]
+	clear(near)
 	for i, r := range candidates {
 		for j, x := range emb[r*dim : (r+1)*dim] {
 			wide[i*dim+j] = float64(x)
@@ -163,5 +171,6 @@ func Diversify(candidates []int, score []float32, emb []float32, dim int, lambda
 	return out
 }
 
-// wideRows holds Diversify's float64 copies of the candidates' rows between calls.
+// wideRows holds Diversify's float64 copies of the candidates' rows (and their nearest-pick
+// similarities after them) between calls.
 var wideRows = sync.Pool{New: func() any { return new([]float64) }}
