@@ -112,11 +112,11 @@ func BenchmarkStages(b *testing.B) {
 	b.Run("fusion-inputs+retrieval", func(b *testing.B) {
 		mods := modalities{emb: make([][]float32, len(e.manifest.Fusion.Modalities)), names: e.manifest.Fusion.Modalities}
 		for b.Loop() {
-			e.fusionInputs(rows, mods)
+			e.fusionInputs(rows, mods, nil)
 		}
 	})
 	mods := modalities{emb: make([][]float32, len(e.manifest.Fusion.Modalities)), names: e.manifest.Fusion.Modalities}
-	in, _ := e.fusionInputs(rows, mods)
+	in, _ := e.fusionInputs(rows, mods, nil)
 	b.Run("fusion/raw", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := e.sessions["fusion"].Run(in); err != nil {

@@ -69,7 +69,7 @@ func (e *Engine) evidence(ctx context.Context, hist []int, mods modalities, full
 				m.emb = slices.Clone(mods.emb)
 				m.emb[p.modality] = nil
 			}
-			inputs, _ := e.fusionInputs(h, m)
+			inputs, _ := e.fusionInputs(h, m, nil)
 			out, err := e.fusion.Submit(gctx, inputs)
 			if err != nil {
 				return err

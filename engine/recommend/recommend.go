@@ -114,7 +114,7 @@ func (e *Engine) LearnerInputs(ctx context.Context, history []string) (state, lo
 			hist = append(hist, r)
 		}
 	}
-	inputs, _ := e.fusionInputs(hist, modalities{emb: make([][]float32, len(e.manifest.Fusion.Modalities)), names: e.manifest.Fusion.Modalities})
+	inputs, _ := e.fusionInputs(hist, modalities{emb: make([][]float32, len(e.manifest.Fusion.Modalities)), names: e.manifest.Fusion.Modalities}, nil)
 	out, err := e.fusion.Submit(ctx, inputs)
 	if err != nil {
 		return nil, nil, err
@@ -193,7 +193,9 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 	resp.Timings.Encode = t1.Sub(t0).Microseconds()
 
 	// 2. fusion inputs with retrieved context
-	inputs, ctxRows := e.fusionInputs(hist, mods)
+	scratch := fusionScratches.Get().(*fusionScratch)
+	defer fusionScratches.Put(scratch)
+	inputs, ctxRows := e.fusionInputs(hist, mods, scratch)
 	if len(ctxRows) > 0 {
 		resp.Context = make([]string, 0, len(ctxRows))
 	}
@@ -332,9 +334,26 @@ func (e *Engine) encodeModalities(ctx context.Context, req Request) (modalities,
 	return m, nil
 }
 
+// fusionScratch holds the arrays of one request's fusion inputs. Recommend takes one from
+// fusionScratches and puts it back once fusion has answered (the batcher copies what it is
+// given) and the context rows are read.
+type fusionScratch struct {
+	buf    []float32
+	tokens []int64
+	rows   []int
+	sh     [15]int64
+	in     [7]ort.Tensor
+}
+
+var fusionScratches = sync.Pool{New: func() any { return new(fusionScratch) }}
+
 // fusionInputs builds the fusion graph's six inputs for one request, with the retrieved
-// context rows.
-func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int) {
+// context rows, in sc's arrays (nil: new ones). The inputs and rows stay valid until sc is
+// reused.
+func (e *Engine) fusionInputs(hist []int, mods modalities, sc *fusionScratch) ([]ort.Tensor, []int) {
+	if sc == nil {
+		sc = new(fusionScratch)
+	}
 	D := e.dim
 	L := e.manifest.Fusion.MaxHistory
 	used := hist
@@ -344,8 +363,13 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 	Lb := max(1, len(used))
 	M := len(mods.emb)
 	R := e.manifest.Fusion.MaxContext
-	// every float input (and the retrieval query) in one allocation
-	buf := make([]float32, Lb*D+Lb+M*D+M+R*D+R+D)
+	// every float input (and the retrieval query) in one array, zeroed
+	need := Lb*D + Lb + M*D + M + R*D + R + D
+	if cap(sc.buf) < need {
+		sc.buf = make([]float32, need)
+	}
+	buf := sc.buf[:need]
+	clear(buf)
 	take := func(n int) []float32 {
 		v := buf[:n:n]
 		buf = buf[n:]
@@ -355,7 +379,11 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 	modal, mmask := take(M*D), take(M)
 	context, cmask := take(R*D), take(R)
 	queryBuf := take(D)
-	tokens := make([]int64, Lb)
+	if cap(sc.tokens) < Lb {
+		sc.tokens = make([]int64, Lb)
+	}
+	tokens := sc.tokens[:Lb]
+	clear(tokens)
 	for i, r := range used {
 		copy(history[i*D:(i+1)*D], e.emb(r))
 		hmask[i] = 1
@@ -383,7 +411,7 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 	}
 	var rows []int
 	if query != nil && R > 0 {
-		rows = make([]int, 0, R)
+		rows = sc.rows[:0]
 		// the history's catalog rows marked in a pooled catalog-sized array (the index asks
 		// about every row it scans: a map lookup each cost more than the scan's products),
 		// unmarked again before the array goes back; added items are never retrieved
@@ -412,10 +440,12 @@ func (e *Engine) fusionInputs(hist []int, mods modalities) ([]ort.Tensor, []int)
 			}
 		}
 		histMarks.Put(marks)
+		sc.rows = rows
 	}
 	// the seven shapes share one array
-	sh := []int64{1, int64(Lb), 1, int64(Lb), int64(D), 1, int64(M), int64(D), 1, int64(M), 1, int64(R), int64(D), 1, int64(R)}
-	in := make([]ort.Tensor, 0, 7)
+	sc.sh = [15]int64{1, int64(Lb), 1, int64(Lb), int64(D), 1, int64(M), int64(D), 1, int64(M), 1, int64(R), int64(D), 1, int64(R)}
+	sh := sc.sh[:]
+	in := sc.in[:0]
 	if e.fusionItems {
 		in = append(in, ort.Tensor{Name: bundle.InHistoryItems, Shape: sh[0:2:2], Int64: tokens})
 	}
