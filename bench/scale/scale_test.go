@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/llm4rec/llm4rec/engine/bundle"
 	"github.com/llm4rec/llm4rec/engine/ort"
+	"github.com/llm4rec/llm4rec/engine/recommend"
 	"github.com/llm4rec/llm4rec/engine/retrieval"
 )
 
@@ -134,6 +136,89 @@ func TestScaleOnSyntheticCatalogs(t *testing.T) {
 		if b.Error != "" || b.Synthesized || b.Index != "hnsw" || b.Recall10 == nil || *b.Recall10 != 1 ||
 			b.RecallQueries != recallQueries || len(b.Points) != 1 {
 			t.Errorf("second run, hnsw: %+v", b)
+		}
+	}
+	checkLowRankSteering(t, filepath.Join(cache, "items-40"))
+}
+
+// checkLowRankSteering: a synthesized bundle ships its steering map's output factor
+// (fusion.steering_up), and the engine ranking with it (the catalog's steering terms taken in
+// the map's rank) answers queries as the same bundle without it (the full product).
+func checkLowRankSteering(t *testing.T, dir string) {
+	t.Helper()
+	m, err := bundle.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := m.Fusion.SteeringUp
+	if up == nil || up.DType != "float32" || len(up.Shape) != 2 || up.Shape[0] != m.EmbeddingDim || up.Shape[1] < 1 {
+		t.Fatalf("fusion.steering_up %+v", up)
+	}
+	// the same bundle without the section: every file linked, the manifest rewritten
+	twin := t.TempDir()
+	err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(filepath.Join(twin, rel), 0o755)
+		case rel == bundle.ManifestFile:
+			return nil
+		}
+		return os.Symlink(path, filepath.Join(twin, rel))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]any
+	b, _ := os.ReadFile(filepath.Join(dir, bundle.ManifestFile))
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	delete(raw["fusion"].(map[string]any), "steering_up")
+	b, _ = json.Marshal(raw)
+	if err := os.WriteFile(filepath.Join(twin, bundle.ManifestFile), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := ort.Open(ort.Options{Provider: ort.ProviderCPU, IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	low, err := recommend.Open(dir, rt, recommend.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer low.Close()
+	full, err := recommend.Open(twin, rt, recommend.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer full.Close()
+	if low.SteeringRank() != up.Shape[1] || full.SteeringRank() != 0 {
+		t.Fatalf("steering rank %d with the section (want %d), %d without (want 0)", low.SteeringRank(), up.Shape[1], full.SteeringRank())
+	}
+	zero := 0.0
+	for i, q := range []string{"a story about robots", "something funny for the weekend", "a quiet documentary"} {
+		req := recommend.Request{History: []string{low.Items()[i].ID, low.Items()[i+5].ID}, Query: q, K: 10, ExcludeSeen: true, Alpha: &zero}
+		a, err := low.Recommend(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := full.Recommend(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(a.Items) != len(c.Items) || len(a.Items) == 0 {
+			t.Fatalf("%q: %d items against %d", q, len(a.Items), len(c.Items))
+		}
+		for j := range a.Items {
+			x, y := a.Items[j], c.Items[j]
+			if x.ItemID != y.ItemID || math.Abs(float64(x.Score-y.Score)) > 1e-4*(1+math.Abs(float64(y.Score))) {
+				t.Fatalf("%q, rank %d: %s %.6f in the rank, %s %.6f by the full product", q, j, x.ItemID, x.Score, y.ItemID, y.Score)
+			}
 		}
 	}
 }

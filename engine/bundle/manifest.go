@@ -331,6 +331,11 @@ type FusionSpec struct {
 	MaxHistory int      `json:"max_history"`
 	MaxContext int      `json:"max_context"`
 	Modalities []string `json:"modalities"`
+	// SteeringUp is the output factor of the fusion's steering map, float32 [embedding_dim,
+	// rank]: the steering output is SteeringUp . s for a vector s of that rank, so every
+	// item's steering term can be taken in the rank (the engine's fast path). Absent in
+	// bundles older than it (the engine then takes the full product).
+	SteeringUp *ArraySpec `json:"steering_up,omitempty"`
 }
 
 // GeneratorSpec describes the generator's key-value cache.

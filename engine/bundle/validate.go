@@ -96,6 +96,12 @@ func (v *validator) manifest() {
 	for name, g := range m.Graphs {
 		refs["graphs."+name+".file"] = g.File
 	}
+	if up := m.Fusion.SteeringUp; up != nil {
+		refs["fusion.steering_up.file"] = up.File
+		if up.DType != "float32" || len(up.Shape) != 2 || up.Shape[0] != m.EmbeddingDim || up.Shape[1] < 1 || up.Shape[1] > m.EmbeddingDim {
+			v.add(ManifestFile, "fusion.steering_up is %s %v, want float32 [%d, rank] with rank in [1, %d]", up.DType, up.Shape, m.EmbeddingDim, m.EmbeddingDim)
+		}
+	}
 	for field, file := range refs {
 		if file == "" {
 			v.add(ManifestFile, "%s is empty", field)

@@ -150,6 +150,7 @@ type Engine struct {
 	decodeCost  decodeCost          // how long decodes take per reserved byte (admission by deadline)
 	fusionItems bool                // the fusion graph takes history_items (item tokens beside their embeddings)
 	steerOut    int                 // index of the fusion's steering output, -1 when it has none
+	steerLow    *lowRankSteering    // the catalog's steering terms in the map's rank; nil: the full product
 	attOut      int                 // index of the fusion's attention output, -1 when it has none
 	similar     *ranking.Similar    // similar-items term; nil when the bundle has none
 	diversity   float64             // MMR weight of top-k lists (0: plain top k)
@@ -277,6 +278,18 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	if err := e.loadRanking(); err != nil {
 		return nil, err
 	}
+	if up := m.Fusion.SteeringUp; up != nil && e.steerOut >= 0 {
+		if up.DType != "float32" || len(up.Shape) != 2 || up.Shape[0] != e.dim {
+			return nil, fmt.Errorf("recommend: manifest fusion.steering_up: %s is %s %v, want float32 [%d, rank]", up.File, up.DType, up.Shape, e.dim)
+		}
+		w, err := bundle.ReadFloat32s(filepath.Join(dir, up.File), e.dim*up.Shape[1])
+		if err != nil {
+			return nil, err
+		}
+		if e.steerLow, err = newLowRankSteering(w, e.dim, up.Shape[1], e.itemEmb, len(e.items)); err != nil {
+			return nil, err
+		}
+	}
 	if e.index, err = retrieval.New(cfg.Index, e.itemEmb, e.dim); err != nil {
 		return nil, err
 	}
@@ -345,6 +358,15 @@ func (e *Engine) Manifest() *bundle.Manifest { return e.manifest }
 // Items is the bundle's catalog in vocabulary order (without added items: see Item and
 // Added); callers must not modify it.
 func (e *Engine) Items() []Item { return e.items }
+
+// SteeringRank is the rank in which the catalog's steering terms are taken (the bundle's
+// fusion.steering_up), 0 when they are the full product with the item embeddings.
+func (e *Engine) SteeringRank() int {
+	if e.steerLow == nil {
+		return 0
+	}
+	return e.steerLow.rank
+}
 
 // Row is an item id's row: the bundle's catalog (rows below len(Items())), then the items
 // added since it was loaded (AddItems).

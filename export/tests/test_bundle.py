@@ -120,6 +120,20 @@ def test_golden_parity_and_validator(bundle):
     assert s2["inputs"]["past_keys"]["shape"][3] == 1 and s2["outputs"]["present_keys"]["shape"][3] == 2
 
 
+def test_steering_up_spans_the_fusion_steering_output(bundle):
+    """fusion.steering_up is the steering map's output factor: the golden fusion case's steering
+    vectors lie in its column space (the engine takes the catalog's steering terms there)."""
+    out, _ = bundle
+    man = json.loads((out / "manifest.json").read_text())
+    up = man["fusion"]["steering_up"]
+    assert up["file"] == "steering_up.f32" and up["dtype"] == "float32" and up["shape"] == [384, 16]
+    U = np.fromfile(out / up["file"], "<f4").reshape(up["shape"]).astype(np.float64)
+    V = np.fromfile(out / "golden" / "fusion.steering.bin", "<f4").reshape(-1, 384).astype(np.float64)
+    assert np.abs(V).max() > 0                       # the golden case sends a request
+    coef, *_ = np.linalg.lstsq(U, V.T, rcond=None)
+    assert np.abs(U @ coef - V.T).max() <= 1e-5 * max(1.0, np.abs(V).max())
+
+
 def test_batch_invariance(bundle):
     out, _ = bundle
     from llm4rec_export.validate import read_tensor
