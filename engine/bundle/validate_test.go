@@ -172,6 +172,12 @@ func TestManifestProblems(t *testing.T) {
 		{func(m map[string]any) { m["embedding_dim"] = 4 }, "item_embeddings.f32: 24 bytes, want items.count x embedding_dim x 4 = 32"},
 		{func(m map[string]any) { m["unexpected"] = true }, `unknown field "unexpected"`},
 		{func(m map[string]any) {
+			m["fusion"] = map[string]any{"steering_up": map[string]any{"file": "steering_up.f32", "dtype": "float32", "shape": []int{5, 2}}}
+		}, "fusion.steering_up is float32 [5 2], want float32 [3, rank] with rank in [1, 3]"},
+		{func(m map[string]any) {
+			m["fusion"] = map[string]any{"steering_up": map[string]any{"file": "steering_up.f32", "dtype": "float32", "shape": []int{3, 2}}}
+		}, "fusion.steering_up.file names steering_up.f32, which is not listed in files"},
+		{func(m map[string]any) {
 			m["files"].(map[string]any)["../escape"] = map[string]any{"sha256": "00", "size": 1}
 		}, "../escape: not a valid file name"},
 		{func(m map[string]any) {
