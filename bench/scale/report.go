@@ -20,7 +20,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "bench scale: %s, %d CPUs (%s), provider %s, %s a point, history %d, k %d\n\n", r.Started,
 		r.Host.CPUs, r.Host.CPUModel, r.Provider, r.Duration, r.HistoryLen, r.K)
-	t := report.NewTable("bundle", ">items", ">on disk MB", ">validate s", ">load s", ">RSS after load MB", ">load adds MB", ">Go heap MB", ">peak RSS MB", "index", ">recall@10")
+	t := report.NewTable("bundle", ">items", ">on disk MB", ">validate s", ">load s", ">RSS after load MB", ">load adds MB", ">Go heap MB", ">peak RSS MB", "index", ">recall@10", "steering")
 	for _, x := range r.Bundles {
 		if x.Error != "" {
 			t.Add(x.Name, fmt.Sprint(x.Items), "error: "+report.OneLine(x.Error, 200))
@@ -32,7 +32,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		t.Add(x.Name, fmt.Sprint(x.Items), fmt.Sprintf("%.0f", float64(x.BundleBytes)/(1<<20)), fmt.Sprintf("%.2f", x.ValidateSeconds),
 			fmt.Sprintf("%.2f", x.LoadSeconds), fmt.Sprintf("%.0f", x.RSSAfterMB), fmt.Sprintf("%.0f", x.LoadRSSMB),
-			fmt.Sprintf("%.0f", x.GoHeapMB), fmt.Sprintf("%.0f", x.PeakRSSMB), x.Index, recall)
+			fmt.Sprintf("%.0f", x.GoHeapMB), fmt.Sprintf("%.0f", x.PeakRSSMB), x.Index, recall, steeringPath(x.SteeringRank))
 	}
 	t.Write(&b)
 	b.WriteString("\nRecommend (closed loop, in process; stages: mean ms of encode / retrieve / fusion / generate / rank)\n\n")
@@ -147,4 +147,13 @@ func (r *Report) WritePlots(dir string) ([]string, error) {
 		return nil, err
 	}
 	return []string{path}, nil
+}
+
+// steeringPath names how a query's steering terms are taken: in the map's rank or the full
+// product.
+func steeringPath(rank int) string {
+	if rank == 0 {
+		return "full"
+	}
+	return fmt.Sprintf("rank %d", rank)
 }

@@ -61,7 +61,7 @@ func TestScaleOnSyntheticCatalogs(t *testing.T) {
 		}
 		if b.LoadSeconds <= 0 || b.ValidateSeconds <= 0 || b.RSSAfterMB <= 0 || b.RSSBeforeMB <= 0 ||
 			b.LoadRSSMB != b.RSSAfterMB-b.RSSBeforeMB || b.GoHeapMB <= 0 || b.PeakRSSMB <= 0 ||
-			b.BundleBytes < 90<<20 || b.Index != "exact" || b.Recall10 != nil {
+			b.BundleBytes < 90<<20 || b.Index != "exact" || b.Recall10 != nil || b.SteeringRank != 64 {
 			t.Errorf("load and memory of %s: %+v", b.Name, b)
 		}
 		if len(b.Points) != 4 {
@@ -96,7 +96,7 @@ func TestScaleOnSyntheticCatalogs(t *testing.T) {
 	if err := rep.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"synthetic-40", "synthetic-48", "history", "query", "p50 at one caller, largest catalog over smallest"} {
+	for _, s := range []string{"synthetic-40", "synthetic-48", "history", "query", "rank 64", "p50 at one caller, largest catalog over smallest"} {
 		if !strings.Contains(table.String(), s) {
 			t.Errorf("table lacks %q:\n%s", s, table.String())
 		}
