@@ -279,9 +279,7 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 		return nil, err
 	}
 	if up := m.Fusion.SteeringUp; up != nil && e.steerOut >= 0 {
-		if up.DType != "float32" || len(up.Shape) != 2 || up.Shape[0] != e.dim {
-			return nil, fmt.Errorf("recommend: manifest fusion.steering_up: %s is %s %v, want float32 [%d, rank]", up.File, up.DType, up.Shape, e.dim)
-		}
+		// its dtype and shape [embedding_dim, rank] were validated with the manifest
 		w, err := bundle.ReadFloat32s(filepath.Join(dir, up.File), e.dim*up.Shape[1])
 		if err != nil {
 			return nil, err

@@ -216,20 +216,13 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 
 	// 3. generation
 	steer := e.steerVec(out)
-	seenBuf := seenMarks.Get().(*[]bool)
-	if n := len(e.items) + added.len(); cap(*seenBuf) < n {
-		*seenBuf = make([]bool, n)
-	}
-	seen := (*seenBuf)[:len(e.items)+added.len()]
-	defer func() {
-		clear(seen)
-		seenMarks.Put(seenBuf)
-	}()
+	var excluded []int // the rows never recommended, marked in seen
 	if req.ExcludeSeen {
-		for _, r := range hist {
-			seen[r] = true
-		}
+		excluded = hist
 	}
+	seenBuf := takeMarks(len(e.items)+added.len(), excluded)
+	defer putMarks(seenBuf, excluded)
+	seen := *seenBuf
 	var picks []pick
 	var firstLogits []float32 // the first step's logits with the terms (explanations)
 	if mode == ModeTopK {
@@ -413,19 +406,10 @@ func (e *Engine) fusionInputs(hist []int, mods modalities, sc *fusionScratch) ([
 	if query != nil && R > 0 {
 		rows = sc.rows[:0]
 		// the history's catalog rows marked in a pooled catalog-sized array (the index asks
-		// about every row it scans: a map lookup each cost more than the scan's products),
-		// unmarked again before the array goes back; added items are never retrieved
-		marks := histMarks.Get().(*[]bool)
-		n := len(e.items)
-		if cap(*marks) < n {
-			*marks = make([]bool, n)
-		}
-		inHist := (*marks)[:n]
-		for _, r := range used {
-			if r < n {
-				inHist[r] = true
-			}
-		}
+		// about every row it scans: a map lookup each cost more than the scan's products);
+		// added items are never retrieved
+		marks := takeMarks(len(e.items), used)
+		inHist := *marks
 		// The index ranks by cosine with its normalised rows; the export ranks by dot product
 		// with the item embeddings as stored. The rankings agree because the export writes
 		// unit-norm item embeddings.
@@ -434,12 +418,7 @@ func (e *Engine) fusionInputs(hist []int, mods modalities, sc *fusionScratch) ([
 			cmask[j] = 1
 			rows = append(rows, h.Item)
 		}
-		for _, r := range used {
-			if r < n {
-				inHist[r] = false
-			}
-		}
-		histMarks.Put(marks)
+		putMarks(marks, used)
 		sc.rows = rows
 	}
 	// the seven shapes share one array
@@ -567,12 +546,36 @@ func (e *Engine) logProbs(logits []float32, dst []float32) {
 	ranking.LogSoftmax(logits[e.offset:], dst)
 }
 
-// histMarks holds fusionInputs' catalog-sized history marks between requests (all false).
-var histMarks = sync.Pool{New: func() any { return new([]bool) }}
+// markArrays holds catalog-sized arrays of row marks between requests, all false (the
+// history excluded from retrieval, the items not to recommend: a fresh array each request
+// was 100 KB to allocate and zero at 100,000 items).
+var markArrays = sync.Pool{New: func() any { return new([]bool) }}
 
-// seenMarks holds Recommend's catalog-sized marks of the items it must not recommend between
-// requests (all false).
-var seenMarks = sync.Pool{New: func() any { return new([]bool) }}
+// takeMarks returns a pooled array of n marks with rows (those below n) set; give it back
+// with putMarks and the same rows.
+func takeMarks(n int, rows []int) *[]bool {
+	p := markArrays.Get().(*[]bool)
+	if cap(*p) < n {
+		*p = make([]bool, n)
+	}
+	*p = (*p)[:n]
+	for _, r := range rows {
+		if r < n {
+			(*p)[r] = true
+		}
+	}
+	return p
+}
+
+// putMarks unmarks rows and returns the array to the pool; nothing else may be marked.
+func putMarks(p *[]bool, rows []int) {
+	for _, r := range rows {
+		if r < len(*p) {
+			(*p)[r] = false
+		}
+	}
+	markArrays.Put(p)
+}
 
 // rankBufs holds the log-probability and score buffers of rankTopK between requests.
 var rankBufs = sync.Pool{New: func() any { return new([2][]float32) }}

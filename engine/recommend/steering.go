@@ -66,11 +66,9 @@ func (l *lowRankSteering) scores(v, out []float32) []float32 {
 		out = make([]float32, l.n)
 	}
 	out = out[:l.n]
-	var sBuf [256]float32
-	s := sBuf[:0]
-	if l.rank <= len(sBuf) {
-		s = sBuf[:l.rank]
-	} else {
+	var onStack [256]float32 // the request in the map's rank (64 in exported bundles)
+	s := onStack[:min(l.rank, len(onStack))]
+	if l.rank > len(onStack) {
 		s = make([]float32, l.rank)
 	}
 	blas32.Gemv(blas.NoTrans, 1, blas32.General{Rows: l.rank, Cols: l.dim, Stride: l.dim, Data: l.pinv},
