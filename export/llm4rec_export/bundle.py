@@ -410,6 +410,7 @@ def build(a: BundleArgs) -> dict:
         m.load_state_dict(state)
         m.eval()
         first_stage.append((sd, m, lg))
+    all_runs = dict(trained, id_only_stage1=first_stage) if first_stage else trained
     with timer("ranking"):
         ranking, ranking_report = ev.choose_ranking([m for _, m, _ in trained["model"]], sp.train, sp.val, item_emb,
                                                     seed=a.seed)
@@ -428,7 +429,7 @@ def build(a: BundleArgs) -> dict:
         per_user: dict[str, np.ndarray] = {}
         states = None
         model_test_scores = []          # the model seeds' served test scores (debiasing below)
-        evaluated = dict(trained, id_only_stage1=first_stage) if a.ablations and first_stage else trained
+        evaluated = all_runs if a.ablations else trained
         for vname, runs_v in evaluated.items():
             per_seed, net_only = [], []
             nd = []
@@ -549,7 +550,6 @@ def build(a: BundleArgs) -> dict:
                 "mean pooling + L2 normalisation; items embed title, year, genres, director, cast, writers, plot "
                 "(whatever the catalog has) truncated to 128 tokens",
         "image": image_prov, "audio": audio_prov}
-    all_runs = dict(trained, id_only_stage1=first_stage) if first_stage else trained
     curves = {f"{v} seed {sd}": lg for v, runs_v in all_runs.items() for sd, _, lg in runs_v}
     training = {"max_epochs": a.max_epochs, "seeds": seeds, "exported_seed": best_seed,
                 "best_epoch": best_log["best_epoch"], "epochs_run": best_log["epochs"],
