@@ -186,14 +186,14 @@ type Bundle struct {
 	// Index is the retrieval index the engine ran with; Recall10, for an index other than
 	// exact, is its recall@10 against the exact scan on RecallQueries retrieval queries like
 	// the requests' (the normalised sum of a random history's embeddings, nothing skipped).
-	Index    string   `json:"index"`
-	Recall10 *float64 `json:"recall@10,omitempty"`
+	Index         string   `json:"index"`
+	Recall10      *float64 `json:"recall@10,omitempty"`
+	RecallQueries int      `json:"recall_queries,omitempty"`
 	// SteeringRank is the rank in which a query's steering terms over the catalog are taken
 	// (the bundle's fusion.steering_up), 0 for the full product with the item embeddings.
-	SteeringRank  int     `json:"steering_rank"`
-	RecallQueries int     `json:"recall_queries,omitempty"`
-	Points        []Point `json:"points"`
-	Error         string  `json:"error,omitempty"`
+	SteeringRank int     `json:"steering_rank"`
+	Points       []Point `json:"points"`
+	Error        string  `json:"error,omitempty"`
 }
 
 // Point is one kind of request at one number of callers.
