@@ -59,11 +59,13 @@ vet:
 # The race detector runs on every package but the three whose time goes to evaluation loops
 # over the catalog and to whole bench runs (4-7x slower under -race: about two of make test's
 # four minutes on 2 cores); the concurrency they drive is the engine's and the server's, raced
-# in their own packages. Those three still run, without -race.
+# in their own packages. Those three still run, without -race, and so do the tests that count
+# allocations (named ...Allocat...): under -race sync.Pool drops items at random, and they skip.
 NORACE_PKGS := ./bench/evaluate ./bench/scale ./cmd/llm4rec
 test-go:
 	LLM4REC_DATA=$(DATA_ROOT) LLM4REC_REQUIRE_BUNDLE=1 go test -race -count=1 $$(go list ./... | grep -v -e '/bench/evaluate$$' -e '/bench/scale$$' -e '/cmd/llm4rec$$')
 	LLM4REC_DATA=$(DATA_ROOT) LLM4REC_REQUIRE_BUNDLE=1 go test -count=1 $(NORACE_PKGS)
+	LLM4REC_DATA=$(DATA_ROOT) LLM4REC_REQUIRE_BUNDLE=1 go test -count=1 -run Allocat ./engine/... ./server/...
 	cd bench/peers && go vet -tags ORT ./... && go test -tags ORT -count=1 ./...
 
 bench-go:

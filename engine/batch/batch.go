@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,81 @@ type Runner interface {
 }
 
 var _ Runner = (*ort.Session)(nil)
+
+// ViewRunner is a Runner that can lend its outputs for the time of a call instead of copying
+// them (ort.Session.RunView): the batcher then copies each request's rows straight into the
+// request's Outputs, and a warm batch allocates nothing.
+type ViewRunner interface {
+	Runner
+	RunView(inputs []ort.Tensor, use func(outputs []ort.Tensor) error) error
+}
+
+var _ ViewRunner = (*ort.Session)(nil)
+
+// Outputs holds one request's outputs in buffers it keeps between uses (SubmitInto). The
+// zero value is ready to use; one Outputs serves one request at a time, and the tensors of a
+// request stay valid until the Outputs is given to the next.
+type Outputs struct {
+	tensors []ort.Tensor
+	shapes  []int64
+	f32     []float32
+	i64     []int64
+}
+
+// Tensors are the last request's outputs, in graph order.
+func (o *Outputs) Tensors() []ort.Tensor { return o.tensors }
+
+// fill copies rows [lo, lo+rows) of every output (all of each output when whole) into o.
+func (o *Outputs) fill(outputs []ort.Tensor, lo, rows int, whole bool) {
+	var rank, nf, ni int
+	for _, t := range outputs {
+		rank += len(t.Shape)
+		n := len(t.Float32) + len(t.Int64)
+		if !whole {
+			n = rowLen(t) * rows
+		}
+		if t.Float32 != nil {
+			nf += n
+		} else {
+			ni += n
+		}
+	}
+	if cap(o.tensors) < len(outputs) {
+		o.tensors = make([]ort.Tensor, len(outputs))
+	}
+	o.tensors = o.tensors[:len(outputs)]
+	shapes, f32, i64 := grow(o.shapes, rank), grow(o.f32, nf), grow(o.i64, ni)
+	for i, t := range outputs {
+		at := len(shapes)
+		shapes = append(shapes, t.Shape...)
+		cp := ort.Tensor{Name: t.Name, Shape: shapes[at:len(shapes):len(shapes)]}
+		from, to := 0, len(t.Float32)+len(t.Int64)
+		if !whole {
+			cp.Shape[0] = int64(rows)
+			from, to = lo*rowLen(t), (lo+rows)*rowLen(t)
+		}
+		if t.Float32 != nil {
+			at := len(f32)
+			f32 = append(f32, t.Float32[from:to]...)
+			cp.Float32 = f32[at:len(f32):len(f32)]
+		} else {
+			at := len(i64)
+			i64 = append(i64, t.Int64[from:to]...)
+			cp.Int64 = i64[at:len(i64):len(i64)]
+		}
+		o.tensors[i] = cp
+	}
+	o.shapes, o.f32, o.i64 = shapes, f32, i64
+}
+
+// rowLen is the number of elements in one row (dimension 0) of t.
+func rowLen(t ort.Tensor) int {
+	n := 1
+	for _, d := range t.Shape[1:] {
+		n *= int(d)
+	}
+	return n
+}
 
 // Config sets how batches form. Zero fields take the documented defaults.
 type Config struct {
@@ -82,6 +158,9 @@ type request struct {
 	shapes []int64
 	f32    []float32
 	i64    []int64
+	// out receives the request's outputs when the runner lends them (SubmitInto's, or a new
+	// one for Submit)
+	out *Outputs
 }
 
 // requests recycles requests between Submits: the struct, its done channel and the arrays
@@ -91,7 +170,7 @@ var requests = sync.Pool{New: func() any { return &request{done: make(chan resul
 
 // recycle returns r to the pool, its context and tensors dropped.
 func recycle(r *request) {
-	r.ctx = nil
+	r.ctx, r.out = nil, nil
 	clear(r.inputs)
 	requests.Put(r)
 }
@@ -118,6 +197,12 @@ type Batcher struct {
 	// admission estimate of Submit.
 	runNanos atomic.Int64
 
+	// lent is the batch whose run is lending its outputs to copyRows (only the loop touches
+	// it); copyRowsFn is the method value copyRows, made once so that passing it allocates
+	// nothing
+	lent       []*request
+	copyRowsFn func([]ort.Tensor) error
+
 	closeOnce sync.Once
 	mu        sync.RWMutex // Submit holds it shared while enqueueing; Close exclusively
 	closed    bool
@@ -131,6 +216,7 @@ func New(r Runner, cfg Config) *Batcher {
 	cfg = cfg.withDefaults()
 	b := &Batcher{cfg: cfg, runner: r, inputs: r.Inputs(),
 		queue: make(chan *request, cfg.QueueSize), stop: make(chan struct{})}
+	b.copyRowsFn = b.copyRows
 	b.wg.Add(1)
 	go b.loop()
 	return b
@@ -162,6 +248,14 @@ func (b *Batcher) ExpectedWait() time.Duration {
 // answers ErrDeadline (wrapping the context's error). Once a request's batch is running,
 // Submit waits for it: a running native call is never abandoned.
 func (b *Batcher) Submit(ctx context.Context, inputs []ort.Tensor) ([]ort.Tensor, error) {
+	return b.SubmitInto(ctx, inputs, nil)
+}
+
+// SubmitInto is Submit answering into out's buffers (nil: new ones): the returned tensors are
+// out's and stay valid until out is given to another SubmitInto. With a runner that lends its
+// outputs (ViewRunner) and out warm from a request of the same shapes, a request allocates
+// nothing; otherwise the outputs may be fresh memory.
+func (b *Batcher) SubmitInto(ctx context.Context, inputs []ort.Tensor, out *Outputs) ([]ort.Tensor, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrDeadline, err)
 	}
@@ -175,6 +269,7 @@ func (b *Batcher) Submit(ctx context.Context, inputs []ort.Tensor) ([]ort.Tensor
 		recycle(req)
 		return nil, err
 	}
+	req.out = out
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
@@ -200,6 +295,8 @@ func (b *Batcher) Submit(ctx context.Context, inputs []ort.Tensor) ([]ort.Tensor
 // prepare checks and copies a request's inputs into graph order. The request (from the
 // pool) comes back with an error too, for Submit to recycle.
 func (b *Batcher) prepare(ctx context.Context, inputs []ort.Tensor) (*request, error) {
+	// errors format copies of the inputs' names and shapes: anything of an input handed to fmt
+	// would make every caller's input arrays escape to the heap
 	req := requests.Get().(*request)
 	req.ctx, req.rows = ctx, -1
 	if cap(req.inputs) < len(b.inputs) {
@@ -225,28 +322,28 @@ func (b *Batcher) prepare(ctx context.Context, inputs []ort.Tensor) (*request, e
 	for _, in := range inputs {
 		idx := slices.IndexFunc(b.inputs, func(t ort.TensorInfo) bool { return t.Name == in.Name })
 		if idx < 0 {
-			return req, fmt.Errorf("%w: batch: unknown input %q", ort.ErrInput, in.Name)
+			return req, fmt.Errorf("%w: batch: unknown input %q", ort.ErrInput, strings.Clone(in.Name))
 		}
 		if req.inputs[idx].Shape != nil {
-			return req, fmt.Errorf("%w: batch: input %q given twice", ort.ErrInput, in.Name)
+			return req, fmt.Errorf("%w: batch: input %q given twice", ort.ErrInput, strings.Clone(in.Name))
 		}
 		if len(in.Shape) == 0 || len(in.Shape) != len(b.inputs[idx].Shape) {
-			return req, fmt.Errorf("%w: batch: input %q has shape %v, graph wants %s", ort.ErrInput, in.Name, in.Shape, b.inputs[idx])
+			return req, fmt.Errorf("%w: batch: input %q has shape %v, graph wants %s", ort.ErrInput, strings.Clone(in.Name), slices.Clone(in.Shape), b.inputs[idx])
 		}
 		if req.rows >= 0 && in.Shape[0] != int64(req.rows) {
-			return req, fmt.Errorf("%w: batch: input %q has %d rows, other inputs %d", ort.ErrInput, in.Name, in.Shape[0], req.rows)
+			return req, fmt.Errorf("%w: batch: input %q has %d rows, other inputs %d", ort.ErrInput, strings.Clone(in.Name), in.Shape[0], req.rows)
 		}
 		req.rows = int(in.Shape[0])
 		n := int64(1)
 		for _, d := range in.Shape {
 			if d < 0 || (d > 0 && n > (1<<31)/d) {
-				return req, fmt.Errorf("%w: batch: input %q has shape %v", ort.ErrInput, in.Name, in.Shape)
+				return req, fmt.Errorf("%w: batch: input %q has shape %v", ort.ErrInput, strings.Clone(in.Name), slices.Clone(in.Shape))
 			}
 			n *= d
 		}
 		at := len(shapes)
 		shapes = append(shapes, in.Shape...)
-		cp := ort.Tensor{Name: in.Name, Shape: shapes[at:len(shapes):len(shapes)]}
+		cp := ort.Tensor{Name: b.inputs[idx].Name, Shape: shapes[at:len(shapes):len(shapes)]} // the graph's name: the caller's is not kept
 		switch {
 		case in.Float32 != nil && int64(len(in.Float32)) == n:
 			at := len(f32)
@@ -257,7 +354,7 @@ func (b *Batcher) prepare(ctx context.Context, inputs []ort.Tensor) (*request, e
 			i64 = append(i64, in.Int64...)
 			cp.Int64 = i64[at:len(i64):len(i64)]
 		default:
-			return req, fmt.Errorf("%w: batch: input %q data does not match shape %v", ort.ErrInput, in.Name, in.Shape)
+			return req, fmt.Errorf("%w: batch: input %q data does not match shape %v", ort.ErrInput, strings.Clone(in.Name), slices.Clone(in.Shape))
 		}
 		req.inputs[idx] = cp
 	}
@@ -356,7 +453,16 @@ func (b *Batcher) run(batch []*request) {
 	}
 	inputs, release := b.assemble(live)
 	start := time.Now()
-	outputs, err := b.runner.Run(inputs)
+	var outputs []ort.Tensor
+	var err error
+	vr, lends := b.runner.(ViewRunner)
+	if lends {
+		b.lent = live
+		err = vr.RunView(inputs, b.copyRowsFn)
+		b.lent = nil
+	} else {
+		outputs, err = b.runner.Run(inputs)
+	}
 	took := time.Since(start)
 	if old := b.runNanos.Load(); old == 0 {
 		b.runNanos.Store(int64(took))
@@ -373,7 +479,36 @@ func (b *Batcher) run(batch []*request) {
 		}
 		return
 	}
+	if lends {
+		for _, r := range live {
+			b.answer(r, result{outputs: r.out.tensors})
+		}
+		return
+	}
 	b.split(live, outputs)
+}
+
+// copyRows copies each request of the lent batch its rows of every lent output (a batch of
+// one whose outputs do not lead with its rows gets them whole, as split gives them).
+func (b *Batcher) copyRows(outputs []ort.Tensor) error {
+	rs := b.lent
+	whole := len(rs) == 1 && !rowsFirst(outputs, rs[0].rows)
+	if n := totalRows(rs); !whole {
+		for _, o := range outputs {
+			if len(o.Shape) == 0 || o.Shape[0] != int64(n) {
+				return fmt.Errorf("batch: output %q has shape %v: a batch of %d rows needs them first", strings.Clone(o.Name), slices.Clone(o.Shape), n)
+			}
+		}
+	}
+	off := 0
+	for _, r := range rs {
+		if r.out == nil {
+			r.out = new(Outputs)
+		}
+		r.out.fill(outputs, off, r.rows, whole)
+		off += r.rows
+	}
+	return nil
 }
 
 // answer gives r its result and stops counting it as waiting.

@@ -7,9 +7,12 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/llm4rec/llm4rec/internal/racemode"
 	"time"
 
 	"github.com/llm4rec/llm4rec/engine/ort"
@@ -73,11 +76,34 @@ func waitForCallers(t *testing.T, b *Batcher, n int64) {
 	}
 }
 
+// gatedViewRunner is gatedRunner for a runner that lends its outputs (RunView).
+type gatedViewRunner struct {
+	*ort.Session
+	open   chan struct{}
+	padded atomic.Bool
+}
+
+func (g *gatedViewRunner) RunView(in []ort.Tensor, use func([]ort.Tensor) error) error {
+	<-g.open
+	for _, t := range in {
+		if t.Name == "mask" && slices.Contains(t.Float32, 0) {
+			g.padded.Store(true)
+		}
+	}
+	return g.Session.RunView(in, use)
+}
+
 // An input's output through the batcher, padded among other requests of other lengths, equals
-// its output run alone. The first Run is held until all 64 callers are waiting: a batcher runs
-// a lone caller at once, so without the hold whether requests share a batch would depend on
-// how the goroutines happen to be scheduled.
+// its output run alone, whether the runner returns its outputs (Submit) or lends them
+// (SubmitInto, each caller answered twice into the same Outputs). The first run is held until
+// all 64 callers are waiting: a batcher runs a lone caller at once, so without the hold whether
+// requests share a batch would depend on how the goroutines happen to be scheduled.
 func TestBatchInvariance(t *testing.T) {
+	t.Run("returned", func(t *testing.T) { testBatchInvariance(t, false) })
+	t.Run("lent", func(t *testing.T) { testBatchInvariance(t, true) })
+}
+
+func testBatchInvariance(t *testing.T, lent bool) {
 	sess := embedSession(t)
 	const callers = 64
 	reqs := make([][]ort.Tensor, callers)
@@ -91,39 +117,36 @@ func TestBatchInvariance(t *testing.T) {
 		}
 		alone[g] = out
 	}
-	gate := &gatedRunner{Runner: sess, open: make(chan struct{})}
+	open := make(chan struct{})
+	var runner Runner = &gatedRunner{Runner: sess, open: open}
+	padded := &runner.(*gatedRunner).padded
+	if lent {
+		g := &gatedViewRunner{Session: sess, open: open}
+		runner, padded = g, &g.padded
+	}
 	var batches, batchedRows atomic.Int64
 	// MaxWait only matters while a caller counted as waiting is still on its way into the
 	// queue; a long one keeps a descheduled caller from closing a batch early.
-	b := New(gate, Config{MaxBatch: 16, MaxWait: time.Second,
+	b := New(runner, Config{MaxBatch: 16, MaxWait: time.Second,
 		Observe: func(rows int, _ time.Duration, _ error) { batches.Add(1); batchedRows.Add(int64(rows)) }})
 	defer b.Close()
 	var wg sync.WaitGroup
-	errs := make(chan error, callers)
+	errs := make(chan error, 2*callers)
 	for g := range reqs {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
-			got, err := b.Submit(context.Background(), reqs[g])
-			if err != nil {
-				errs <- err
-				return
-			}
-			want := alone[g]
-			if fmt.Sprint(got[0].Shape) != fmt.Sprint(want[0].Shape) {
-				errs <- fmt.Errorf("request %d: shape %v, alone %v", g, got[0].Shape, want[0].Shape)
-				return
-			}
-			for i := range want[0].Float32 {
-				if math.Abs(float64(got[0].Float32[i]-want[0].Float32[i])) > 1e-6 {
-					errs <- fmt.Errorf("request %d: batched %v alone %v", g, got[0].Float32, want[0].Float32)
+			var out Outputs
+			for range 1 + btoi(lent) {
+				if err := compareAlone(b, reqs[g], alone[g], &out, lent); err != nil {
+					errs <- fmt.Errorf("request %d: %w", g, err)
 					return
 				}
 			}
 		}(g)
 	}
 	waitForCallers(t, b, callers)
-	close(gate.open)
+	close(open)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -131,13 +154,49 @@ func TestBatchInvariance(t *testing.T) {
 	}
 	// 127 rows (the sum of 1+g%3 over g < 64). Once all callers wait, every batch but the last
 	// closes at 14 rows or more (a request has at most 3), so the first batch, whatever it
-	// held, and at most ceil(127/14) = 10 more make 11 runs.
-	if batchedRows.Load() != 127 || batches.Load() > 11 {
+	// held, and at most ceil(127/14) = 10 more make 11 runs (the lent callers' second requests
+	// come after, as they come).
+	if first := int64(127); batchedRows.Load() != first*(1+int64(btoi(lent))) || !lent && batches.Load() > 11 {
 		t.Fatalf("%d batches for %d callers (%d rows): want at most 11", batches.Load(), callers, batchedRows.Load())
 	}
-	if !gate.padded.Load() {
+	if !padded.Load() {
 		t.Fatal("no batch mixed sequence lengths: padding was not exercised")
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// compareAlone submits one request (into out when lent) and compares its first output with
+// the request's output run alone.
+func compareAlone(b *Batcher, req, alone []ort.Tensor, out *Outputs, lent bool) error {
+	var got []ort.Tensor
+	var err error
+	if lent {
+		got, err = b.SubmitInto(context.Background(), req, out)
+	} else {
+		got, err = b.Submit(context.Background(), req)
+	}
+	if err != nil {
+		return err
+	}
+	if lent && &got[0] != &out.Tensors()[0] {
+		return fmt.Errorf("the outputs are not in the given Outputs")
+	}
+	want := alone[0]
+	if fmt.Sprint(got[0].Shape) != fmt.Sprint(want.Shape) {
+		return fmt.Errorf("shape %v, alone %v", got[0].Shape, want.Shape)
+	}
+	for i := range want.Float32 {
+		if math.Abs(float64(got[0].Float32[i]-want.Float32[i])) > 1e-6 {
+			return fmt.Errorf("batched %v alone %v", got[0].Float32, want.Float32)
+		}
+	}
+	return nil
 }
 
 // fakeRunner records batches and can hold Run until released.
@@ -460,5 +519,87 @@ func TestAdmittedIsNotRefusedHalfway(t *testing.T) {
 		if v := bt[0].Float32[0]; v == 8 || v == 9 {
 			t.Fatalf("request %v reached Run", v)
 		}
+	}
+}
+
+// viewRunner lends what fakeRunner returns, or, with summary, one output of five values that
+// does not lead with the batch's rows.
+type viewRunner struct {
+	fakeRunner
+	summary bool
+}
+
+func (v *viewRunner) RunView(in []ort.Tensor, use func([]ort.Tensor) error) error {
+	out, err := v.fakeRunner.Run(in)
+	if err != nil {
+		return err
+	}
+	if v.summary {
+		out = []ort.Tensor{{Name: "s", Shape: []int64{5}, Float32: []float32{1, 2, 3, 4, 5}}}
+	}
+	return use(out)
+}
+
+// Lent outputs that do not lead with the batch's rows cannot be split: a batch of one gets
+// them whole (as Submit gives them), a batch of several gets an error naming the output, and
+// nobody gets another's data.
+func TestLentOutputsWithoutRowsFirst(t *testing.T) {
+	v := &viewRunner{summary: true}
+	b := New(v, Config{MaxBatch: 8, MaxWait: time.Second})
+	defer b.Close()
+	out, err := b.SubmitInto(context.Background(), x(1, 2), new(Outputs))
+	if err != nil || !slices.Equal(out[0].Float32, []float32{1, 2, 3, 4, 5}) || !slices.Equal(out[0].Shape, []int64{5}) {
+		t.Fatalf("a batch of one: %v, %v", out, err)
+	}
+	v.hold = make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, errs[i] = b.SubmitInto(context.Background(), x(float32(i), 0), new(Outputs))
+		}(i)
+	}
+	waitForCallers(t, b, 4)
+	close(v.hold)
+	wg.Wait()
+	failed := 0
+	for _, err := range errs {
+		if err != nil {
+			if !strings.Contains(err.Error(), `output "s" has shape [5]`) {
+				t.Fatalf("error %q does not name the output and its shape", err)
+			}
+			failed++
+		}
+	}
+	if failed < 2 {
+		t.Fatalf("%d of 4 requests failed: the held batch of several should have", failed)
+	}
+}
+
+// A warm request through a runner that lends its outputs, answered into the caller's
+// Outputs, allocates nothing (request, copies and answer recycled; the session's bound run
+// allocates nothing in Go).
+func TestSubmitIntoAllocatesNothingWarm(t *testing.T) {
+	if racemode.Enabled {
+		t.Skip("allocations are counted without the race detector (its sync.Pool drops items at random)")
+	}
+	b := New(embedSession(t), Config{})
+	defer b.Close()
+	req := embedRequest(rand.New(rand.NewPCG(1, 1)), 2, 5)
+	var out Outputs
+	ctx := context.Background()
+	for range 3 {
+		if _, err := b.SubmitInto(ctx, req, &out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a := testing.AllocsPerRun(100, func() {
+		if _, err := b.SubmitInto(ctx, req, &out); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Fatalf("a warm SubmitInto allocates %v times", a)
 	}
 }

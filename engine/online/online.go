@@ -205,6 +205,11 @@ func (l *Learner) Updates() uint64 {
 // unit returns state at unit length, nil when it is absent, of the wrong length or zero: the
 // residuals then contribute nothing.
 func (l *Learner) unit(state []float32) []float32 {
+	return l.unitInto(state, nil)
+}
+
+// unitInto is unit written into dst when it has room (else into a new array).
+func (l *Learner) unitInto(state, dst []float32) []float32 {
 	if l.dim == 0 || len(state) != l.dim {
 		return nil
 	}
@@ -216,7 +221,11 @@ func (l *Learner) unit(state []float32) []float32 {
 		return nil
 	}
 	inv := float32(1 / math.Sqrt(ss))
-	x := make([]float32, len(state))
+	x := dst[:0]
+	if cap(x) < len(state) {
+		x = make([]float32, len(state))
+	}
+	x = x[:len(state)]
 	for i, v := range state {
 		x[i] = v * inv
 	}
@@ -237,7 +246,8 @@ func (l *Learner) AddAt(state, scores, feat []float32) {
 }
 
 func (l *Learner) add(state, scores, feat []float32, live bool) {
-	x := l.unit(state)
+	var onStack [512]float32 // the unit state, read here only (a request's Add allocates nothing)
+	x := l.unitInto(state, onStack[:])
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	l.addLocked(x, scores)

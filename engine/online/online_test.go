@@ -195,19 +195,27 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 }
 
-// Add allocates only the unit-length copy of the state, whatever the catalog.
-func TestAddAllocatesOnlyTheUnitState(t *testing.T) {
-	a := New(1000, 64, Config{})
-	st := make([]float32, 64)
-	st[0] = 1
-	lp := make([]float32, 1000)
-	for i := 0; i < 50; i++ {
-		a.Update(st, lp, i)
-	}
-	scores := make([]float32, 1000)
-	// unit() allocates the normalised state once per call: one allocation
-	if n := testing.AllocsPerRun(20, func() { a.Add(st, scores) }); n > 1 {
-		t.Fatalf("Add allocates %v times", n)
+// Add allocates nothing, whatever the catalog: the unit-length copy of the state is on the
+// stack up to 512 dimensions; past that it is the one allocation.
+func TestAddAllocatesNothing(t *testing.T) {
+	for _, c := range []struct {
+		dim    int
+		allocs float64
+	}{{64, 0}, {384, 0}, {512, 0}, {600, 1}} {
+		a := New(1000, c.dim, Config{})
+		st := make([]float32, c.dim)
+		st[0] = 1
+		lp := make([]float32, 1000)
+		for i := 0; i < 50; i++ {
+			a.Update(st, lp, i)
+		}
+		scores := make([]float32, 1000)
+		if n := testing.AllocsPerRun(20, func() { a.Add(st, scores) }); n != c.allocs {
+			t.Errorf("dimension %d: Add allocates %v times, want %v", c.dim, n, c.allocs)
+		}
+		if scores[0] == 0 {
+			t.Errorf("dimension %d: no correction added", c.dim)
+		}
 	}
 }
 

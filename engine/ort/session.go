@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -206,17 +207,25 @@ func (s *Session) Outputs() []TensorInfo { return s.outputs }
 // dimension, and data length equal to the shape's element count. It returns the inputs in
 // graph order. Errors wrap ErrInput and name the input.
 func (s *Session) Check(inputs []Tensor) ([]Tensor, error) {
-	ordered := make([]Tensor, len(s.inputs))
-	if err := s.check(inputs, ordered); err != nil {
+	at := make([]int, len(s.inputs))
+	if err := s.check(inputs, at); err != nil {
 		return nil, err
+	}
+	ordered := make([]Tensor, len(s.inputs))
+	for i, j := range at {
+		ordered[i] = inputs[j]
 	}
 	return ordered, nil
 }
 
-// check is Check writing the ordered inputs into ordered (len(s.inputs) long).
-func (s *Session) check(inputs, ordered []Tensor) error {
+// check is Check writing, for each graph input, the index of the input that gives it into at
+// (len(s.inputs) long). It stores no input anywhere: a tensor stored through a slice it was
+// given would make every caller's input arrays escape to the heap.
+func (s *Session) check(inputs []Tensor, at []int) error {
+	// Errors format copies of the inputs' names and shapes: anything of an input handed to fmt
+	// would make every caller's input arrays (shapes, data) escape to the heap.
 	seen := make([]bool, len(s.inputs))
-	for _, in := range inputs {
+	for j, in := range inputs {
 		idx := -1
 		for i, info := range s.inputs {
 			if info.Name == in.Name {
@@ -225,42 +234,42 @@ func (s *Session) check(inputs, ordered []Tensor) error {
 			}
 		}
 		if idx < 0 {
-			return fmt.Errorf("%w: %s: unknown input %q (graph inputs: %s)", ErrInput, s.name, in.Name, strings.Join(names(s.inputs), ", "))
+			return fmt.Errorf("%w: %s: unknown input %q (graph inputs: %s)", ErrInput, s.name, strings.Clone(in.Name), strings.Join(names(s.inputs), ", "))
 		}
 		if seen[idx] {
-			return fmt.Errorf("%w: %s: input %q given twice", ErrInput, s.name, in.Name)
+			return fmt.Errorf("%w: %s: input %q given twice", ErrInput, s.name, strings.Clone(in.Name))
 		}
 		seen[idx] = true
 		info := s.inputs[idx]
 		if in.Float32 != nil && in.Int64 != nil {
-			return fmt.Errorf("%w: %s: input %q holds both float32 and int64 data", ErrInput, s.name, in.Name)
+			return fmt.Errorf("%w: %s: input %q holds both float32 and int64 data", ErrInput, s.name, strings.Clone(in.Name))
 		}
 		if dt := in.DType(); dt != info.DType {
 			if dt == "" {
 				dt = "no data"
 			}
-			return fmt.Errorf("%w: %s: input %q has dtype %s, graph wants %s", ErrInput, s.name, in.Name, dt, info.DType)
+			return fmt.Errorf("%w: %s: input %q has dtype %s, graph wants %s", ErrInput, s.name, strings.Clone(in.Name), dt, info.DType)
 		}
 		if len(in.Shape) != len(info.Shape) {
-			return fmt.Errorf("%w: %s: input %q has rank %d (shape %v), graph wants %s", ErrInput, s.name, in.Name, len(in.Shape), in.Shape, info)
+			return fmt.Errorf("%w: %s: input %q has rank %d (shape %v), graph wants %s", ErrInput, s.name, strings.Clone(in.Name), len(in.Shape), slices.Clone(in.Shape), info)
 		}
 		n := int64(1)
 		for d, v := range in.Shape {
 			if v < 0 {
-				return fmt.Errorf("%w: %s: input %q has negative dimension %d", ErrInput, s.name, in.Name, v)
+				return fmt.Errorf("%w: %s: input %q has negative dimension %d", ErrInput, s.name, strings.Clone(in.Name), v)
 			}
 			if want := info.Shape[d]; want >= 0 && v != want {
-				return fmt.Errorf("%w: %s: input %q has shape %v, graph wants %s", ErrInput, s.name, in.Name, in.Shape, info)
+				return fmt.Errorf("%w: %s: input %q has shape %v, graph wants %s", ErrInput, s.name, strings.Clone(in.Name), slices.Clone(in.Shape), info)
 			}
 			if v > 0 && n > (1<<40)/v {
-				return fmt.Errorf("%w: %s: input %q shape %v is too large", ErrInput, s.name, in.Name, in.Shape)
+				return fmt.Errorf("%w: %s: input %q shape %v is too large", ErrInput, s.name, strings.Clone(in.Name), slices.Clone(in.Shape))
 			}
 			n *= v
 		}
 		if int64(in.len()) != n {
-			return fmt.Errorf("%w: %s: input %q has %d elements, shape %v needs %d", ErrInput, s.name, in.Name, in.len(), in.Shape, n)
+			return fmt.Errorf("%w: %s: input %q has %d elements, shape %v needs %d", ErrInput, s.name, strings.Clone(in.Name), in.len(), slices.Clone(in.Shape), n)
 		}
-		ordered[idx] = in
+		at[idx] = j
 	}
 	for i, ok := range seen {
 		if !ok {
@@ -279,89 +288,123 @@ func (s *Session) check(inputs, ordered []Tensor) error {
 // inputs are known, are written by ONNX Runtime into kept tensors and copied out. A run then
 // allocates its results and little else.
 func (s *Session) Run(inputs []Tensor) ([]Tensor, error) {
-	var onStack [8]Tensor // the engine's graphs have at most 7 inputs
-	ordered := onStack[:0]
+	var result []Tensor
+	err := s.RunView(inputs, func(outputs []Tensor) error {
+		var err error
+		result, err = s.copyOut(outputs)
+		return err
+	})
+	return result, err
+}
+
+// RunView is Run lending the outputs instead of copying them: use gets them, in graph order,
+// valid only until it returns (they are the tensors ONNX Runtime wrote, kept for the next run
+// of these input shapes), and RunView returns use's error. A warm run on the CPU provider
+// allocates nothing in Go; the batcher copies each request's rows from the lent outputs
+// straight into the request's own buffers. use must not keep the tensors or their data.
+func (s *Session) RunView(inputs []Tensor, use func(outputs []Tensor) error) error {
+	var onStack [8]int // the engine's graphs have at most 7 inputs
+	at := onStack[:0]
 	if len(s.inputs) <= len(onStack) {
-		ordered = onStack[:len(s.inputs)]
+		at = onStack[:len(s.inputs)]
 	} else {
-		ordered = make([]Tensor, len(s.inputs))
+		at = make([]int, len(s.inputs))
 	}
-	err := s.check(inputs, ordered)
+	err := s.check(inputs, at)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	ordered := graphOrder{inputs, at}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
-		return nil, fmt.Errorf("ort: run %s: %w", s.name, ErrClosed)
+		return fmt.Errorf("ort: run %s: %w", s.name, ErrClosed)
 	}
 	set, err := s.takeSet(ordered)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	bound := set.outs != nil
-	outs := set.outs
-	if !bound {
-		outs = make([]onnx.Value, len(s.outputs))
-	}
-	if set.binding != nil {
-		err = s.sess.RunWithBinding(set.binding)
-	} else {
-		err = s.sess.Run(set.ins, outs)
-	}
-	if err != nil {
-		if !bound {
-			destroyValues(outs)
+	if set.outs != nil {
+		// the kept outputs: bound, or handed to Run to write into
+		if set.binding != nil {
+			err = s.sess.RunWithBinding(set.binding)
+		} else {
+			err = s.sess.Run(set.ins, set.outs)
 		}
-		set.destroy()
-		return nil, fmt.Errorf("ort: run %s: %w", s.name, err)
-	}
-	shapes := set.outShapes
-	if !bound {
-		shapes = make([][]int64, len(outs))
-		for i, v := range outs {
-			shapes[i] = shapeOf(v)
+		if err != nil {
+			set.destroy()
+			return fmt.Errorf("ort: run %s: %w", s.name, err)
 		}
+		err = use(set.views)
+		s.keep(set)
+		return err
 	}
-	result, err := s.results(outs, shapes)
-	if !bound {
-		// ONNX Runtime allocated these: keep Go-backed tensors of their shapes for next time
-		if err == nil {
-			set.bindOutputs(outs, shapes)
-		}
+	// the first run of these shapes: ONNX Runtime allocates the outputs, and tensors of their
+	// shapes are kept for the next runs
+	outs := make([]onnx.Value, len(s.outputs))
+	if err := s.sess.Run(set.ins, outs); err != nil {
 		destroyValues(outs)
+		set.destroy()
+		return fmt.Errorf("ort: run %s: %w", s.name, err)
 	}
+	defer destroyValues(outs)
+	shapes := make([][]int64, len(outs))
+	for i, v := range outs {
+		shapes[i] = shapeOf(v)
+	}
+	views, err := s.view(outs, shapes)
 	if err != nil {
 		set.destroy()
-		return nil, err
+		return err
 	}
+	err = use(views)
+	set.bindOutputs(outs, shapes, s.outputs)
+	s.keep(set)
+	return err
+}
+
+// keep binds a CPU set whose outputs are known (see tensorSet) and returns it to the idle sets.
+func (s *Session) keep(set *tensorSet) {
 	if s.provider == ProviderCPU {
 		set.bind(s.sess, s.inputs, s.outputs)
 	}
 	s.putSet(set)
-	return result, nil
 }
 
-// results copies outputs (of the given shapes) into Go-owned tensors: the shapes in one
-// array, a data slice each.
-func (s *Session) results(outs []onnx.Value, outShapes [][]int64) ([]Tensor, error) {
-	rank := 0
-	for _, sh := range outShapes {
-		rank += len(sh)
-	}
-	shapes := make([]int64, 0, rank)
-	result := make([]Tensor, len(outs))
+// view is the outputs (of the given shapes) as tensors over their data, in graph order.
+func (s *Session) view(outs []onnx.Value, shapes [][]int64) ([]Tensor, error) {
+	views := make([]Tensor, len(outs))
 	for i, v := range outs {
-		at := len(shapes)
-		shapes = append(shapes, outShapes[i]...)
-		t := Tensor{Name: s.outputs[i].Name, Shape: shapes[at:len(shapes):len(shapes)]}
+		views[i] = Tensor{Name: s.outputs[i].Name, Shape: shapes[i]}
 		switch x := v.(type) {
 		case *onnx.Tensor[float32]:
-			t.Float32 = append(make([]float32, 0, len(x.GetData())), x.GetData()...)
+			views[i].Float32 = x.GetData()
 		case *onnx.Tensor[int64]:
-			t.Int64 = append(make([]int64, 0, len(x.GetData())), x.GetData()...)
+			views[i].Int64 = x.GetData()
 		default:
 			return nil, fmt.Errorf("ort: run %s: output %q has an element type the engine does not read", s.name, s.outputs[i].Name)
+		}
+	}
+	return views, nil
+}
+
+// copyOut copies lent outputs into Go-owned tensors: the shapes in one array, one data slice
+// per output.
+func (s *Session) copyOut(views []Tensor) ([]Tensor, error) {
+	rank := 0
+	for _, v := range views {
+		rank += len(v.Shape)
+	}
+	shapes := make([]int64, 0, rank)
+	result := make([]Tensor, len(views))
+	for i, v := range views {
+		at := len(shapes)
+		shapes = append(shapes, v.Shape...)
+		t := Tensor{Name: v.Name, Shape: shapes[at:len(shapes):len(shapes)]}
+		if v.Float32 != nil {
+			t.Float32 = slices.Clone(v.Float32)
+		} else {
+			t.Int64 = slices.Clone(v.Int64)
 		}
 		result[i] = t
 	}

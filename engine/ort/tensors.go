@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"slices"
+	"strings"
 
 	onnx "github.com/yalue/onnxruntime_go"
 )
@@ -31,6 +32,17 @@ const (
 	maxIdleSetsPerShape = 4
 )
 
+// graphOrder is a run's inputs in graph order: graph input i is in[at[i]]. Runs index the
+// caller's inputs through it instead of copying them into a graph-ordered slice, which would
+// make the caller's input arrays escape to the heap.
+type graphOrder struct {
+	in []Tensor
+	at []int
+}
+
+func (o graphOrder) len() int            { return len(o.at) }
+func (o graphOrder) tensor(i int) Tensor { return o.in[o.at[i]] }
+
 // tensorSet is a run's input tensors (and, once known, output tensors) kept for reuse.
 type tensorSet struct {
 	key    uint64
@@ -39,7 +51,9 @@ type tensorSet struct {
 	outs   []onnx.Value // nil until a run with these inputs showed the output shapes
 	// outShapes are the outs' shapes
 	outShapes [][]int64
-	bytes     int64
+	// views are the outs as tensors over their data (RunView lends them)
+	views []Tensor
+	bytes int64
 	// binding binds ins and outs (CPU sessions with known outputs; nil otherwise)
 	binding *onnx.IoBinding
 }
@@ -47,11 +61,12 @@ type tensorSet struct {
 var shapeSeed = maphash.MakeSeed()
 
 // shapeKey hashes the inputs' shapes and element types.
-func shapeKey(ordered []Tensor) uint64 {
+func shapeKey(ordered graphOrder) uint64 {
 	var h maphash.Hash
 	h.SetSeed(shapeSeed)
 	var b [8]byte
-	for _, t := range ordered {
+	for i := range ordered.len() {
+		t := ordered.tensor(i)
 		b[0] = 'f'
 		if t.Int64 != nil {
 			b[0] = 'i'
@@ -69,11 +84,12 @@ func shapeKey(ordered []Tensor) uint64 {
 }
 
 // matches reports whether the set was made for exactly these inputs' shapes and types.
-func (ts *tensorSet) matches(ordered []Tensor) bool {
-	if len(ts.shapes) != len(ordered) {
+func (ts *tensorSet) matches(ordered graphOrder) bool {
+	if len(ts.shapes) != ordered.len() {
 		return false
 	}
-	for i, t := range ordered {
+	for i := range ordered.len() {
+		t := ordered.tensor(i)
 		if !slices.Equal(ts.shapes[i], t.Shape) {
 			return false
 		}
@@ -85,7 +101,7 @@ func (ts *tensorSet) matches(ordered []Tensor) bool {
 }
 
 // takeSet returns a set for the inputs' shapes, idle or new, with the inputs copied in.
-func (s *Session) takeSet(ordered []Tensor) (*tensorSet, error) {
+func (s *Session) takeSet(ordered graphOrder) (*tensorSet, error) {
 	key := shapeKey(ordered)
 	var ts *tensorSet
 	s.setsMu.Lock()
@@ -104,7 +120,8 @@ func (s *Session) takeSet(ordered []Tensor) (*tensorSet, error) {
 		}
 		return ts, nil
 	}
-	for i, t := range ordered {
+	for i := range ordered.len() {
+		t := ordered.tensor(i)
 		switch x := ts.ins[i].(type) {
 		case *onnx.Tensor[float32]:
 			copy(x.GetData(), t.Float32)
@@ -116,22 +133,23 @@ func (s *Session) takeSet(ordered []Tensor) (*tensorSet, error) {
 }
 
 // newSet makes input tensors of the inputs' shapes, holding copies of their data.
-func (s *Session) newSet(key uint64, ordered []Tensor) (*tensorSet, error) {
-	ts := &tensorSet{key: key, shapes: make([][]int64, len(ordered)), ins: make([]onnx.Value, len(ordered))}
-	for i, in := range ordered {
+func (s *Session) newSet(key uint64, ordered graphOrder) (*tensorSet, error) {
+	ts := &tensorSet{key: key, shapes: make([][]int64, ordered.len()), ins: make([]onnx.Value, ordered.len())}
+	for i := range ordered.len() {
+		in := ordered.tensor(i)
 		ts.shapes[i] = slices.Clone(in.Shape)
 		var v onnx.Value
 		var err error
 		if in.Float32 != nil {
-			v, err = onnx.NewTensor(onnx.Shape(in.Shape), slices.Clone(in.Float32))
+			v, err = onnx.NewTensor(onnx.Shape(ts.shapes[i]), slices.Clone(in.Float32))
 			ts.bytes += 4 * int64(len(in.Float32))
 		} else {
-			v, err = onnx.NewTensor(onnx.Shape(in.Shape), slices.Clone(in.Int64))
+			v, err = onnx.NewTensor(onnx.Shape(ts.shapes[i]), slices.Clone(in.Int64))
 			ts.bytes += 8 * int64(len(in.Int64))
 		}
 		if err != nil {
 			ts.destroy()
-			return nil, fmt.Errorf("ort: run %s: input %q: %w", s.name, in.Name, err)
+			return nil, fmt.Errorf("ort: run %s: input %q: %w", s.name, strings.Clone(in.Name), err)
 		}
 		ts.ins[i] = v
 	}
@@ -140,17 +158,27 @@ func (s *Session) newSet(key uint64, ordered []Tensor) (*tensorSet, error) {
 
 // bindOutputs makes, for the next runs of this set, output tensors of the shapes and types
 // ONNX Runtime just produced; any failure leaves the set unbound (it runs as before).
-func (ts *tensorSet) bindOutputs(produced []onnx.Value, shapes [][]int64) {
+func (ts *tensorSet) bindOutputs(produced []onnx.Value, shapes [][]int64, info []TensorInfo) {
 	outs := make([]onnx.Value, len(produced))
+	views := make([]Tensor, len(produced))
 	var bytes int64
 	for i, v := range produced {
 		var err error
+		views[i] = Tensor{Name: info[i].Name, Shape: shapes[i]}
 		switch x := v.(type) {
 		case *onnx.Tensor[float32]:
-			outs[i], err = onnx.NewEmptyTensor[float32](x.GetShape())
+			var t *onnx.Tensor[float32]
+			t, err = onnx.NewEmptyTensor[float32](x.GetShape())
+			if err == nil {
+				outs[i], views[i].Float32 = t, t.GetData()
+			}
 			bytes += 4 * int64(len(x.GetData()))
 		case *onnx.Tensor[int64]:
-			outs[i], err = onnx.NewEmptyTensor[int64](x.GetShape())
+			var t *onnx.Tensor[int64]
+			t, err = onnx.NewEmptyTensor[int64](x.GetShape())
+			if err == nil {
+				outs[i], views[i].Int64 = t, t.GetData()
+			}
 			bytes += 8 * int64(len(x.GetData()))
 		default:
 			err = fmt.Errorf("element type not kept")
@@ -160,7 +188,7 @@ func (ts *tensorSet) bindOutputs(produced []onnx.Value, shapes [][]int64) {
 			return
 		}
 	}
-	ts.outs, ts.outShapes = outs, shapes
+	ts.outs, ts.outShapes, ts.views = outs, shapes, views
 	ts.bytes += bytes
 }
 
@@ -226,7 +254,7 @@ func (ts *tensorSet) destroy() {
 	}
 	destroyValues(ts.ins)
 	destroyValues(ts.outs)
-	ts.ins, ts.outs, ts.outShapes = nil, nil, nil
+	ts.ins, ts.outs, ts.outShapes, ts.views = nil, nil, nil, nil
 }
 
 // shapeOf is a value's shape (nil for values that are not tensors the engine reads).

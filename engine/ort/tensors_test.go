@@ -1,7 +1,9 @@
 package ort
 
 import (
+	"errors"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -101,4 +103,71 @@ func boundSetIdle(s *Session) bool {
 		}
 	}
 	return false
+}
+
+// RunView lends the outputs Run would copy: the same values on the first run of a shape (ONNX
+// Runtime's own outputs) and on later ones (the kept tensors), no allocation once warm on the
+// CPU, and use's error comes back as it is, the session still serving afterwards.
+func TestRunViewLendsOutputsWithoutAllocating(t *testing.T) {
+	rt := openRuntime(t, ProviderCPU)
+	s, err := rt.NewSession("testdata/affine.onnx", SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	in := []Tensor{{Name: "x", Shape: []int64{2, 4}, Float32: []float32{1, 2, 3, 4, -1, 0.5, 2, 0}}}
+	want, err := s.Run(in) // the set's first run is Run's
+	if err != nil {
+		t.Fatal(err)
+	}
+	in2 := []Tensor{{Name: "x", Shape: []int64{3, 4}, Float32: make([]float32, 12)}}
+	var got [][]float32
+	record := func(outs []Tensor) error {
+		got = got[:0]
+		for _, o := range outs {
+			got = append(got, slices.Clone(o.Float32))
+		}
+		return nil
+	}
+	for run := 0; run < 3; run++ { // a new shape, then the kept tensors twice
+		if err := s.RunView(in, record); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("run %d: %d outputs, want %d", run, len(got), len(want))
+		}
+		for i := range want {
+			if !slices.Equal(got[i], want[i].Float32) {
+				t.Fatalf("run %d output %d: %v, want %v", run, i, got[i], want[i].Float32)
+			}
+		}
+		if err := s.RunView(in2, record); err != nil { // another shape between
+			t.Fatal(err)
+		}
+	}
+	var sum float32
+	read := func(outs []Tensor) error {
+		for _, o := range outs {
+			sum += o.Float32[0]
+		}
+		return nil
+	}
+	if a := testing.AllocsPerRun(50, func() {
+		if err := s.RunView(in, read); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Fatalf("a warm RunView allocates %v times", a)
+	}
+	stop := errors.New("stop")
+	if err := s.RunView(in, func([]Tensor) error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("use's error: got %v", err)
+	}
+	again, err := s.Run(in)
+	if err != nil || !slices.Equal(again[0].Float32, want[0].Float32) {
+		t.Fatalf("after use failed: %v, %v", again, err)
+	}
+	if err := s.RunView([]Tensor{{Name: "nope", Shape: []int64{1}, Float32: []float32{1}}}, read); !errors.Is(err, ErrInput) {
+		t.Fatalf("bad input: %v", err)
+	}
 }

@@ -7,6 +7,7 @@ package ranking
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 
 	"gonum.org/v1/gonum/blas/blas64"
@@ -118,6 +119,12 @@ func (s *Similar) Add(logits []float32, hist []int) {
 // pooled buffer and multiplied by gonum's float64 kernels (the widening inside every product
 // made this the largest part of ranking at 1,682 items).
 func Diversify(candidates []int, score []float32, emb []float32, dim int, lambda float64, k int) []int {
+	return AppendDiversified(nil, candidates, score, emb, dim, lambda, k)
+}
+
+// AppendDiversified is Diversify appending the picks to dst (no allocation when dst has room
+// for k more and there are at most 128 candidates).
+func AppendDiversified(dst, candidates []int, score []float32, emb []float32, dim int, lambda float64, k int) []int {
 	k = min(k, len(candidates))
 	n := len(candidates)
 	var takenOnStack [128]bool // the engine re-ranks 50 candidates
@@ -127,7 +134,8 @@ func Diversify(candidates []int, score []float32, emb []float32, dim int, lambda
 	} else {
 		taken = make([]bool, n)
 	}
-	out := make([]int, 0, k)
+	out := slices.Grow(dst, k)
+	picked := len(out)
 	buf := wideRows.Get().(*[]float64)
 	defer wideRows.Put(buf)
 	if cap(*buf) < n*(dim+1) {
@@ -142,7 +150,7 @@ func Diversify(candidates []int, score []float32, emb []float32, dim int, lambda
 		}
 	}
 	row := func(i int) blas64.Vector { return blas64.Vector{N: dim, Inc: 1, Data: wide[i*dim : (i+1)*dim]} }
-	for len(out) < k {
+	for len(out)-picked < k {
 		best, bestV := -1, math.Inf(-1)
 		for i, r := range candidates {
 			if taken[i] {
@@ -163,7 +171,7 @@ func Diversify(candidates []int, score []float32, emb []float32, dim int, lambda
 				continue
 			}
 			d := blas64.Dot(row(i), pe)
-			if len(out) == 1 || d > near[i] {
+			if len(out)-picked == 1 || d > near[i] {
 				near[i] = d
 			}
 		}

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/llm4rec/llm4rec/internal/racemode"
 )
 
 // 4 items, 2 neighbours each.
@@ -89,6 +91,26 @@ func TestDiversifyPushesNearDuplicatesDown(t *testing.T) {
 	}
 	if got := Diversify([]int{0, 1}, score, emb, 2, 1, 5); len(got) != 2 {
 		t.Fatalf("k beyond the candidates: %v", got)
+	}
+}
+
+// AppendDiversified appends the picks Diversify returns after what dst holds, and allocates
+// nothing with room for them.
+func TestAppendDiversifiedKeepsDstWithoutAllocating(t *testing.T) {
+	if racemode.Enabled {
+		t.Skip("allocations are counted without the race detector (its sync.Pool drops items at random)")
+	}
+	emb := []float32{1, 0, 1, 0, 0, 1, 0.6, 0.8}
+	score := []float32{3, 2.9, 2, 1}
+	cands := []int{0, 1, 2, 3}
+	want := Diversify(cands, score, emb, 2, 1, 3)
+	got := AppendDiversified([]int{7}, cands, score, emb, 2, 1, 3)
+	if !slices.Equal(got, append([]int{7}, want...)) {
+		t.Fatalf("AppendDiversified %v, want [7] then %v", got, want)
+	}
+	dst := make([]int, 0, 4)
+	if a := testing.AllocsPerRun(50, func() { AppendDiversified(dst[:0], cands, score, emb, 2, 1, 3) }); a != 0 {
+		t.Fatalf("%v allocations with room in dst", a)
 	}
 }
 

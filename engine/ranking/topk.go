@@ -1,5 +1,7 @@
 package ranking
 
+import "slices"
+
 // TopK returns the rows of the k highest scores, best first, ties by the lower row, skipping
 // excluded rows (nil: none); fewer than k when fewer rows are left. It is the one top-k of the
 // Go tree: the engine's lists, the online learner's candidates and the evaluation's
@@ -8,19 +10,28 @@ package ranking
 // It reads the slices directly rather than through TopKWhere's functions: two indirect calls
 // per row were most of its time over a 100,000-item catalog.
 func TopK[F float32 | float64](score []F, excluded []bool, k int) []int {
+	return AppendTopK(nil, score, excluded, k)
+}
+
+// AppendTopK is TopK appending the rows to dst: with room for k+1 rows in dst and k at most
+// 64 it allocates nothing (the rows are built in dst's free capacity, grown when short, and
+// the kept scores live on the stack).
+func AppendTopK[F float32 | float64](dst []int, score []F, excluded []bool, k int) []int {
 	if k <= 0 {
-		return nil
+		return dst
 	}
 	if excluded != nil {
 		excluded = excluded[:len(score)]
 	}
-	b := newBest[F](k)
+	var onStack [stackK + 1]F
+	dst = slices.Grow(dst, k+1)
+	rows, vals := dst[len(dst):len(dst)], keptVals(onStack[:0], k)
 	for i, v := range score {
-		if (excluded == nil || !excluded[i]) && b.admits(v) {
-			b.insert(i, v)
+		if (excluded == nil || !excluded[i]) && admits(vals, k, v) {
+			rows, vals = insert(rows, vals, k, i, v)
 		}
 	}
-	return b.rows
+	return append(dst, rows...)
 }
 
 // TopKBy is TopK over n rows whose scores score(i) computes (each called once).
@@ -33,48 +44,60 @@ func TopKBy[F float32 | float64](n int, score func(i int) F, excluded []bool, k 
 
 // TopKWhere is TopKBy skipping the rows for which skip returns true (nil: none).
 func TopKWhere[F float32 | float64](n int, score func(i int) F, skip func(i int) bool, k int) []int {
+	return AppendTopKWhere(nil, n, score, skip, k)
+}
+
+// AppendTopKWhere is TopKWhere appending the rows to dst, allocating nothing when AppendTopK
+// would not.
+func AppendTopKWhere[F float32 | float64](dst []int, n int, score func(i int) F, skip func(i int) bool, k int) []int {
 	if k <= 0 {
-		return nil
+		return dst
 	}
-	b := newBest[F](k)
+	var onStack [stackK + 1]F
+	dst = slices.Grow(dst, k+1)
+	rows, vals := dst[len(dst):len(dst)], keptVals(onStack[:0], k)
 	for i := 0; i < n; i++ {
 		if skip != nil && skip(i) {
 			continue
 		}
-		if v := score(i); b.admits(v) {
-			b.insert(i, v)
+		if v := score(i); admits(vals, k, v) {
+			rows, vals = insert(rows, vals, k, i, v)
 		}
 	}
-	return b.rows
+	return append(dst, rows...)
 }
 
-// best keeps the k best (row, score) pairs offered so far, sorted by insertion (k is small
-// next to the rows scanned). Rows are offered in increasing order, so an equal score never
-// displaces a kept row: ties go to the lower row.
-type best[F float32 | float64] struct {
-	rows []int
-	vals []F
-	k    int
-}
+// The kept k (row, score) pairs are two slices sorted by insertion (k is small next to the
+// rows scanned), held apart rather than in one struct so that the escape analysis sees the
+// scores never leave the call (the rows are the result). Rows are offered in increasing
+// order, so an equal score never displaces a kept row: ties go to the lower row.
 
-func newBest[F float32 | float64](k int) best[F] {
-	return best[F]{rows: make([]int, 0, k+1), vals: make([]F, 0, k+1), k: k}
+// stackK is the largest k whose kept scores live on the stack.
+const stackK = 64
+
+// keptVals is the scores' working space: stack (capacity stackK+1) when k fits, else new.
+func keptVals[F float32 | float64](stack []F, k int) []F {
+	if k+1 <= cap(stack) {
+		return stack
+	}
+	return make([]F, 0, k+1)
 }
 
 // admits says whether a score would enter the kept k (the test on every row, kept small so
 // that it inlines; NaN never enters a full set).
-func (b *best[F]) admits(v F) bool { return len(b.rows) < b.k || v > b.vals[b.k-1] }
+func admits[F float32 | float64](vals []F, k int, v F) bool { return len(vals) < k || v > vals[k-1] }
 
 // insert places row i with score v among the kept, dropping the last when full.
-func (b *best[F]) insert(i int, v F) {
-	j := len(b.rows)
-	if j < b.k {
-		b.rows, b.vals = append(b.rows, i), append(b.vals, v)
+func insert[F float32 | float64](rows []int, vals []F, k, i int, v F) ([]int, []F) {
+	j := len(rows)
+	if j < k {
+		rows, vals = append(rows, i), append(vals, v)
 	} else {
-		j = b.k - 1
+		j = k - 1
 	}
-	for ; j > 0 && v > b.vals[j-1]; j-- {
-		b.rows[j], b.vals[j] = b.rows[j-1], b.vals[j-1]
+	for ; j > 0 && v > vals[j-1]; j-- {
+		rows[j], vals[j] = rows[j-1], vals[j-1]
 	}
-	b.rows[j], b.vals[j] = i, v
+	rows[j], vals[j] = i, v
+	return rows, vals
 }

@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/llm4rec/llm4rec/internal/racemode"
 )
 
 // TopK agrees with a full stable sort (score descending, ties by the lower row) on random
@@ -47,6 +49,14 @@ func TestTopKMatchesSort(t *testing.T) {
 			if !slices.Equal(all, allBy) {
 				t.Fatalf("n %d k %d, nothing excluded: TopK %v, TopKWhere %v", n, k, all, allBy)
 			}
+			// the append forms keep what dst held and add the same rows, with or without room
+			for _, dst := range [][]int{{-1, -2}, append(make([]int, 0, 3+k), -1, -2)} {
+				app := AppendTopK(dst, score, excl, k)
+				appW := AppendTopKWhere(slices.Clone(dst), n, func(i int) float32 { return score[i] }, func(i int) bool { return excl[i] }, k)
+				if !slices.Equal(app[:2], []int{-1, -2}) || !slices.Equal(app[2:], w) && len(w) > 0 || !slices.Equal(app, appW) {
+					t.Fatalf("n %d k %d: AppendTopK %v, AppendTopKWhere %v, want [-1 -2] then %v", n, k, app, appW, w)
+				}
+			}
 		}
 	}
 }
@@ -63,6 +73,39 @@ func TestTopKByScoresEachRowOnce(t *testing.T) {
 		if want := map[bool]int{true: 0, false: 1}[excl[i]]; c != want {
 			t.Errorf("row %d scored %d times, want %d", i, c, want)
 		}
+	}
+}
+
+// With room in dst for k+1 rows the append forms allocate nothing (the kept scores are on
+// the stack up to k 64).
+func TestAppendTopKAllocatesNothingWithRoom(t *testing.T) {
+	if racemode.Enabled {
+		t.Skip("allocations are counted without the race detector (its sync.Pool drops items at random)")
+	}
+	score := make([]float32, 5000)
+	for i := range score {
+		score[i] = float32((i * 7919) % 1009)
+	}
+	excl := make([]bool, len(score))
+	excl[3] = true
+	for _, k := range []int{1, 10, 64} {
+		dst := make([]int, 0, k+1)
+		var got []int
+		if a := testing.AllocsPerRun(50, func() { got = AppendTopK(dst[:0], score, excl, k) }); a != 0 {
+			t.Errorf("k %d: AppendTopK made %v allocations with room in dst", k, a)
+		}
+		if !slices.Equal(got, TopK(score, excl, k)) {
+			t.Errorf("k %d: AppendTopK %v, TopK %v", k, got, TopK(score, excl, k))
+		}
+		fn, skip := func(i int) float32 { return score[i] }, func(i int) bool { return excl[i] }
+		if a := testing.AllocsPerRun(50, func() { got = AppendTopKWhere(dst[:0], len(score), fn, skip, k) }); a != 0 {
+			t.Errorf("k %d: AppendTopKWhere made %v allocations with room in dst", k, a)
+		}
+	}
+	// past the stack's k the kept scores are on the heap, and the rows still right
+	fn := func(i int) float32 { return score[i] }
+	if got, want := AppendTopK(make([]int, 0, 201), score, excl, 200), TopKWhere(len(score), fn, func(i int) bool { return excl[i] }, 200); len(got) != 200 || !slices.Equal(got, want) {
+		t.Errorf("k 200: AppendTopK %v, TopKWhere %v", got, want)
 	}
 }
 

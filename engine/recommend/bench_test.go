@@ -144,7 +144,7 @@ func BenchmarkStages(b *testing.B) {
 	b.Run("rank+ips", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			e.rankTopK(rankExtra{}, logits, nil, seen, 0.5, 10, true)
+			e.rankTopK(rankExtra{}, logits, nil, seen, 0.5, 10, true, nil)
 		}
 	})
 	b.Run("explain", func(b *testing.B) {

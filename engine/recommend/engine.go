@@ -538,6 +538,17 @@ func (f firstStep) Inputs() []ort.TensorInfo {
 	return out
 }
 
+// RunView is Run lending the logits (batch.ViewRunner): the batcher copies each request's rows
+// out of the session's kept output, and a warm step allocates nothing.
+func (f firstStep) RunView(in []ort.Tensor, use func([]ort.Tensor) error) error {
+	var all [4]ort.Tensor
+	n := copy(all[:2], in)
+	shape := [5]int64{f.layers, in[0].Shape[0], f.heads, 0, f.headDim}
+	all[n] = ort.Tensor{Name: bundle.InPastKeys, Shape: shape[:], Float32: []float32{}}
+	all[n+1] = ort.Tensor{Name: bundle.InPastValues, Shape: shape[:], Float32: []float32{}}
+	return f.s.RunView(all[:n+2], func(out []ort.Tensor) error { return use(out[:1]) })
+}
+
 func (f firstStep) Run(in []ort.Tensor) ([]ort.Tensor, error) {
 	b := in[0].Shape[0]
 	shape := []int64{f.layers, b, f.heads, 0, f.headDim}

@@ -75,7 +75,7 @@ func (e *Engine) evidence(ctx context.Context, hist []int, mods modalities, full
 				return err
 			}
 			terms := e.requestTerms(out, h)
-			logits, err := e.firstStepLogits(gctx, out[0].Float32)
+			logits, err := e.firstStepLogits(gctx, out[0].Float32, nil)
 			if err != nil {
 				return err
 			}
@@ -115,7 +115,7 @@ func (e *Engine) servedList(lp, extra []float32, seen []bool, k int) []int {
 	for i, v := range lp {
 		score[i] = v + extra[i]
 	}
-	return e.selectTopK(score, seen, k, true)
+	return e.selectTopK(score, seen, k, true, nil)
 }
 
 // position is row's 1-based place in list, len(list)+1 when absent.

@@ -14,6 +14,7 @@ import (
 	"github.com/llm4rec/llm4rec/engine/explain"
 	"github.com/llm4rec/llm4rec/engine/ort"
 	"github.com/llm4rec/llm4rec/engine/ranking"
+	"github.com/llm4rec/llm4rec/engine/retrieval"
 )
 
 // ErrRequest is wrapped by every error caused by the request itself (unknown item, limits,
@@ -120,7 +121,7 @@ func (e *Engine) LearnerInputs(ctx context.Context, history []string) (state, lo
 		return nil, nil, err
 	}
 	state = out[0].Float32
-	logits, err := e.firstStepLogits(ctx, state)
+	logits, err := e.firstStepLogits(ctx, state, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -163,14 +164,17 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		return nil, fmt.Errorf("%w: ips alpha %v: must be within [0, %g]", ErrRequest, alpha, bundle.MaxAlpha)
 	}
 	added := e.added.Load() // the additions this request ranks with (rows stay valid)
-	hist := make([]int, len(req.History))
-	for i, id := range req.History {
+	sc := scratches.Get().(*scratch)
+	defer scratches.Put(sc)
+	hist := sc.hist[:0]
+	for _, id := range req.History {
 		r, ok := e.Row(id)
 		if !ok {
 			return nil, fmt.Errorf("%w: unknown item id %q in history", ErrRequest, id)
 		}
-		hist[i] = r
+		hist = append(hist, r)
 	}
+	sc.hist = hist
 	if dl, ok := ctx.Deadline(); ok {
 		// admission: a request that cannot finish within its deadline at the current queues is
 		// refused now, not answered 504 after taking its share of the graphs
@@ -185,7 +189,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 	t0 := time.Now()
 
 	// 1. modalities
-	mods, err := e.encodeModalities(ctx, req)
+	mods, err := e.encodeModalities(ctx, req, sc)
 	if err != nil {
 		return nil, err
 	}
@@ -193,9 +197,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 	resp.Timings.Encode = t1.Sub(t0).Microseconds()
 
 	// 2. fusion inputs with retrieved context
-	scratch := fusionScratches.Get().(*fusionScratch)
-	defer fusionScratches.Put(scratch)
-	inputs, ctxRows := e.fusionInputs(hist, mods, scratch)
+	inputs, ctxRows := e.fusionInputs(hist, mods, &sc.fusion)
 	if len(ctxRows) > 0 {
 		resp.Context = make([]string, 0, len(ctxRows))
 	}
@@ -205,12 +207,12 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 	t2 := time.Now()
 	resp.Timings.Retrieve = t2.Sub(t1).Microseconds()
 
-	out, err := e.fusion.Submit(ctx, inputs)
+	out, err := e.fusion.SubmitInto(ctx, inputs, &sc.fusionOut)
 	if err != nil {
 		return nil, err
 	}
 	userState := out[0].Float32
-	terms, steerTerms := e.requestTermsAndSteering(out, hist)
+	terms, steerTerms := e.requestTermsAndSteering(out, hist, sc)
 	t3 := time.Now()
 	resp.Timings.Fusion = t3.Sub(t2).Microseconds()
 
@@ -222,11 +224,11 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 	}
 	seenBuf := takeMarks(len(e.items)+added.len(), excluded)
 	defer putMarks(seenBuf, excluded)
-	seen := *seenBuf
+	seen := seenBuf.marks
 	var picks []pick
 	var firstLogits []float32 // the first step's logits with the terms (explanations)
 	if mode == ModeTopK {
-		logits, err := e.firstStepLogits(ctx, userState)
+		logits, err := e.firstStepLogits(ctx, userState, sc)
 		if err != nil {
 			return nil, err
 		}
@@ -234,7 +236,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		resp.Timings.Generate = t4.Sub(t3).Microseconds()
 		e.addTerms(logits, terms)
 		firstLogits = logits
-		picks = e.rankTopK(rankExtra{added, terms, steer}, logits, userState, seen, alpha, k, true)
+		picks = e.rankTopK(rankExtra{added, terms, steer}, logits, userState, seen, alpha, k, true, sc)
 		resp.Timings.Rank = time.Since(t4).Microseconds()
 	} else {
 		picks, err = e.decodeSlate(ctx, userState, rankExtra{added, terms, steer}, seen, alpha, k)
@@ -253,7 +255,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 	}
 	if req.Explain || req.ExplainDetail {
 		if firstLogits == nil {
-			if firstLogits, err = e.firstStepLogits(ctx, userState); err != nil {
+			if firstLogits, err = e.firstStepLogits(ctx, userState, sc); err != nil {
 				return nil, err
 			}
 			e.addTerms(firstLogits, terms)
@@ -299,9 +301,15 @@ type modalities struct {
 	names []string
 }
 
-func (e *Engine) encodeModalities(ctx context.Context, req Request) (modalities, error) {
+// encodeModalities embeds the request's modalities, their slots in sc's array.
+func (e *Engine) encodeModalities(ctx context.Context, req Request, sc *scratch) (modalities, error) {
 	names := e.manifest.Fusion.Modalities
-	m := modalities{emb: make([][]float32, len(names)), names: names}
+	if cap(sc.mods) < len(names) {
+		sc.mods = make([][]float32, len(names))
+	}
+	sc.mods = sc.mods[:len(names)]
+	clear(sc.mods)
+	m := modalities{emb: sc.mods, names: names}
 	for i, name := range names {
 		var v []float32
 		var err error
@@ -327,18 +335,38 @@ func (e *Engine) encodeModalities(ctx context.Context, req Request) (modalities,
 	return m, nil
 }
 
-// fusionScratch holds the arrays of one request's fusion inputs. Recommend takes one from
-// fusionScratches and puts it back once fusion has answered (the batcher copies what it is
-// given) and the context rows are read.
+// fusionScratch holds the arrays of one request's fusion inputs and retrieval hits.
 type fusionScratch struct {
 	buf    []float32
 	tokens []int64
 	rows   []int
+	hits   []retrieval.Hit
 	sh     [15]int64
 	in     [7]ort.Tensor
 }
 
-var fusionScratches = sync.Pool{New: func() any { return new(fusionScratch) }}
+// scratch is one request's working memory, kept between requests in scratches: Recommend takes
+// one and puts it back when it returns, and nothing it answers points into it (the response's
+// items and context are new). A request's steps write here instead of allocating: fusion's
+// inputs, the answers of fusion and of the generator's first step (the batchers copy them
+// into these Outputs), the history's rows, the modality embeddings' slots, the ranked rows and
+// picks.
+type scratch struct {
+	fusion    fusionScratch
+	fusionOut batch.Outputs
+	genOut    batch.Outputs
+	hist      []int
+	mods      [][]float32
+	genShape  [4]int64 // user_state [1, D], tokens [1, 1]
+	genToken  [1]int64
+	steering  []float32 // the request's steering term of every item
+	terms     []float32 // steering plus the similar-items term
+	order     []int     // the top rows before diversity re-ranking
+	ranked    []int     // the rows listed
+	picks     []pick
+}
+
+var scratches = sync.Pool{New: func() any { return new(scratch) }}
 
 // fusionInputs builds the fusion graph's six inputs for one request, with the retrieved
 // context rows, in sc's arrays (nil: new ones). The inputs and rows stay valid until sc is
@@ -409,11 +437,11 @@ func (e *Engine) fusionInputs(hist []int, mods modalities, sc *fusionScratch) ([
 		// about every row it scans: a map lookup each cost more than the scan's products);
 		// added items are never retrieved
 		marks := takeMarks(len(e.items), used)
-		inHist := *marks
 		// The index ranks by cosine with its normalised rows; the export ranks by dot product
 		// with the item embeddings as stored. The rankings agree because the export writes
 		// unit-norm item embeddings.
-		for j, h := range e.index.Search(query, R, func(i int) bool { return inHist[i] }) {
+		sc.hits = e.index.AppendSearch(sc.hits[:0], query, R, marks.marked)
+		for j, h := range sc.hits {
 			copy(context[j*D:(j+1)*D], e.itemEmb[h.Item*D:(h.Item+1)*D])
 			cmask[j] = 1
 			rows = append(rows, h.Item)
@@ -442,15 +470,15 @@ func (e *Engine) fusionInputs(hist []int, mods modalities, sc *fusionScratch) ([
 // item's embedding (the index's rows are the item embeddings: Open checks they are unit
 // rows), computed once per request; nil when the bundle's fusion has no steering output or
 // the request sent no query, image or audio (the output is then zero).
-func (e *Engine) steering(out []ort.Tensor) []float32 {
+func (e *Engine) steering(out []ort.Tensor, buf []float32) []float32 {
 	v := e.steerVec(out)
 	if v == nil {
 		return nil
 	}
 	if e.steerLow != nil {
-		return e.steerLow.scores(v, nil)
+		return e.steerLow.scores(v, buf)
 	}
-	return e.index.Scores(v, nil)
+	return e.index.Scores(v, buf)
 }
 
 // steerVec is the fusion's steering output, nil when the bundle has none or it is zero (no
@@ -471,21 +499,30 @@ func (e *Engine) steerVec(out []ort.Tensor) []float32 {
 // a request is present) plus the bundle's similar-items term of the history; nil when neither
 // applies.
 func (e *Engine) requestTerms(out []ort.Tensor, hist []int) []float32 {
-	terms, _ := e.requestTermsAndSteering(out, hist)
+	terms, _ := e.requestTermsAndSteering(out, hist, nil)
 	return terms
 }
 
 // requestTermsAndSteering is requestTerms and, apart, the steering term alone (nil when the
 // request sent no modality): what attention evidence takes out to measure the request's part.
-func (e *Engine) requestTermsAndSteering(out []ort.Tensor, hist []int) (terms, steering []float32) {
-	steering = e.steering(out)
+// Both are in sc's arrays (nil: new ones) until sc's next use.
+func (e *Engine) requestTermsAndSteering(out []ort.Tensor, hist []int, sc *scratch) (terms, steering []float32) {
+	if sc == nil {
+		sc = new(scratch)
+	}
+	steering = e.steering(out, sc.steering)
+	if steering != nil {
+		sc.steering = steering
+	}
 	if e.similar == nil || e.similar.Weight == 0 || len(hist) == 0 {
 		return steering, steering
 	}
+	terms = growF32(sc.terms, len(e.items))
+	sc.terms = terms
 	if steering == nil {
-		terms = make([]float32, len(e.items))
+		clear(terms)
 	} else {
-		terms = slices.Clone(steering)
+		copy(terms, steering)
 	}
 	e.similar.Add(terms, hist)
 	return terms, steering
@@ -498,12 +535,19 @@ func (e *Engine) addTerms(logits, terms []float32) {
 	}
 }
 
-// firstStepLogits runs the generator's first step from [BOS] through its batcher.
-func (e *Engine) firstStepLogits(ctx context.Context, userState []float32) ([]float32, error) {
-	out, err := e.gen1.Submit(ctx, []ort.Tensor{
-		{Name: bundle.InUserState, Shape: []int64{1, int64(e.dim)}, Float32: userState},
-		{Name: bundle.InTokens, Shape: []int64{1, 1}, Int64: []int64{int64(e.bos)}},
-	})
+// firstStepLogits runs the generator's first step from [BOS] through its batcher; the
+// logits are in sc's buffers (nil: new ones) until sc's next use.
+func (e *Engine) firstStepLogits(ctx context.Context, userState []float32, sc *scratch) ([]float32, error) {
+	var in [2]ort.Tensor
+	var out []ort.Tensor
+	var err error
+	if sc == nil {
+		sc = new(scratch)
+	}
+	sc.genShape, sc.genToken = [4]int64{1, int64(e.dim), 1, 1}, [1]int64{int64(e.bos)}
+	in[0] = ort.Tensor{Name: bundle.InUserState, Shape: sc.genShape[0:2:2], Float32: userState}
+	in[1] = ort.Tensor{Name: bundle.InTokens, Shape: sc.genShape[2:4:4], Int64: sc.genToken[:]}
+	out, err = e.gen1.SubmitInto(ctx, in[:], &sc.genOut)
 	if err != nil {
 		return nil, err
 	}
@@ -546,32 +590,43 @@ func (e *Engine) logProbs(logits []float32, dst []float32) {
 	ranking.LogSoftmax(logits[e.offset:], dst)
 }
 
-// markArrays holds catalog-sized arrays of row marks between requests, all false (the
-// history excluded from retrieval, the items not to recommend: a fresh array each request
-// was 100 KB to allocate and zero at 100,000 items).
-var markArrays = sync.Pool{New: func() any { return new([]bool) }}
+// rowMarks is a catalog-sized array of row marks, kept between requests in markArrays, all
+// false there (the history excluded from retrieval, the items not to recommend: a fresh array
+// each request was 100 KB to allocate and zero at 100,000 items).
+type rowMarks struct {
+	marks []bool
+	// marked reports marks[i]: made once with the array, so that handing it to the index as
+	// its skip function allocates nothing
+	marked func(i int) bool
+}
+
+var markArrays = sync.Pool{New: func() any {
+	m := new(rowMarks)
+	m.marked = func(i int) bool { return m.marks[i] }
+	return m
+}}
 
 // takeMarks returns a pooled array of n marks with rows (those below n) set; give it back
 // with putMarks and the same rows.
-func takeMarks(n int, rows []int) *[]bool {
-	p := markArrays.Get().(*[]bool)
-	if cap(*p) < n {
-		*p = make([]bool, n)
+func takeMarks(n int, rows []int) *rowMarks {
+	p := markArrays.Get().(*rowMarks)
+	if cap(p.marks) < n {
+		p.marks = make([]bool, n)
 	}
-	*p = (*p)[:n]
+	p.marks = p.marks[:n]
 	for _, r := range rows {
 		if r < n {
-			(*p)[r] = true
+			p.marks[r] = true
 		}
 	}
 	return p
 }
 
 // putMarks unmarks rows and returns the array to the pool; nothing else may be marked.
-func putMarks(p *[]bool, rows []int) {
+func putMarks(p *rowMarks, rows []int) {
 	for _, r := range rows {
-		if r < len(*p) {
-			(*p)[r] = false
+		if r < len(p.marks) {
+			p.marks[r] = false
 		}
 	}
 	markArrays.Put(p)
@@ -600,7 +655,8 @@ type rankExtra struct {
 // IPS-reweighted log-probability; with diversify and a bundle diversity weight, the k are
 // re-ranked by maximal marginal relevance from the bundle's number of best candidates
 // (engine/ranking.Diversify).
-func (e *Engine) rankTopK(x rankExtra, logits, userState []float32, seen []bool, alpha float64, k int, diversify bool) []pick {
+// The picks are in sc's array (nil: a new one) until sc's next use.
+func (e *Engine) rankTopK(x rankExtra, logits, userState []float32, seen []bool, alpha float64, k int, diversify bool, sc *scratch) []pick {
 	nb := len(e.items)
 	n := nb + x.added.len()
 	// the two catalog-sized buffers come from a pool: only the k picks outlive this call
@@ -629,11 +685,14 @@ func (e *Engine) rankTopK(x rankExtra, logits, userState []float32, seen []bool,
 			}
 		}
 	}
-	order := e.selectTopK(score, seen, k, diversify)
-	out := make([]pick, len(order))
-	for i, r := range order {
-		out[i] = pick{r, lp[r], score[r]}
+	if sc == nil {
+		sc = new(scratch)
 	}
+	out := sc.picks[:0]
+	for _, r := range e.selectTopK(score, seen, k, diversify, sc) {
+		out = append(out, pick{r, lp[r], score[r]})
+	}
+	sc.picks = out
 	return out
 }
 
@@ -642,21 +701,27 @@ func (e *Engine) rankTopK(x rankExtra, logits, userState []float32, seen []bool,
 // says. Recommend's top-k mode lists by it; replays that add their own terms to
 // Engine.LogProbs call it to list exactly as the engine would.
 func (e *Engine) TopK(score []float32, seen []bool, k int) []int {
-	return e.selectTopK(score, seen, k, true)
+	return e.selectTopK(score, seen, k, true, nil)
 }
 
 // selectTopK picks the k best unseen rows by score; with diversify and a bundle diversity
-// weight, from the bundle's number of best candidates by maximal marginal relevance.
-func (e *Engine) selectTopK(score []float32, seen []bool, k int, diversify bool) []int {
+// weight, from the bundle's number of best candidates by maximal marginal relevance. The rows
+// are in sc's arrays (nil: new ones) until sc's next use.
+func (e *Engine) selectTopK(score []float32, seen []bool, k int, diversify bool, sc *scratch) []int {
+	if sc == nil {
+		sc = new(scratch)
+	}
 	want := k
 	diversify = diversify && e.diversity > 0
 	if diversify {
 		want = max(k, e.candidates)
 	}
-	order := ranking.TopK(score, seen, want)
+	sc.order = ranking.AppendTopK(sc.order[:0], score, seen, want)
+	order := sc.order
 	if diversify {
 		if len(score) == len(e.items) {
-			return ranking.Diversify(order, score, e.itemEmb, e.dim, e.diversity, k)
+			sc.ranked = ranking.AppendDiversified(sc.ranked[:0], order, score, e.itemEmb, e.dim, e.diversity, k)
+			return sc.ranked
 		}
 		// with added items: the candidates' embeddings and scores gathered, rows mapped back
 		emb := make([]float32, 0, len(order)*e.dim)
@@ -692,7 +757,7 @@ func (e *Engine) decodeSlate(ctx context.Context, userState []float32, x rankExt
 			return nil, err
 		}
 		e.addTerms(logits, x.terms)
-		best := e.rankTopK(x, logits, userState, seen, alpha, 1, false)
+		best := e.rankTopK(x, logits, userState, seen, alpha, 1, false, nil)
 		if len(best) == 0 {
 			break
 		}

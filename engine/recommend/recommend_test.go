@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/llm4rec/llm4rec/internal/racemode"
 	"time"
 
 	"github.com/llm4rec/llm4rec/engine/batch"
@@ -564,5 +566,41 @@ func TestEngineWithIVFIndex(t *testing.T) {
 	t.Logf("ivf against exact: context items %.3f the same, top 10 %.3f the same", ctxShare, itemShare)
 	if ctxShare < 0.5 || itemShare < 0.7 {
 		t.Fatalf("context %.3f, top 10 %.3f the same as with the exact scan", ctxShare, itemShare)
+	}
+}
+
+// A warm request allocates only what it answers (the response, its items and its context
+// ids): fusion's inputs and answer, the generator's logits, the marks, the steering and
+// similar-items terms, the ranked rows and picks live in pooled per-request memory, and
+// nothing answered points into it (an earlier response is unchanged by later requests).
+func TestRecommendAllocatesOnlyTheResponse(t *testing.T) {
+	if racemode.Enabled {
+		t.Skip("allocations are counted without the race detector (its sync.Pool drops items at random)")
+	}
+	e := testEngine(t)
+	ctx := context.Background()
+	zero := 0.0
+	reqs := []Request{
+		{History: []string{e.items[3].ID, e.items[40].ID, e.items[7].ID}, K: 10, ExcludeSeen: true, Alpha: &zero},
+		{History: []string{e.items[100].ID, e.items[9].ID}, K: 5},
+		// a typed query (its embedding cached after the first request): the steering terms too
+		{History: []string{e.items[5].ID}, K: 10, Query: "something to read at night"},
+	}
+	first, err := e.Recommend(ctx, reqs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := *first
+	kept.Items, kept.Context = slices.Clone(first.Items), slices.Clone(first.Context)
+	for _, req := range reqs {
+		var err error
+		if a := testing.AllocsPerRun(30, func() { _, err = e.Recommend(ctx, req) }); a > 3 || err != nil {
+			t.Errorf("history of %d, k %d: %v allocations per request (at most 3: the response, its items, its context), error %v", len(req.History), req.K, a, err)
+		}
+	}
+	if !slices.EqualFunc(first.Items, kept.Items, func(a, b Recommendation) bool {
+		return a.ItemID == b.ItemID && a.Score == b.Score && a.LogProb == b.LogProb
+	}) || !slices.Equal(first.Context, kept.Context) {
+		t.Fatalf("a response changed after later requests:\n%+v\nwas\n%+v", first.Items, kept.Items)
 	}
 }

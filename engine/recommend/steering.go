@@ -2,6 +2,7 @@ package recommend
 
 import (
 	"fmt"
+	"sync"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -66,11 +67,14 @@ func (l *lowRankSteering) scores(v, out []float32) []float32 {
 		out = make([]float32, l.n)
 	}
 	out = out[:l.n]
-	var onStack [256]float32 // the request in the map's rank (64 in exported bundles)
-	s := onStack[:min(l.rank, len(onStack))]
-	if l.rank > len(onStack) {
-		s = make([]float32, l.rank)
+	// the request in the map's rank (64 in exported bundles), pooled: gonum's kernels take it
+	// through an interface, so a stack array would move to the heap on every call
+	sp := rankVectors.Get().(*[]float32)
+	defer rankVectors.Put(sp)
+	if cap(*sp) < l.rank {
+		*sp = make([]float32, l.rank)
 	}
+	s := (*sp)[:l.rank]
 	blas32.Gemv(blas.NoTrans, 1, blas32.General{Rows: l.rank, Cols: l.dim, Stride: l.dim, Data: l.pinv},
 		blas32.Vector{N: l.dim, Inc: 1, Data: v}, 0, blas32.Vector{N: l.rank, Inc: 1, Data: s})
 	if l.n > 0 {
@@ -79,3 +83,6 @@ func (l *lowRankSteering) scores(v, out []float32) []float32 {
 	}
 	return out
 }
+
+// rankVectors holds the steering vectors in the map's rank between requests.
+var rankVectors = sync.Pool{New: func() any { return new([]float32) }}

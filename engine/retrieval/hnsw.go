@@ -66,6 +66,15 @@ func (h *HNSW) Scores(query, out []float32) []float32 { return h.exact.Scores(qu
 // the graph for EfSearch of them (at least k), drops the skipped ones and, when fewer than k
 // remain, asks again for twice as many.
 func (h *HNSW) Search(query []float32, k int, skip func(int) bool) []Hit {
+	return h.AppendSearch(nil, query, k, skip)
+}
+
+// AppendSearch is Search appending the hits to dst (the graph's search allocates its own).
+func (h *HNSW) AppendSearch(dst []Hit, query []float32, k int, skip func(int) bool) []Hit {
+	return append(dst, h.search(query, k, skip)...)
+}
+
+func (h *HNSW) search(query []float32, k int, skip func(int) bool) []Hit {
 	if k <= 0 || len(query) != h.exact.dim || h.Len() == 0 {
 		return nil
 	}

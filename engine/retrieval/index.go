@@ -40,6 +40,9 @@ type Index interface {
 	// Search returns up to k hits by descending score, skipping items for which skip returns
 	// true (skip may be nil).
 	Search(query []float32, k int, skip func(item int) bool) []Hit
+	// AppendSearch is Search appending the hits to dst (a request's reused buffer: with room
+	// for k hits, a search of the exact scan or the inverted file allocates nothing).
+	AppendSearch(dst []Hit, query []float32, k int, skip func(item int) bool) []Hit
 	// Scores is the dot product of query with every item's vector, in item order, written
 	// into out when it has room.
 	Scores(query, out []float32) []float32
@@ -106,29 +109,39 @@ func (e *Exact) Vector(i int) []float32 { return e.rows[i*e.dim : (i+1)*e.dim : 
 // rows equals ranking by cosine); scores are cosines when it is. The scan's buffers come from
 // a pool: only the hits are allocated.
 func (e *Exact) Search(query []float32, k int, skip func(int) bool) []Hit {
-	if k <= 0 || len(query) != e.dim {
-		return nil
-	}
-	buf := scanBufs.Get().(*[]float32)
-	defer scanBufs.Put(buf)
-	n := e.Len()
-	if cap(*buf) < e.dim+n {
-		*buf = make([]float32, e.dim+n)
-	}
-	q := (*buf)[:e.dim]
-	copy(q, query)
-	Normalize(q)
-	scores := e.Scores(q, (*buf)[e.dim:e.dim+n])
-	rows := ranking.TopKWhere(n, func(i int) float32 { return scores[i] }, skip, k)
-	out := make([]Hit, len(rows))
-	for i, r := range rows {
-		out[i] = Hit{r, scores[r]}
-	}
-	return out
+	return e.AppendSearch(nil, query, k, skip)
 }
 
-// scanBufs holds the normalised query and the scores of a scan between searches.
-var scanBufs = sync.Pool{New: func() any { return new([]float32) }}
+// AppendSearch is Search appending the hits to dst.
+func (e *Exact) AppendSearch(dst []Hit, query []float32, k int, skip func(int) bool) []Hit {
+	if k <= 0 || len(query) != e.dim {
+		return dst
+	}
+	buf := scanBufs.Get().(*scanScratch)
+	defer scanBufs.Put(buf)
+	n := e.Len()
+	if cap(buf.f32) < e.dim+n {
+		buf.f32 = make([]float32, e.dim+n)
+	}
+	q := buf.f32[:e.dim]
+	copy(q, query)
+	Normalize(q)
+	scores := e.Scores(q, buf.f32[e.dim:e.dim+n])
+	buf.rows = ranking.AppendTopKWhere(buf.rows[:0], n, func(i int) float32 { return scores[i] }, skip, k)
+	for _, r := range buf.rows {
+		dst = append(dst, Hit{r, scores[r]})
+	}
+	return dst
+}
+
+// scanScratch is a scan's normalised query and scores (f32) and its top rows, kept between
+// searches in scanBufs.
+type scanScratch struct {
+	f32  []float32
+	rows []int
+}
+
+var scanBufs = sync.Pool{New: func() any { return new(scanScratch) }}
 
 // Scores writes the dot product of query (as given, not normalised) with every row into out
 // (reused when it has room) and returns it: one matrix-vector product (gonum's assembly

@@ -254,6 +254,7 @@ func (x *IVF) Scores(query, out []float32) []float32 {
 type ivfScratch struct {
 	q, cent, scores []float32
 	rowOf           []int32
+	clusters, best  []int
 }
 
 // sized returns b with length n, reallocated only when its capacity is short.
@@ -270,8 +271,13 @@ var ivfBufs = sync.Pool{New: func() any { return new(ivfScratch) }}
 // nearest to the query (twice as many clusters, nearest first, while skipped items leave
 // fewer than k there), ties by the lower item. Only the hits are allocated.
 func (x *IVF) Search(query []float32, k int, skip func(int) bool) []Hit {
+	return x.AppendSearch(nil, query, k, skip)
+}
+
+// AppendSearch is Search appending the hits to dst.
+func (x *IVF) AppendSearch(dst []Hit, query []float32, k int, skip func(int) bool) []Hit {
 	if k <= 0 || len(query) != x.dim || x.Len() == 0 {
-		return nil
+		return dst
 	}
 	buf := ivfBufs.Get().(*ivfScratch)
 	defer ivfBufs.Put(buf)
@@ -283,15 +289,16 @@ func (x *IVF) Search(query []float32, k int, skip func(int) bool) []Hit {
 	blas32.Gemv(blas.NoTrans, 1, blas32.General{Rows: lists, Cols: x.dim, Stride: x.dim, Data: x.centroids},
 		blas32.Vector{N: x.dim, Inc: 1, Data: q}, 0, blas32.Vector{N: lists, Inc: 1, Data: buf.cent})
 	for probe := x.probe; ; probe = min(2*probe, lists) {
-		hits := x.scan(q, ranking.TopK(buf.cent, nil, probe), k, skip, buf)
-		if len(hits) >= k || probe == lists {
+		buf.clusters = ranking.AppendTopK(buf.clusters[:0], buf.cent, nil, probe)
+		hits := x.scan(dst, q, buf.clusters, k, skip, buf)
+		if len(hits)-len(dst) >= k || probe == lists {
 			return hits
 		}
 	}
 }
 
 // scan ranks the rows of the given clusters exactly.
-func (x *IVF) scan(q []float32, clusters []int, k int, skip func(int) bool, buf *ivfScratch) []Hit {
+func (x *IVF) scan(dst []Hit, q []float32, clusters []int, k int, skip func(int) bool, buf *ivfScratch) []Hit {
 	total := 0
 	for _, c := range clusters {
 		total += x.start[c+1] - x.start[c]
@@ -315,13 +322,13 @@ func (x *IVF) scan(q []float32, clusters []int, k int, skip func(int) bool, buf 
 	buf.rowOf = rowOf
 	// the k best by score (an exact tie at the cut keeps the one scanned first), then ordered
 	// by score, ties by the lower item, as Exact orders them
-	best := ranking.TopKWhere(total, func(i int) float32 { return scores[i] }, func(i int) bool {
+	buf.best = ranking.AppendTopKWhere(buf.best[:0], total, func(i int) float32 { return scores[i] }, func(i int) bool {
 		return skip != nil && skip(int(x.item[rowOf[i]]))
 	}, k)
-	out := make([]Hit, len(best))
-	for j, i := range best {
-		out[j] = Hit{int(x.item[rowOf[i]]), scores[i]}
+	at := len(dst)
+	for _, i := range buf.best {
+		dst = append(dst, Hit{int(x.item[rowOf[i]]), scores[i]})
 	}
-	slices.SortFunc(out, byScore)
-	return out
+	slices.SortFunc(dst[at:], byScore)
+	return dst
 }

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/llm4rec/llm4rec/internal/racemode"
 )
 
 func TestIVFRecallAgainstExact(t *testing.T) {
@@ -177,5 +179,48 @@ func TestIVFConcurrentSearch(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Fatal(e)
+	}
+}
+
+// AppendSearch gives every index's Search hits after what dst holds, widening included, and
+// the exact scan and the inverted file allocate nothing with room in dst (the engine's
+// per-request retrieval).
+func TestAppendSearchAppendsWithoutAllocating(t *testing.T) {
+	if racemode.Enabled {
+		t.Skip("allocations are counted without the race detector (its sync.Pool drops items at random)")
+	}
+	const dim = 16
+	vecs, queries := clustered(2000, dim, 20, 0.4, 7)
+	exact, err := NewExact(vecs, dim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ivf, err := NewIVF(vecs, dim, IVFConfig{Lists: 40, Probe: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hnsw, err := NewHNSW(vecs, dim, HNSWConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	skip := func(i int) bool { return i%3 != 0 }
+	for name, x := range map[string]Index{"exact": exact, "ivf": ivf, "hnsw": hnsw} {
+		for _, q := range queries[:10] {
+			want := x.Search(q, 10, skip)
+			prefix := []Hit{{-1, 9}}
+			got := x.AppendSearch(prefix, q, 10, skip)
+			if len(want) != 10 || got[0] != prefix[0] || !slices.Equal(got[1:], want) {
+				t.Fatalf("%s: AppendSearch %v, want %v then %v", name, got, prefix, want)
+			}
+		}
+		if name == "hnsw" {
+			continue
+		}
+		dst := make([]Hit, 0, 10)
+		q := queries[0]
+		x.AppendSearch(dst, q, 10, skip) // pools warm
+		if a := testing.AllocsPerRun(50, func() { x.AppendSearch(dst[:0], q, 10, skip) }); a != 0 {
+			t.Errorf("%s: a search with room in dst allocates %v times", name, a)
+		}
 	}
 }
