@@ -238,6 +238,16 @@ def _debias(model_runs, ranking, test_scores, sp, test_hist, served_emb, item_em
     return rep, alpha
 
 
+
+def id_only_configs(mcfg: ModelConfig, base_t: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
+    """The id_only ablation's configurations: the model's without content, steering, requests,
+    context, IPS or adversary. The simulated requests' settings are the defaults': id_only never
+    reads them, so changing the model's does not rename (and retrain) it."""
+    id_m = replace(mcfg, content=False, steering=False)
+    id_t = replace(base_t, ips=False, adversarial_weight=0.0, use_requests=False, use_context=False,
+                   p_request=TrainConfig.p_request, p_image=TrainConfig.p_image)
+    return id_m, id_t
+
 def build(a: BundleArgs) -> dict:
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -380,8 +390,7 @@ def build(a: BundleArgs) -> dict:
     # only by what content adds to the converged ID model, and their paired interval is about
     # half as wide; it is a lower bound of what content adds when learned with the IDs from the
     # start (amazon-scientific: +1% this way, +28% from scratch, networks alone).
-    id_m = replace(mcfg, content=False, steering=False)
-    id_t = replace(base_t, ips=False, adversarial_weight=0.0, use_requests=False, use_context=False)
+    id_m, id_t = id_only_configs(mcfg, base_t)
     seeds = [a.seed + k for k in range(max(1, a.seeds))]
     two_stage = a.stage2_lr_scale > 0
     s2 = dict(lr=a.lr * a.stage2_lr_scale, warmup_epochs=1) if two_stage else {}

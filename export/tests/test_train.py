@@ -164,6 +164,24 @@ def test_run_key_names_what_determines_a_run():
     assert k != run_key(mc, tc, other, 0, val)
 
 
+def test_id_only_run_does_not_depend_on_request_settings():
+    from dataclasses import replace
+
+    from llm4rec_export.bundle import id_only_configs
+    from llm4rec_export.train import run_key
+
+    mc, tc, data, val = _tiny_run()
+    base_m, base_t = id_only_configs(mc, tc)
+    assert not base_m.content and not base_t.use_requests and not base_t.use_context
+    k = run_key(base_m, base_t, data, 0, val)
+    # the model's request settings change its own run, not the ablation's
+    for changed in (replace(tc, p_request=0.1), replace(tc, p_image=0.5)):
+        assert run_key(mc, changed, data, 0, val) != run_key(mc, tc, data, 0, val)
+        assert run_key(*id_only_configs(mc, changed), data, 0, val) == k
+    # what id_only does read still renames it
+    assert run_key(*id_only_configs(mc, replace(tc, lr=1e-3)), data, 0, val) != k
+
+
 def test_second_stage_starts_from_the_first_stage_weights(tmp_path):
     """The full model's second stage takes every weight the ID-only run has (the content
     projection starts at zero, so its item table starts as the ID table) and is checkpointed
