@@ -61,7 +61,9 @@ func (s *Similar) Neighbours(row int) ([]int32, []float32) {
 // Evidence writes into dst (one value per item) the history's normalised evidence: for the
 // newest MaxHistory items h_1..h_m (oldest first), sum over t of Decay^(m-t) * sim(h_t, j)
 // over h_t's neighbours j, divided by its largest value (all zero when nothing is a
-// neighbour). Accumulated in float64, as the export does.
+// neighbour). Accumulated in float64, as the export does. A history row outside the table (an
+// item added to the catalog after export) has no neighbours yet: it keeps its place in the
+// decay and adds nothing.
 func (s *Similar) Evidence(hist []int, dst []float64) {
 	clear(dst)
 	if len(hist) > s.MaxHistory {
@@ -69,6 +71,9 @@ func (s *Similar) Evidence(hist []int, dst []float64) {
 	}
 	m := len(hist)
 	for t, h := range hist {
+		if h < 0 || h >= s.n {
+			continue
+		}
 		w := math.Pow(s.Decay, float64(m-1-t))
 		rows, sims := s.Neighbours(h)
 		for j, r := range rows {

@@ -41,6 +41,34 @@ func TestEvidenceWeighsNewerItemsAndNormalises(t *testing.T) {
 	}
 }
 
+// A history row past the table (an item added to the catalog after export) adds no evidence
+// and keeps its place in the decay: the evidence equals that of the same history whose row
+// has no neighbours, and nothing panics.
+func TestEvidenceSkipsRowsOutsideTheTable(t *testing.T) {
+	s := catalogSimilar(t, 100, 5)
+	got := make([]float64, 100)
+	s.Evidence([]int{3, 100, 7, 250}, got)
+	// the same weights by hand: rows 3 and 7 at decay powers 3 and 1
+	want := make([]float64, 100)
+	for _, x := range []struct {
+		row int
+		pow float64
+	}{{3, 3}, {7, 1}} {
+		rows, sims := s.Neighbours(x.row)
+		for j, r := range rows {
+			if r >= 0 {
+				want[r] += math.Pow(s.Decay, x.pow) * float64(sims[j])
+			}
+		}
+	}
+	mx := slices.Max(want)
+	for i := range want {
+		if math.Abs(got[i]-want[i]/mx) > 1e-12 {
+			t.Fatalf("item %d: evidence %v, want %v", i, got[i], want[i]/mx)
+		}
+	}
+}
+
 func TestAddLeavesLogitsAloneWithoutHistoryOrWeight(t *testing.T) {
 	logits := []float32{1, 2, 3, 4}
 	testSimilar(t, 0, 1, 10).Add(logits, []int{0})
