@@ -209,8 +209,13 @@ func TestAppendSearchAppendsWithoutAllocating(t *testing.T) {
 			want := x.Search(q, 10, skip)
 			prefix := []Hit{{-1, 9}}
 			got := x.AppendSearch(prefix, q, 10, skip)
-			if len(want) != 10 || got[0] != prefix[0] || !slices.Equal(got[1:], want) {
+			if got[0] != prefix[0] || !slices.Equal(got[1:], want) {
 				t.Fatalf("%s: AppendSearch %v, want %v then %v", name, got, prefix, want)
+			}
+			// the exact scan and the inverted file (widening) always find k; the graph's
+			// search may stop short when most items are skipped
+			if name != "hnsw" && len(want) != 10 {
+				t.Fatalf("%s: %d hits, want 10", name, len(want))
 			}
 		}
 		if name == "hnsw" {
