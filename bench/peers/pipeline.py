@@ -9,7 +9,9 @@ One request (a history of item ids, optionally a typed query):
      given to fusion (its newest max_history items), that history excluded, ties by lower row;
   3. fusion.onnx gives the user state and the steering vector;
   4. generator.onnx, first step from [[bos]] with an empty cache, gives the logits;
-  5. score = log-softmax over the item columns of (logits + steering . e_i), minus
+  5. score = log-softmax over the item columns of (logits + steering . e_i + the similar-items
+     term: the manifest's weight times the history's co-occurrence evidence, each of its newest
+     max_history items' neighbours weighted decay^(age), normalised by the largest), minus
      alpha * log p_i (p_i = (popularity_i + smoothing) / (total + smoothing * n), at least
      clip_min; alpha the manifest's default unless the request says otherwise);
   6. seen items are excluded and the top k picked, re-ranked for diversity (maximal marginal
@@ -82,6 +84,14 @@ class Pipeline:
         p = (counts + s) / (counts.sum() + s * len(counts))
         self.log_p = np.log(np.maximum(p, clip)).astype(np.float32)
 
+        sim = m.get("ranking", {}).get("similar_items")
+        self.similar_weight = float(sim["weight"]) if sim else 0.0
+        if self.similar_weight:
+            shape = sim["rows"]["shape"]
+            self.similar_rows = np.fromfile(self.dir / sim["rows"]["file"], dtype="<i4").reshape(shape)
+            self.similar_sims = np.fromfile(self.dir / sim["weights"]["file"], dtype="<f4").reshape(shape)
+            self.similar_decay, self.similar_history = float(sim["decay"]), int(sim["max_history"])
+
         div = m.get("ranking", {}).get("diversity", {})
         self.diversity = float(div.get("weight", 0.0))
         self.candidates = int(div.get("candidates", 50))
@@ -147,9 +157,13 @@ class Pipeline:
             "past_keys": self.empty_cache,
             "past_values": self.empty_cache,
         })[0][0, self.offset:]
+        terms = np.zeros(len(self.items), dtype=np.float64)
         steering = out.get("steering")
         if steering is not None and steering.any():
-            logits = logits + self.emb @ steering[0]
+            terms += self.emb @ steering[0]
+        if self.similar_weight and len(rows):
+            terms += self.similar_weight * self.similar_evidence(rows)
+        logits = logits + terms.astype(np.float32)
 
         z = logits - logits.max()
         lp = z - np.log(np.exp(z.astype(np.float64)).sum()).astype(np.float32)
@@ -164,6 +178,20 @@ class Pipeline:
             "ips_alpha": alpha,
             "context_items": [self.items[i]["item_id"] for i in ctx],
         }
+
+    def similar_evidence(self, rows: np.ndarray) -> np.ndarray:
+        """The history's co-occurrence evidence per item: over its newest max_history rows h_t
+        (oldest first), sum of decay^(m-1-t) * sim(h_t, j) over h_t's neighbours j, divided by
+        its largest value (all zero when nothing is a neighbour)."""
+        hist = rows[-self.similar_history:]
+        ev = np.zeros(len(self.items), dtype=np.float64)
+        m = len(hist)
+        for t, h in enumerate(hist):
+            nb, sims = self.similar_rows[h], self.similar_sims[h]
+            ok = nb >= 0
+            np.add.at(ev, nb[ok], self.similar_decay ** (m - 1 - t) * sims[ok].astype(np.float64))
+        mx = ev.max()
+        return ev / mx if mx > 0 else ev
 
     def top_k(self, score: np.ndarray, k: int) -> list[int]:
         """The k best finite scores, ties by lower row; with a diversity weight, maximal marginal
