@@ -239,13 +239,18 @@ def _debias(model_runs, ranking, test_scores, sp, test_hist, served_emb, item_em
 
 
 
+# The simulated requests' settings in the id_only ablation's configuration: fixed, since id_only
+# never reads them, so that no change of the model's (or of their defaults) renames and retrains
+# it; these are the values its runs were named with when this was fixed.
+ID_ONLY_REQUEST_SETTINGS = {"p_request": 0.3, "p_image": 0.3}
+
+
 def id_only_configs(mcfg: ModelConfig, base_t: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
     """The id_only ablation's configurations: the model's without content, steering, requests,
-    context, IPS or adversary. The simulated requests' settings are the defaults': id_only never
-    reads them, so changing the model's does not rename (and retrain) it."""
+    context, IPS or adversary, the request settings fixed (ID_ONLY_REQUEST_SETTINGS)."""
     id_m = replace(mcfg, content=False, steering=False)
     id_t = replace(base_t, ips=False, adversarial_weight=0.0, use_requests=False, use_context=False,
-                   p_request=TrainConfig.p_request, p_image=TrainConfig.p_image)
+                   **ID_ONLY_REQUEST_SETTINGS)
     return id_m, id_t
 
 def build(a: BundleArgs) -> dict:

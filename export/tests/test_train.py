@@ -174,8 +174,9 @@ def test_id_only_run_does_not_depend_on_request_settings():
     base_m, base_t = id_only_configs(mc, tc)
     assert not base_m.content and not base_t.use_requests and not base_t.use_context
     k = run_key(base_m, base_t, data, 0, val)
-    # the model's request settings change its own run, not the ablation's
-    for changed in (replace(tc, p_request=tc.p_request + 0.2), replace(tc, p_image=tc.p_image + 0.2)):
+    # the model's request settings change its own run, not the ablation's, whatever they are
+    for changed in (replace(tc, p_request=tc.p_request + 0.2), replace(tc, p_image=tc.p_image + 0.2),
+                    replace(tc, p_request=0.0, p_image=0.0)):
         assert run_key(mc, changed, data, 0, val) != run_key(mc, tc, data, 0, val)
         assert run_key(*id_only_configs(mc, changed), data, 0, val) == k
     # what id_only does read still renames it
