@@ -28,8 +28,7 @@ var (
 )
 
 // Runner runs one batch: the session of a graph, or a stand-in in tests. Run must not keep
-// its inputs, nor return outputs that share their memory: the batcher reuses the input
-// buffers as soon as Run returns (an ort.Session copies both ways).
+// its inputs: the batcher reuses the input buffers once the batch's rows are copied out.
 type Runner interface {
 	Run(inputs []ort.Tensor) ([]ort.Tensor, error)
 	Inputs() []ort.TensorInfo
@@ -158,8 +157,7 @@ type request struct {
 	shapes []int64
 	f32    []float32
 	i64    []int64
-	// out receives the request's outputs when the runner lends them (SubmitInto's, or a new
-	// one for Submit)
+	// out receives the request's rows of the outputs (SubmitInto's, or a new one for Submit)
 	out *Outputs
 }
 
@@ -197,9 +195,8 @@ type Batcher struct {
 	// admission estimate of Submit.
 	runNanos atomic.Int64
 
-	// lent is the batch whose run is lending its outputs to copyRows (only the loop touches
-	// it); copyRowsFn is the method value copyRows, made once so that passing it allocates
-	// nothing
+	// lent is the running batch, whose rows copyRows copies out (only the loop touches it);
+	// copyRowsFn is the method value copyRows, made once so that passing it allocates nothing
 	lent       []*request
 	copyRowsFn func([]ort.Tensor) error
 
@@ -254,7 +251,7 @@ func (b *Batcher) Submit(ctx context.Context, inputs []ort.Tensor) ([]ort.Tensor
 // SubmitInto is Submit answering into out's buffers (nil: new ones): the returned tensors are
 // out's and stay valid until out is given to another SubmitInto. With a runner that lends its
 // outputs (ViewRunner) and out warm from a request of the same shapes, a request allocates
-// nothing; otherwise the outputs may be fresh memory.
+// nothing.
 func (b *Batcher) SubmitInto(ctx context.Context, inputs []ort.Tensor, out *Outputs) ([]ort.Tensor, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrDeadline, err)
@@ -453,16 +450,17 @@ func (b *Batcher) run(batch []*request) {
 	}
 	inputs, release := b.assemble(live)
 	start := time.Now()
-	var outputs []ort.Tensor
 	var err error
-	vr, lends := b.runner.(ViewRunner)
-	if lends {
-		b.lent = live
+	b.lent = live
+	if vr, ok := b.runner.(ViewRunner); ok {
 		err = vr.RunView(inputs, b.copyRowsFn)
-		b.lent = nil
 	} else {
-		outputs, err = b.runner.Run(inputs)
+		var outputs []ort.Tensor
+		if outputs, err = b.runner.Run(inputs); err == nil {
+			err = b.copyRows(outputs)
+		}
 	}
+	b.lent = nil
 	took := time.Since(start)
 	if old := b.runNanos.Load(); old == 0 {
 		b.runNanos.Store(int64(took))
@@ -479,17 +477,14 @@ func (b *Batcher) run(batch []*request) {
 		}
 		return
 	}
-	if lends {
-		for _, r := range live {
-			b.answer(r, result{outputs: r.out.tensors})
-		}
-		return
+	for _, r := range live {
+		b.answer(r, result{outputs: r.out.tensors})
 	}
-	b.split(live, outputs)
 }
 
-// copyRows copies each request of the lent batch its rows of every lent output (a batch of
-// one whose outputs do not lead with its rows gets them whole, as split gives them).
+// copyRows copies each request of the running batch its rows of every output, lent or
+// returned, into the request's Outputs (a batch of one whose outputs do not lead with its rows
+// gets them whole; a batch of several cannot be split then and gets an error).
 func (b *Batcher) copyRows(outputs []ort.Tensor) error {
 	rs := b.lent
 	whole := len(rs) == 1 && !rowsFirst(outputs, rs[0].rows)
@@ -664,43 +659,6 @@ func rowsFirst(outputs []ort.Tensor, rows int) bool {
 		}
 	}
 	return true
-}
-
-// split hands each request its rows of every output.
-func (b *Batcher) split(rs []*request, outputs []ort.Tensor) {
-	if len(rs) == 1 && rowsFirst(outputs, rs[0].rows) {
-		// a batch of one: the outputs are its own (Runner keeps no share of them)
-		b.answer(rs[0], result{outputs: outputs})
-		return
-	}
-	off := 0
-	rank := 0
-	for _, o := range outputs {
-		rank += len(o.Shape)
-	}
-	for _, r := range rs {
-		mine := make([]ort.Tensor, len(outputs))
-		shapes := make([]int64, 0, rank) // this request's output shapes, in one array
-		for i, o := range outputs {
-			rowLen := 1
-			for _, d := range o.Shape[1:] {
-				rowLen *= int(d)
-			}
-			at := len(shapes)
-			shapes = append(shapes, o.Shape...)
-			t := ort.Tensor{Name: o.Name, Shape: shapes[at:len(shapes):len(shapes)]}
-			t.Shape[0] = int64(r.rows)
-			lo, hi := off*rowLen, (off+r.rows)*rowLen
-			if o.Float32 != nil {
-				t.Float32 = o.Float32[lo:hi:hi]
-			} else {
-				t.Int64 = o.Int64[lo:hi:hi]
-			}
-			mine[i] = t
-		}
-		off += r.rows
-		b.answer(r, result{outputs: mine})
-	}
 }
 
 // Close stops taking requests (Submit answers ErrClosed), runs every request already

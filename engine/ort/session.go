@@ -290,9 +290,8 @@ func (s *Session) check(inputs []Tensor, at []int) error {
 func (s *Session) Run(inputs []Tensor) ([]Tensor, error) {
 	var result []Tensor
 	err := s.RunView(inputs, func(outputs []Tensor) error {
-		var err error
-		result, err = s.copyOut(outputs)
-		return err
+		result = CopyTensors(outputs)
+		return nil
 	})
 	return result, err
 }
@@ -388,9 +387,9 @@ func (s *Session) view(outs []onnx.Value, shapes [][]int64) ([]Tensor, error) {
 	return views, nil
 }
 
-// copyOut copies lent outputs into Go-owned tensors: the shapes in one array, one data slice
-// per output.
-func (s *Session) copyOut(views []Tensor) ([]Tensor, error) {
+// CopyTensors copies tensors (a run's lent outputs) into new memory: the shapes in one array,
+// one data slice per tensor.
+func CopyTensors(views []Tensor) []Tensor {
 	rank := 0
 	for _, v := range views {
 		rank += len(v.Shape)
@@ -408,7 +407,7 @@ func (s *Session) copyOut(views []Tensor) ([]Tensor, error) {
 		}
 		result[i] = t
 	}
-	return result, nil
+	return result
 }
 
 func destroyValues(vs []onnx.Value) {

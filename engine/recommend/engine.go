@@ -550,13 +550,10 @@ func (f firstStep) RunView(in []ort.Tensor, use func([]ort.Tensor) error) error 
 }
 
 func (f firstStep) Run(in []ort.Tensor) ([]ort.Tensor, error) {
-	b := in[0].Shape[0]
-	shape := []int64{f.layers, b, f.heads, 0, f.headDim}
-	out, err := f.s.Run(append(in[:len(in):len(in)],
-		ort.Tensor{Name: bundle.InPastKeys, Shape: shape, Float32: []float32{}},
-		ort.Tensor{Name: bundle.InPastValues, Shape: shape, Float32: []float32{}}))
-	if err != nil {
-		return nil, err
-	}
-	return out[:1], nil
+	var out []ort.Tensor
+	err := f.RunView(in, func(lent []ort.Tensor) error {
+		out = ort.CopyTensors(lent)
+		return nil
+	})
+	return out, err
 }

@@ -239,7 +239,7 @@ func (e *Engine) Recommend(ctx context.Context, req Request) (*Response, error) 
 		picks = e.rankTopK(rankExtra{added, terms, steer}, logits, userState, seen, alpha, k, true, sc)
 		resp.Timings.Rank = time.Since(t4).Microseconds()
 	} else {
-		picks, err = e.decodeSlate(ctx, userState, rankExtra{added, terms, steer}, seen, alpha, k)
+		picks, err = e.decodeSlate(ctx, userState, rankExtra{added, terms, steer}, seen, alpha, k, sc)
 		if err != nil {
 			return nil, err
 		}
@@ -357,8 +357,6 @@ type scratch struct {
 	genOut    batch.Outputs
 	hist      []int
 	mods      [][]float32
-	genShape  [4]int64 // user_state [1, D], tokens [1, 1]
-	genToken  [1]int64
 	steering  []float32 // the request's steering term of every item
 	terms     []float32 // steering plus the similar-items term
 	order     []int     // the top rows before diversity re-ranking
@@ -538,16 +536,16 @@ func (e *Engine) addTerms(logits, terms []float32) {
 // firstStepLogits runs the generator's first step from [BOS] through its batcher; the
 // logits are in sc's buffers (nil: new ones) until sc's next use.
 func (e *Engine) firstStepLogits(ctx context.Context, userState []float32, sc *scratch) ([]float32, error) {
-	var in [2]ort.Tensor
-	var out []ort.Tensor
-	var err error
-	if sc == nil {
-		sc = new(scratch)
+	var dst *batch.Outputs // nil: new ones
+	if sc != nil {
+		dst = &sc.genOut
 	}
-	sc.genShape, sc.genToken = [4]int64{1, int64(e.dim), 1, 1}, [1]int64{int64(e.bos)}
-	in[0] = ort.Tensor{Name: bundle.InUserState, Shape: sc.genShape[0:2:2], Float32: userState}
-	in[1] = ort.Tensor{Name: bundle.InTokens, Shape: sc.genShape[2:4:4], Int64: sc.genToken[:]}
-	out, err = e.gen1.SubmitInto(ctx, in[:], &sc.genOut)
+	shape, token := [4]int64{1, int64(e.dim), 1, 1}, [1]int64{int64(e.bos)}
+	in := [2]ort.Tensor{
+		{Name: bundle.InUserState, Shape: shape[0:2:2], Float32: userState},
+		{Name: bundle.InTokens, Shape: shape[2:4:4], Int64: token[:]},
+	}
+	out, err := e.gen1.SubmitInto(ctx, in[:], dst)
 	if err != nil {
 		return nil, err
 	}
@@ -743,7 +741,8 @@ func (e *Engine) selectTopK(score []float32, seen []bool, k int, diversify bool,
 // next token with the key-value cache, so later picks are conditioned on earlier ones. Steps
 // run outside the batchers, so ctx is checked before each one: a cancelled or expired request
 // stops between steps (a running step always finishes).
-func (e *Engine) decodeSlate(ctx context.Context, userState []float32, x rankExtra, seen []bool, alpha float64, k int) ([]pick, error) {
+// Each step ranks in sc's arrays.
+func (e *Engine) decodeSlate(ctx context.Context, userState []float32, x rankExtra, seen []bool, alpha float64, k int, sc *scratch) ([]pick, error) {
 	seen = slices.Clone(seen)
 	var pastK, pastV []float32
 	token, past := e.bos, 0
@@ -757,7 +756,7 @@ func (e *Engine) decodeSlate(ctx context.Context, userState []float32, x rankExt
 			return nil, err
 		}
 		e.addTerms(logits, x.terms)
-		best := e.rankTopK(x, logits, userState, seen, alpha, 1, false, nil)
+		best := e.rankTopK(x, logits, userState, seen, alpha, 1, false, sc)
 		if len(best) == 0 {
 			break
 		}
