@@ -1,16 +1,70 @@
 package ranking
 
-import "math"
+import (
+	"math"
+
+	"github.com/viterin/vek"
+	"github.com/viterin/vek/vek32"
+)
 
 // LogSoftmax writes the log-softmax of x into dst (which may be x itself): x_i - log(sum_j
-// exp(x_j)), the sum taken from the largest value and accumulated in float64.
+// exp(x_j)), the sum taken from the largest value. A NaN in x makes every result NaN.
 //
-// The exponentials are expNonPositive below, not math.Exp: a ranking call sums one per
-// catalog item (100,000 at the largest catalogs measured), and math.Exp's general argument
-// handling made that pass the longest part of ranking. expNonPositive is within 1e-12 of
-// math.Exp (relative) on the arguments it takes, far below float32's resolution of the
-// results.
+// A ranking call takes one per catalog item (100,000 at the largest catalogs measured), so on
+// CPUs with AVX2 and FMA the passes are vectorized by github.com/viterin/vek: its exponential
+// is within 1e-7 of math.Exp (relative) and 0 below about -88, where a term is under 1e-38 of a
+// sum that holds exp(0) = 1; the exponentials are summed in blocks of expBlock in float32 and
+// the blocks in float64, so the sum's rounding stays far below float32's resolution of the
+// results. Elsewhere logSoftmaxScalar runs (vek's plain Go exponential is less exact). Measured
+// at 100,000 items (go test -bench LogSoftmax ./engine/ranking, 2-core Xeon): 0.51 ms scalar,
+// 0.06 ms vectorized.
 func LogSoftmax(x, dst []float32) {
+	if len(x) == 0 {
+		return
+	}
+	if !vectorized {
+		logSoftmaxScalar(x, dst)
+		return
+	}
+	dst = dst[:len(x)]
+	mx := vek32.Max(x) // NaNs are not taken as the maximum; the sums below see them
+	var sum float64
+	if math.IsInf(float64(mx), 0) {
+		// all -Inf, or +Inf present: the plain definition says what the result is
+		for _, v := range x {
+			sum += math.Exp(float64(v - mx))
+		}
+	} else {
+		var block [expBlock]float32
+		for lo := 0; lo < len(x); lo += expBlock {
+			b := block[:min(expBlock, len(x)-lo)]
+			copy(b, x[lo:])
+			vek32.SubNumber_Inplace(b, mx)
+			if s := vek32.Sum(b); s != s {
+				sum = math.NaN() // vek's exponential of NaN is 0: the NaN must not vanish
+				break
+			}
+			vek32.Exp_Inplace(b)
+			sum += float64(vek32.Sum(b))
+		}
+	}
+	lse := mx + float32(math.Log(sum))
+	if &dst[0] != &x[0] {
+		copy(dst, x)
+	}
+	vek32.SubNumber_Inplace(dst, lse)
+}
+
+// vectorized is whether vek runs vector instructions on this CPU.
+var vectorized = vek.Info().Acceleration
+
+// expBlock is the number of exponentials summed in float32 before the float64 sum: small
+// enough to stay in the first-level cache.
+const expBlock = 512
+
+// logSoftmaxScalar is LogSoftmax without vector instructions: its exponentials are
+// expNonPositive, within 1e-12 of math.Exp (relative), and the sum is in float64.
+func logSoftmaxScalar(x, dst []float32) {
 	if len(x) == 0 {
 		return
 	}

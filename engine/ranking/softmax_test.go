@@ -64,7 +64,20 @@ func BenchmarkLogSoftmaxMathExp100000(b *testing.B) {
 	}
 }
 
+// TestLogSoftmax checks the vectorized passes where the CPU has them and the scalar ones that
+// machines without AVX2 and FMA run.
 func TestLogSoftmax(t *testing.T) {
+	if vectorized {
+		t.Run("vectorized", checkLogSoftmax)
+	}
+	t.Run("scalar", func(t *testing.T) {
+		defer func(v bool) { vectorized = v }(vectorized)
+		vectorized = false
+		checkLogSoftmax(t)
+	})
+}
+
+func checkLogSoftmax(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, n := range []int{1, 2, 17, 1682, 100000} {
 		x := make([]float32, n)
@@ -100,6 +113,13 @@ func TestLogSoftmax(t *testing.T) {
 	LogSoftmax(inf, inf)
 	if !math.IsNaN(float64(inf[0])) {
 		t.Fatalf("all -Inf: %v", inf)
+	}
+	nan := []float32{1, 2, float32(math.NaN()), 4}
+	LogSoftmax(nan, nan)
+	for i, v := range nan {
+		if !math.IsNaN(float64(v)) {
+			t.Fatalf("a NaN in the input: result %d is %v, want NaN", i, v)
+		}
 	}
 	LogSoftmax(nil, nil)
 }
