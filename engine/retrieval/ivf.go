@@ -9,6 +9,7 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
+	"gonum.org/v1/gonum/mat"
 
 	"github.com/llm4rec/llm4rec/engine/ranking"
 )
@@ -27,7 +28,14 @@ import (
 // same gonum BLAS kernels the exact scan runs on.
 //
 // The rows are kept once, in cluster order, so that a probed cluster is one contiguous
-// matrix-vector product; Vector and Scores answer in item order as Exact does. Building runs
+// matrix-vector product; Vector and Scores answer in item order as Exact does.
+//
+// Wide rows (Reduced, by default for 256 dimensions and more) are scanned through their
+// projection on the Reduced principal axes of the catalog, kept beside them in the same
+// order, and the Rerank best of that scan are scored exactly: scanning the probed clusters is
+// bound by memory reads (at 100,000 items of 384 dimensions, 24 probed lists are about 12 MB
+// a query), and 64 of 384 dimensions read a sixth of it. The principal axes are those of the
+// rows' second moments (inner products are what is approximated), from a sample of the rows. Building runs
 // a fixed number of k-means iterations on a sample of the rows (seeded, so a build is
 // reproducible) and assigns every row; the index is immutable afterwards, so Search is safe
 // for concurrent use.
@@ -39,6 +47,12 @@ type IVF struct {
 	start     []int     // cluster c holds rows start[c]..start[c+1]
 	centroids []float32 // [lists, dim] unit rows
 	probe     int
+	// the reduced scan: 0 = off; else low holds the rows' projections [n, reduced] in rows'
+	// order on the axes [reduced, dim], and rerank candidates are scored exactly
+	reduced int
+	axes    []float32
+	low     []float32
+	rerank  int
 }
 
 var _ Index = (*IVF)(nil)
@@ -58,7 +72,21 @@ type IVFConfig struct {
 	Sample int
 	// Seed fixes the sample and the initial centroids (default 1).
 	Seed uint64
+	// Reduced is the number of principal axes the probed clusters are scanned on (default
+	// DefaultIVFReduced for rows of 256 dimensions and more, else the full rows; a value at or
+	// above the rows' dimension scans the full rows).
+	Reduced int
+	// Rerank is how many of the reduced scan's best rows are scored exactly (default
+	// DefaultIVFRerank; at least the k asked for).
+	Rerank int
 }
+
+// DefaultIVFReduced and DefaultIVFRerank are IVFConfig's defaults for wide rows: recall@10
+// against the exact scan and time measured by bench scale (bench/README.md).
+const (
+	DefaultIVFReduced = 64
+	DefaultIVFRerank  = 128
+)
 
 // DefaultIVFProbe is IVFConfig.Probe's default: chosen by recall@10 and time on the
 // committed bundles and the synthetic 100,000-item catalog (bench/README.md, bench scale).
@@ -72,7 +100,7 @@ func NewIVF(vectors []float32, dim int, cfg IVFConfig) (*IVF, error) {
 		return nil, err
 	}
 	n := ex.Len()
-	if cfg.Lists < 0 || cfg.Probe < 0 || cfg.Iterations < 0 || cfg.Sample < 0 {
+	if cfg.Lists < 0 || cfg.Probe < 0 || cfg.Iterations < 0 || cfg.Sample < 0 || cfg.Reduced < 0 || cfg.Rerank < 0 {
 		return nil, fmt.Errorf("retrieval: ivf: negative parameter in %+v", cfg)
 	}
 	if cfg.Lists == 0 {
@@ -91,6 +119,15 @@ func NewIVF(vectors []float32, dim int, cfg IVFConfig) (*IVF, error) {
 	}
 	if cfg.Seed == 0 {
 		cfg.Seed = 1
+	}
+	if cfg.Reduced == 0 && dim >= 256 {
+		cfg.Reduced = DefaultIVFReduced
+	}
+	if cfg.Reduced >= dim {
+		cfg.Reduced = 0
+	}
+	if cfg.Rerank == 0 {
+		cfg.Rerank = DefaultIVFRerank
 	}
 	unit := ex.rows
 	x := &IVF{dim: dim, probe: cfg.Probe}
@@ -141,7 +178,54 @@ func NewIVF(vectors []float32, dim int, cfg IVFConfig) (*IVF, error) {
 		}
 	}
 	x.rows = unit
+	if cfg.Reduced > 0 {
+		x.reduced, x.rerank = cfg.Reduced, cfg.Rerank
+		x.axes = principalAxes(unit, n, dim, cfg.Reduced, cfg.Sample)
+		x.low = make([]float32, n*cfg.Reduced)
+		blas32.Gemm(blas.NoTrans, blas.Trans, 1,
+			blas32.General{Rows: n, Cols: dim, Stride: dim, Data: unit},
+			blas32.General{Rows: cfg.Reduced, Cols: dim, Stride: dim, Data: x.axes},
+			0, blas32.General{Rows: n, Cols: cfg.Reduced, Stride: cfg.Reduced, Data: x.low})
+	}
 	return x, nil
+}
+
+// principalAxes returns the r leading eigenvectors ([r, dim], unit rows, largest eigenvalue
+// first) of the second-moment matrix of up to sample of the n rows, taken at an even stride.
+func principalAxes(rows []float32, n, dim, r, sample int) []float32 {
+	m := max(1, min(sample, n))
+	s := make([]float32, m*dim)
+	for i := 0; i < m; i++ {
+		j := i * n / m
+		copy(s[i*dim:(i+1)*dim], rows[j*dim:(j+1)*dim])
+	}
+	g := make([]float32, dim*dim)
+	blas32.Gemm(blas.Trans, blas.NoTrans, 1, blas32.General{Rows: m, Cols: dim, Stride: dim, Data: s},
+		blas32.General{Rows: m, Cols: dim, Stride: dim, Data: s}, 0, blas32.General{Rows: dim, Cols: dim, Stride: dim, Data: g})
+	sym := mat.NewSymDense(dim, nil)
+	for i := 0; i < dim; i++ {
+		for j := i; j < dim; j++ {
+			sym.SetSym(i, j, float64(g[i*dim+j]))
+		}
+	}
+	var eig mat.EigenSym
+	axes := make([]float32, r*dim)
+	if !eig.Factorize(sym, true) {
+		// not expected for a symmetric matrix; the first axes of the space keep the index usable
+		for a := 0; a < r; a++ {
+			axes[a*dim+a] = 1
+		}
+		return axes
+	}
+	var vec mat.Dense
+	eig.VectorsTo(&vec) // columns, eigenvalues ascending
+	for a := 0; a < r; a++ {
+		col := dim - 1 - a
+		for d := 0; d < dim; d++ {
+			axes[a*dim+d] = float32(vec.At(d, col))
+		}
+	}
+	return axes
 }
 
 // kmeans returns cfg.Lists unit centroids of a seeded sample of the unit rows (spherical
@@ -249,12 +333,13 @@ func (x *IVF) Scores(query, out []float32) []float32 {
 	return out
 }
 
-// ivfScratch is a search's reusable memory: the normalised query, the centroid scores, the
-// probed rows' scores and those rows.
+// ivfScratch is a search's reusable memory: the normalised query (and its projection), the
+// centroid scores, the probed rows' scores and those rows, the candidates scored exactly.
 type ivfScratch struct {
-	q, cent, scores []float32
-	rowOf           []int32
-	clusters, best  []int
+	q, qlow, cent, scores []float32
+	rowOf                 []int32
+	clusters, best        []int
+	cand                  []Hit
 }
 
 // sized returns b with length n, reallocated only when its capacity is short.
@@ -288,6 +373,11 @@ func (x *IVF) AppendSearch(dst []Hit, query []float32, k int, skip func(int) boo
 	Normalize(q)
 	blas32.Gemv(blas.NoTrans, 1, blas32.General{Rows: lists, Cols: x.dim, Stride: x.dim, Data: x.centroids},
 		blas32.Vector{N: x.dim, Inc: 1, Data: q}, 0, blas32.Vector{N: lists, Inc: 1, Data: buf.cent})
+	if x.reduced > 0 {
+		buf.qlow = sized(buf.qlow, x.reduced)
+		blas32.Gemv(blas.NoTrans, 1, blas32.General{Rows: x.reduced, Cols: x.dim, Stride: x.dim, Data: x.axes},
+			blas32.Vector{N: x.dim, Inc: 1, Data: q}, 0, blas32.Vector{N: x.reduced, Inc: 1, Data: buf.qlow})
+	}
 	for probe := x.probe; ; probe = min(2*probe, lists) {
 		buf.clusters = ranking.AppendTopK(buf.clusters[:0], buf.cent, nil, probe)
 		hits := x.scan(dst, q, buf.clusters, k, skip, buf)
@@ -297,8 +387,13 @@ func (x *IVF) AppendSearch(dst []Hit, query []float32, k int, skip func(int) boo
 	}
 }
 
-// scan ranks the rows of the given clusters exactly.
+// scan ranks the rows of the given clusters: exactly, or with the reduced scan by the
+// projections and then exactly among its best.
 func (x *IVF) scan(dst []Hit, q []float32, clusters []int, k int, skip func(int) bool, buf *ivfScratch) []Hit {
+	rows, dim, qs := x.rows, x.dim, q
+	if x.reduced > 0 {
+		rows, dim, qs = x.low, x.reduced, buf.qlow
+	}
 	total := 0
 	for _, c := range clusters {
 		total += x.start[c+1] - x.start[c]
@@ -312,14 +407,30 @@ func (x *IVF) scan(dst []Hit, q []float32, clusters []int, k int, skip func(int)
 		if hi == lo {
 			continue
 		}
-		blas32.Gemv(blas.NoTrans, 1, blas32.General{Rows: hi - lo, Cols: x.dim, Stride: x.dim, Data: x.rows[lo*x.dim : hi*x.dim]},
-			blas32.Vector{N: x.dim, Inc: 1, Data: q}, 0, blas32.Vector{N: hi - lo, Inc: 1, Data: scores[off : off+hi-lo]})
+		blas32.Gemv(blas.NoTrans, 1, blas32.General{Rows: hi - lo, Cols: dim, Stride: dim, Data: rows[lo*dim : hi*dim]},
+			blas32.Vector{N: dim, Inc: 1, Data: qs}, 0, blas32.Vector{N: hi - lo, Inc: 1, Data: scores[off : off+hi-lo]})
 		for r := lo; r < hi; r++ {
 			rowOf = append(rowOf, int32(r))
 		}
 		off += hi - lo
 	}
 	buf.rowOf = rowOf
+	if x.reduced > 0 {
+		// the reduced scan's best, scored exactly (blas32.Dot is the kernel of the exact
+		// scan's matrix-vector product, so scores agree with Exact's), ordered as Exact orders
+		buf.best = ranking.AppendTopKWhere(buf.best[:0], total, func(i int) float32 { return scores[i] }, func(i int) bool {
+			return skip != nil && skip(int(x.item[rowOf[i]]))
+		}, max(k, x.rerank))
+		cand := buf.cand[:0]
+		for _, i := range buf.best {
+			r := int(rowOf[i])
+			cand = append(cand, Hit{int(x.item[r]), blas32.Dot(blas32.Vector{N: x.dim, Inc: 1, Data: q},
+				blas32.Vector{N: x.dim, Inc: 1, Data: x.rows[r*x.dim : (r+1)*x.dim]})})
+		}
+		slices.SortFunc(cand, byScore)
+		buf.cand = cand
+		return append(dst, cand[:min(k, len(cand))]...)
+	}
 	// the k best by score (an exact tie at the cut keeps the one scanned first), then ordered
 	// by score, ties by the lower item, as Exact orders them
 	buf.best = ranking.AppendTopKWhere(buf.best[:0], total, func(i int) float32 { return scores[i] }, func(i int) bool {

@@ -199,12 +199,17 @@ func TestAppendSearchAppendsWithoutAllocating(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// the reduced scan (8 principal axes of 16) takes its own path
+	reduced, err := NewIVF(vecs, dim, IVFConfig{Lists: 40, Probe: 2, Reduced: 8, Rerank: 30})
+	if err != nil || reduced.reduced != 8 {
+		t.Fatalf("reduced scan not built: %v", err)
+	}
 	hnsw, err := NewHNSW(vecs, dim, HNSWConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	skip := func(i int) bool { return i%3 != 0 }
-	for name, x := range map[string]Index{"exact": exact, "ivf": ivf, "hnsw": hnsw} {
+	for name, x := range map[string]Index{"exact": exact, "ivf": ivf, "ivf reduced": reduced, "hnsw": hnsw} {
 		for _, q := range queries[:10] {
 			want := x.Search(q, 10, skip)
 			prefix := []Hit{{-1, 9}}
@@ -226,6 +231,69 @@ func TestAppendSearchAppendsWithoutAllocating(t *testing.T) {
 		x.AppendSearch(dst, q, 10, skip) // pools warm
 		if a := testing.AllocsPerRun(50, func() { x.AppendSearch(dst[:0], q, 10, skip) }); a != 0 {
 			t.Errorf("%s: a search with room in dst allocates %v times", name, a)
+		}
+	}
+}
+
+// Wide rows are scanned on their principal axes and the best of that scan scored exactly:
+// recall close to the full rows' scan, exact scores, Exact's order, skips honoured.
+func TestIVFReducedScan(t *testing.T) {
+	const n, dim = 6000, 256
+	vecs, queries := clustered(n, dim, 60, 1.0, 11)
+	ex, err := NewExact(vecs, dim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reduced, err := NewIVF(vecs, dim, IVFConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := NewIVF(vecs, dim, IVFConfig{Reduced: dim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reduced.reduced != DefaultIVFReduced || full.reduced != 0 {
+		t.Fatalf("reduced %d, full %d: the defaults are %d for 256 dimensions and off at the rows' width",
+			reduced.reduced, full.reduced, DefaultIVFReduced)
+	}
+	// the axes are orthonormal
+	for a := 0; a < reduced.reduced; a += 7 {
+		for b := a; b < reduced.reduced; b += 5 {
+			d := Dot(reduced.axes[a*dim:(a+1)*dim], reduced.axes[b*dim:(b+1)*dim])
+			if want := float32(map[bool]int{true: 1}[a == b]); d-want > 1e-4 || want-d > 1e-4 {
+				t.Fatalf("axes %d . %d = %v", a, b, d)
+			}
+		}
+	}
+	rr, rf := Recall(reduced, ex, queries, 10), Recall(full, ex, queries, 10)
+	t.Logf("recall@10: reduced scan %.3f, full rows %.3f", rr, rf)
+	if rr < rf-0.02 {
+		t.Fatalf("reduced scan recall@10 %.3f, full rows %.3f", rr, rf)
+	}
+	// too few axes to tell the clusters' items apart, and no exact re-scoring beyond k:
+	// the re-scoring is what recovers the full scan's recall
+	crude, err := NewIVF(vecs, dim, IVFConfig{Reduced: 2, Rerank: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := Recall(crude, ex, queries, 10)
+	t.Logf("recall@10 with 2 axes and no re-scoring: %.3f", rc)
+	if rc >= rr {
+		t.Fatalf("2 axes and no re-scoring: recall %.3f, not below %.3f", rc, rr)
+	}
+	checkSkippingSearch(t, reduced, queries[:10], func(i int) bool { return i%40 != 0 }, 1e-6)
+	for _, q := range queries[:10] {
+		want := ex.Search(q, 10, nil)
+		for j, h := range reduced.Search(q, 10, nil) {
+			if h == want[j] {
+				continue
+			}
+			// a different item only where the exact scan's is missing from the reduced one's
+			for _, w := range reduced.Search(q, 10, nil) {
+				if w.Item == want[j].Item {
+					t.Fatalf("hit %d: %+v, exact %+v, though it was found", j, h, want[j])
+				}
+			}
 		}
 	}
 }
