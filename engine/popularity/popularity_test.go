@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/viterin/vek"
 )
 
 func TestPropensityAndReweight(t *testing.T) {
@@ -196,4 +198,49 @@ func TestTrendFeature(t *testing.T) {
 			t.Fatalf("feature %v, want %v", f, want)
 		}
 	}
+}
+
+// ReweightAll's blocks give exactly the per-item formula, with and without vector
+// instructions, across a catalog of several blocks.
+func TestReweightAllMatchesTheFormula(t *testing.T) {
+	const n = 3*reweightBlock + 77
+	s := New(n, Config{})
+	for i := 0; i < n; i++ {
+		for r := 0; r < i%13; r++ {
+			if err := s.Observe(i, time.Time{}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	check := func(t *testing.T) {
+		for _, alpha := range []float64{0.3, 1, -0.7} {
+			got := make([]float32, n)
+			want := make([]float32, n)
+			for i := range got {
+				got[i] = float32(i%7) - 3.25
+				want[i] = got[i]
+			}
+			s.ReweightAll(got, alpha)
+			for i := range want {
+				want[i] -= float32(alpha * math.Log(s.Propensity(i)))
+			}
+			if !slices.Equal(got, want) {
+				for i := range got {
+					if got[i] != want[i] {
+						t.Fatalf("alpha %v: item %d: %v, formula %v", alpha, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+	if !vek.Info().Acceleration {
+		check(t)
+		return
+	}
+	t.Run("vectorized", check)
+	t.Run("plain Go", func(t *testing.T) {
+		vek.SetAcceleration(false)
+		defer vek.SetAcceleration(true)
+		check(t)
+	})
 }

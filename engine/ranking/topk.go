@@ -1,6 +1,10 @@
 package ranking
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/viterin/vek/vek32"
+)
 
 // TopK returns the rows of the k highest scores, best first, ties by the lower row, skipping
 // excluded rows (nil: none); fewer than k when fewer rows are left. It is the one top-k of the
@@ -26,13 +30,32 @@ func AppendTopK[F float32 | float64](dst []int, score []F, excluded []bool, k in
 	var onStack [stackK + 1]F
 	dst = slices.Grow(dst, k+1)
 	rows, vals := dst[len(dst):len(dst)], keptVals(onStack[:0], k)
-	for i, v := range score {
-		if (excluded == nil || !excluded[i]) && admits(vals, k, v) {
-			rows, vals = insert(rows, vals, k, i, v)
+	// Once k are kept, a block of float32 scores whose largest is not above the k-th kept
+	// score holds no row that could enter (ties go to the lower, earlier row): its largest is
+	// taken with vector instructions and the block skipped, which is most blocks of a catalog
+	// once the best scores seen are good ones.
+	blocked, _ := any(score).([]float32)
+	if !vectorized {
+		blocked = nil
+	}
+	for lo := 0; lo < len(score); {
+		hi := min(lo+topKBlock, len(score))
+		if blocked != nil && len(vals) == k && hi-lo == topKBlock && F(vek32.Max(blocked[lo:hi])) <= vals[k-1] {
+			lo = hi
+			continue
 		}
+		for i, v := range score[lo:hi] {
+			if (excluded == nil || !excluded[lo+i]) && admits(vals, k, v) {
+				rows, vals = insert(rows, vals, k, lo+i, v)
+			}
+		}
+		lo = hi
 	}
 	return append(dst, rows...)
 }
+
+// topKBlock is the number of float32 scores AppendTopK tests at once.
+const topKBlock = 256
 
 // TopKBy is TopK over n rows whose scores score(i) computes (each called once).
 func TopKBy[F float32 | float64](n int, score func(i int) F, excluded []bool, k int) []int {
