@@ -1,10 +1,16 @@
 package retrieval
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/llm4rec/llm4rec/internal/racemode"
 )
@@ -294,6 +300,61 @@ func TestIVFReducedScan(t *testing.T) {
 					t.Fatalf("hit %d: %+v, exact %+v, though it was found", j, h, want[j])
 				}
 			}
+		}
+	}
+}
+
+// TestIVFReducedSweep measures recall@10 against the exact scan and search time of the
+// reduced scan's settings on the item embeddings (raw little-endian float32 rows of 384, as
+// bundles ship them) of the files listed in LLM4REC_IVF_SWEEP (colon-separated); it skips
+// without. Queries as bench scale's: sums of 50 random items' embeddings.
+func TestIVFReducedSweep(t *testing.T) {
+	files := os.Getenv("LLM4REC_IVF_SWEEP")
+	if files == "" {
+		t.Skip("LLM4REC_IVF_SWEEP names no embedding files")
+	}
+	const dim = 384
+	for _, p := range strings.Split(files, ":") {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vecs := make([]float32, len(b)/4)
+		for i := range vecs {
+			vecs[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[i*4:]))
+		}
+		n := len(vecs) / dim
+		ex, err := NewExact(vecs, dim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(3, 4))
+		queries := make([][]float32, 200)
+		for q := range queries {
+			queries[q] = make([]float32, dim)
+			for j := 0; j < 50; j++ {
+				r := rng.IntN(n)
+				for d := range queries[q] {
+					queries[q][d] += vecs[r*dim+d]
+				}
+			}
+		}
+		for _, c := range []IVFConfig{{Reduced: dim}, {Reduced: 16, Rerank: 64}, {Reduced: 32, Rerank: 32},
+			{Reduced: 32, Rerank: 64}, {Reduced: 64, Rerank: 32}, {Reduced: 64, Rerank: 64}, {Reduced: 64, Rerank: 128}} {
+			x, err := NewIVF(vecs, dim, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := Recall(x, ex, queries, 10)
+			start, reps := time.Now(), 0
+			for time.Since(start) < time.Second {
+				for _, q := range queries {
+					x.Search(q, 10, nil)
+				}
+				reps++
+			}
+			t.Logf("%s: %d items, reduced %d (0: full rows), rerank %d: recall@10 %.3f, search %.3f ms", p, n, x.reduced, x.rerank, r,
+				time.Since(start).Seconds()*1000/float64(reps*len(queries)))
 		}
 	}
 }
