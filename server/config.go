@@ -93,6 +93,10 @@ type Config struct {
 	// saturation on 2 cores: 1.6x the requests per second of ONNX Runtime's default at 32
 	// callers (history only; 1.9x mixed) and about 0.6x its p99 at 64 (docs/ARCHITECTURE.md).
 	IntraOpThreads int `json:"intra_op_threads" env:"LLM4REC_INTRA_OP_THREADS" flag:"intra-threads"`
+	// TextReplicas is how many text encoder sessions serve queries (default 0: the engine's
+	// choice, the smaller of 2 and the cores on the CPU provider, 1 on CUDA;
+	// recommend.Config.TextReplicas).
+	TextReplicas int `json:"text_replicas" env:"LLM4REC_TEXT_REPLICAS" flag:"text-replicas"`
 
 	// ExplainEvidence is how explanations find their evidence (engine/recommend):
 	// "leave_one_out" (default: every piece measured by running the request again without
@@ -197,6 +201,9 @@ func (c Config) Validate() error {
 	if c.MaxInFlight < 1 || c.MaxHistory < 1 || c.MaxK < 1 || c.MaxFeedbackBatch < 1 || c.MaxJSONDepth < 2 {
 		errs = append(errs, errors.New("limits must be positive"))
 	}
+	if c.TextReplicas < 0 || c.TextReplicas > 64 {
+		errs = append(errs, fmt.Errorf("text_replicas %d: 0 (the engine's choice) to 64", c.TextReplicas))
+	}
 	if c.IntraOpThreads < -1 {
 		errs = append(errs, fmt.Errorf("intra_op_threads %d: at least 1, or -1 for ONNX Runtime's default", c.IntraOpThreads))
 	}
@@ -294,6 +301,7 @@ func fieldDoc(name string) string {
 		"ReadTimeout": "connection read timeout", "WriteTimeout": "connection write timeout",
 		"BatchMaxSize": "most rows per batched graph run", "BatchMaxWaitMicros": "longest a batch waits to fill, in microseconds",
 		"IntraOpThreads":  "ONNX Runtime threads per operator in each session (default 1; -1: ONNX Runtime's own default, a spinning pool per core in every session)",
+		"TextReplicas":    "text encoder sessions serving queries (0: 2 on a CPU of 2 cores or more, else 1)",
 		"Index":           "retrieval index of the context items: " + retrieval.IndexKinds,
 		"CUDATF32":        "let CUDA use TF32 for float32 matrix products (faster, less exact)",
 		"ExplainEvidence": "how explanations find evidence: leave_one_out (measured: the request rerun without each piece) or attention (no extra graph run; an estimate, less often true)",

@@ -172,7 +172,8 @@ func (s *Server) loadEngine(dir string) (*loaded, error) {
 	cfg := recommend.Config{
 		Batch: batch.Config{MaxBatch: s.cfg.BatchMaxSize, MaxWait: time.Duration(s.cfg.BatchMaxWaitMicros) * time.Microsecond,
 			QueueSize: s.cfg.BatchQueue},
-		MaxHistory: s.cfg.MaxHistory, MaxK: s.cfg.MaxK, DefaultAlpha: s.cfg.IPSAlpha, MaxDecodeMemory: s.cfg.MaxDecodeMemory,
+		TextReplicas: s.cfg.TextReplicas,
+		MaxHistory:   s.cfg.MaxHistory, MaxK: s.cfg.MaxK, DefaultAlpha: s.cfg.IPSAlpha, MaxDecodeMemory: s.cfg.MaxDecodeMemory,
 		Image:           preprocess.ImageConfig{MaxBytes: s.cfg.MaxImageBytes},
 		Audio:           preprocess.AudioConfig{MaxBytes: s.cfg.MaxAudioBytes},
 		Live:            s.live.Items(),

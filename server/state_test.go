@@ -225,6 +225,26 @@ func TestIntraOpThreadsDefault(t *testing.T) {
 	}
 }
 
+// Text encoder replicas: 0 (the engine's choice) by default, 1 to 64 taken, the edges refused.
+func TestTextReplicasSetting(t *testing.T) {
+	c := Config{}.WithDefaults()
+	if c.TextReplicas != 0 || c.Validate() != nil {
+		t.Fatalf("default %d: %v", c.TextReplicas, c.Validate())
+	}
+	for _, n := range []int{1, 64} {
+		c.TextReplicas = n
+		if err := c.Validate(); err != nil {
+			t.Fatalf("%d: %v", n, err)
+		}
+	}
+	for _, n := range []int{-1, 65} {
+		c.TextReplicas = n
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "text_replicas") {
+			t.Fatalf("%d: %v", n, err)
+		}
+	}
+}
+
 // The retrieval index defaults to auto and reaches the engine as configured; an unknown kind
 // is refused before anything loads.
 func TestIndexSetting(t *testing.T) {

@@ -45,6 +45,13 @@ type Config struct {
 	// Batch configures the dynamic batcher of each encoder and of fusion (defaults: batch
 	// package defaults, MaxBatch 64, MaxWait 500µs, QueueSize 1024).
 	Batch batch.Config
+	// TextReplicas is how many sessions of the text encoder serve queries, each with its own
+	// batcher, a request going to the least busy (batch.Pool). Default: on the CPU provider
+	// the smaller of 2 and GOMAXPROCS, on CUDA 1. A session runs one batch at a time on one
+	// core (with the engine's one intra-op thread), and when every request carries a new query
+	// the text encoder is what the load waits on: two replicas on 2 cores served more queries a
+	// second than one session with two threads (bench/README.md, bench peers).
+	TextReplicas int
 	// CacheSize is how many query embeddings (text, image, audio) the LRU keeps (default 4096).
 	CacheSize int
 	// Index is the retrieval index the context items are found with (default
@@ -121,7 +128,9 @@ type Engine struct {
 	log      *slog.Logger
 
 	sessions map[string]*ort.Session
-	text     *batch.Batcher
+	text     *batch.Pool
+	// textReplicas are the text encoder's sessions after sessions[TextEncoder] (TextReplicas)
+	textReplicas []*ort.Session
 	image    *batch.Batcher
 	audio    *batch.Batcher
 	fusion   *batch.Batcher
@@ -240,6 +249,20 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 		}
 		e.sessions[g] = s
 	}
+	replicas := cfg.TextReplicas
+	if replicas <= 0 {
+		replicas = 1
+		if rt.Provider() == ort.ProviderCPU {
+			replicas = min(2, runtime.GOMAXPROCS(0))
+		}
+	}
+	for r := 1; r < replicas; r++ {
+		s, err := rt.NewSession(filepath.Join(dir, m.Graphs[bundle.TextEncoder].File), ort.SessionOptions{Name: bundle.TextEncoder})
+		if err != nil {
+			return nil, err
+		}
+		e.textReplicas = append(e.textReplicas, s)
+	}
 	e.steerOut, e.attOut = -1, -1
 	for _, in := range e.sessions[bundle.Fusion].Inputs() {
 		e.fusionItems = e.fusionItems || in.Name == bundle.InHistoryItems
@@ -333,7 +356,13 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 	}
 	textCfg := batchCfg(bundle.TextEncoder)
 	textCfg.Pad = map[string]float64{bundle.InInputIDs: float64(m.Tokenizer.PadID), bundle.InAttentionMask: 0}
-	e.text = batch.New(e.sessions[bundle.TextEncoder], textCfg)
+	textRunners := []batch.Runner{e.sessions[bundle.TextEncoder]}
+	for _, s := range e.textReplicas {
+		textRunners = append(textRunners, s)
+	}
+	if e.text, err = batch.NewPool(textRunners, textCfg); err != nil {
+		return nil, err
+	}
 	e.image = batch.New(e.sessions[bundle.ImageEncoder], batchCfg(bundle.ImageEncoder))
 	e.audio = batch.New(e.sessions[bundle.AudioEncoder], batchCfg(bundle.AudioEncoder))
 	e.fusion = batch.New(e.sessions[bundle.Fusion], batchCfg(bundle.Fusion))
@@ -345,6 +374,9 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 		"provider", rt.Provider())
 	return e, nil
 }
+
+// TextReplicas is the number of text encoder sessions serving queries (Config.TextReplicas).
+func (e *Engine) TextReplicas() int { return e.text.Replicas() }
 
 // ExplainEvidence is how explanations find their evidence (Config.ExplainEvidence, default
 // filled in).
@@ -405,12 +437,18 @@ func (e *Engine) QueueDepths() map[string]int {
 // tokenizer. It is idempotent.
 func (e *Engine) Close() error {
 	var errs []error
-	for _, b := range []*batch.Batcher{e.text, e.image, e.audio, e.fusion, e.gen1} {
+	if e.text != nil {
+		errs = append(errs, e.text.Close())
+	}
+	for _, b := range []*batch.Batcher{e.image, e.audio, e.fusion, e.gen1} {
 		if b != nil {
 			errs = append(errs, b.Close())
 		}
 	}
 	for _, s := range e.sessions {
+		errs = append(errs, s.Close())
+	}
+	for _, s := range e.textReplicas {
 		errs = append(errs, s.Close())
 	}
 	if e.tok != nil {
@@ -496,6 +534,18 @@ func (e *Engine) warmUp() error {
 	ctx := context.Background()
 	if _, err := e.embedTexts(ctx, []string{"warm up"}); err != nil {
 		return err
+	}
+	// the text encoder's other replicas, which a lone caller never reaches
+	b, err := e.tok.EncodeBatch([]string{"warm up"})
+	if err != nil {
+		return err
+	}
+	shape := []int64{int64(b.Size), int64(b.Len)}
+	for _, s := range e.textReplicas {
+		if _, err := s.Run([]ort.Tensor{{Name: bundle.InInputIDs, Shape: shape, Int64: b.InputIDs},
+			{Name: bundle.InAttentionMask, Shape: shape, Int64: b.AttentionMask}}); err != nil {
+			return err
+		}
 	}
 	px := make([]float32, 3*e.imageCfg.Size*e.imageCfg.Size)
 	if _, err := e.image.Submit(ctx, []ort.Tensor{{Name: bundle.InPixels, Shape: []int64{1, 3, int64(e.imageCfg.Size), int64(e.imageCfg.Size)}, Float32: px}}); err != nil {
