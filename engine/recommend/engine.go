@@ -131,13 +131,13 @@ type Engine struct {
 	text     *batch.Pool
 	// textReplicas are the text encoder's sessions after sessions[TextEncoder] (TextReplicas)
 	textReplicas []*ort.Session
-	image    *batch.Batcher
-	audio    *batch.Batcher
-	fusion   *batch.Batcher
-	gen1     *batch.Batcher // the generator's first step, batched across requests
-	tok      *tokenizer.Tokenizer
-	imageCfg preprocess.ImageConfig
-	audioFx  *preprocess.AudioFeaturizer
+	image        *batch.Batcher
+	audio        *batch.Batcher
+	fusion       *batch.Batcher
+	gen1         *batch.Batcher // the generator's first step, batched across requests
+	tok          *tokenizer.Tokenizer
+	imageCfg     preprocess.ImageConfig
+	audioFx      *preprocess.AudioFeaturizer
 
 	items   []Item
 	byID    map[string]int
