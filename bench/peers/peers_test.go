@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +86,24 @@ func TestMeasureText(t *testing.T) {
 	}
 	if seen[0] != "a" || seen[1] != "b" || seen[3] != "a" {
 		t.Errorf("texts not cycled in order: %v", seen[:4])
+	}
+}
+
+// Every point of a run has its own request sequence (no query repeated from an earlier point
+// for the engine's cache to answer), and a point's sequence is the same for every
+// implementation.
+func TestPointSeedsDiffer(t *testing.T) {
+	seen := map[uint64]string{}
+	for r := 0; r < 5; r++ {
+		for _, n := range []int{1, 8, 32, 64, 1000} {
+			s := pointSeed(r, n)
+			if prev, ok := seen[s]; ok {
+				t.Fatalf("round %d, %d callers: seed %d as %s", r, n, s, prev)
+			}
+			seen[s] = fmt.Sprintf("round %d, %d callers", r, n)
+			if pointSeed(r, n) != s {
+				t.Fatal("a point's seed changed")
+			}
+		}
 	}
 }
