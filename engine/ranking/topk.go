@@ -18,7 +18,7 @@ func TopK[F float32 | float64](score []F, excluded []bool, k int) []int {
 }
 
 // AppendTopK is TopK appending the rows to dst: with room for k+1 rows in dst and k at most
-// 64 it allocates nothing (the rows are built in dst's free capacity, grown when short, and
+// 128 (stackK) it allocates nothing (the rows are built in dst's free capacity, grown when short, and
 // the kept scores live on the stack).
 func AppendTopK[F float32 | float64](dst []int, score []F, excluded []bool, k int) []int {
 	if k <= 0 {
@@ -95,8 +95,9 @@ func AppendTopKWhere[F float32 | float64](dst []int, n int, score func(i int) F,
 // scores never leave the call (the rows are the result). Rows are offered in increasing
 // order, so an equal score never displaces a kept row: ties go to the lower row.
 
-// stackK is the largest k whose kept scores live on the stack.
-const stackK = 64
+// stackK is the largest k whose kept scores live on the stack (128: the inverted file's
+// reduced scan keeps that many candidates; 1 KB of float64 at most).
+const stackK = 128
 
 // keptVals is the scores' working space: stack (capacity stackK+1) when k fits, else new.
 func keptVals[F float32 | float64](stack []F, k int) []F {

@@ -86,7 +86,7 @@ func TestTopKByScoresEachRowOnce(t *testing.T) {
 }
 
 // With room in dst for k+1 rows the append forms allocate nothing (the kept scores are on
-// the stack up to k 64).
+// the stack up to k 128, stackK).
 func TestAppendTopKAllocatesNothingWithRoom(t *testing.T) {
 	if racemode.Enabled {
 		t.Skip("allocations are counted without the race detector (its sync.Pool drops items at random)")
@@ -97,7 +97,7 @@ func TestAppendTopKAllocatesNothingWithRoom(t *testing.T) {
 	}
 	excl := make([]bool, len(score))
 	excl[3] = true
-	for _, k := range []int{1, 10, 64} {
+	for _, k := range []int{1, 10, 64, stackK} {
 		dst := make([]int, 0, k+1)
 		var got []int
 		if a := testing.AllocsPerRun(50, func() { got = AppendTopK(dst[:0], score, excl, k) }); a != 0 {

@@ -206,7 +206,7 @@ func TestAppendSearchAppendsWithoutAllocating(t *testing.T) {
 		t.Fatal(err)
 	}
 	// the reduced scan (8 principal axes of 16) takes its own path
-	reduced, err := NewIVF(vecs, dim, IVFConfig{Lists: 40, Probe: 2, Reduced: 8, Rerank: 30})
+	reduced, err := NewIVF(vecs, dim, IVFConfig{Lists: 40, Probe: 2, Reduced: 8}) // the default 128 re-scored
 	if err != nil || reduced.reduced != 8 {
 		t.Fatalf("reduced scan not built: %v", err)
 	}
