@@ -311,7 +311,9 @@ func Open(dir string, rt *ort.Runtime, cfg Config) (e *Engine, err error) {
 			return nil, err
 		}
 	}
-	if e.index, err = retrieval.New(cfg.Index, e.itemEmb, e.dim); err != nil {
+	// the item embeddings are unit rows (checked above) that never change: the index may read
+	// them in place
+	if e.index, err = retrieval.NewShared(cfg.Index, e.itemEmb, e.dim); err != nil {
 		return nil, err
 	}
 	e.cache = retrieval.NewEmbeddingCache(cfg.CacheSize)

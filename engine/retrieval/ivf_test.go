@@ -288,6 +288,37 @@ func TestIVFReducedScan(t *testing.T) {
 		t.Fatalf("2 axes and no re-scoring: recall %.3f, not below %.3f", rc, rr)
 	}
 	checkSkippingSearch(t, reduced, queries[:10], func(i int) bool { return i%40 != 0 }, 1e-6)
+	// shared unit rows are read in place and answer as the copy does; rows that are not unit
+	// are refused; without the reduced scan they are copied as always
+	unitVecs := append([]float32(nil), vecs...)
+	for i := 0; i < n; i++ {
+		Normalize(unitVecs[i*dim : (i+1)*dim])
+	}
+	shared, err := NewIVF(unitVecs, dim, IVFConfig{Shared: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &shared.rows[0] != &unitVecs[0] || &shared.Vector(7)[0] != &unitVecs[7*dim] {
+		t.Fatal("shared rows copied")
+	}
+	for _, q := range queries[:20] {
+		got, want := shared.Search(q, 10, nil), reduced.Search(q, 10, nil)
+		for j := range want {
+			if got[j].Item != want[j].Item || math.Abs(float64(got[j].Score-want[j].Score)) > 1e-6 {
+				t.Fatalf("shared rows: %+v, copied %+v", got, want)
+			}
+		}
+	}
+	if a, b := shared.Scores(queries[0], nil), ex.Scores(queries[0], nil); math.Abs(float64(a[11]-b[11])) > 1e-6 {
+		t.Fatalf("shared Scores %v, exact %v", a[11], b[11])
+	}
+	if _, err := NewIVF(vecs, dim, IVFConfig{Shared: true}); err == nil {
+		t.Fatal("rows that are not unit shared")
+	}
+	narrow, err := NewIVF(unitVecs[:100*16], 16, IVFConfig{Shared: true})
+	if err != nil || &narrow.rows[0] == &unitVecs[0] {
+		t.Fatalf("without the reduced scan the rows are copied: %v", err)
+	}
 	for _, q := range queries[:10] {
 		want := ex.Search(q, 10, nil)
 		for j, h := range reduced.Search(q, 10, nil) {

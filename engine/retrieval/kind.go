@@ -44,6 +44,16 @@ func ParseIndexKind(s string) (IndexKind, error) {
 
 // New builds the index of kind over vectors (row-major [n, dim]); "" is IndexAuto.
 func New(kind IndexKind, vectors []float32, dim int) (Index, error) {
+	return newIndex(kind, vectors, dim, false)
+}
+
+// NewShared is New over unit rows that the caller keeps unchanged while the index lives: the
+// inverted file then reads them in place (IVFConfig.Shared) instead of keeping its own copy.
+func NewShared(kind IndexKind, unit []float32, dim int) (Index, error) {
+	return newIndex(kind, unit, dim, true)
+}
+
+func newIndex(kind IndexKind, vectors []float32, dim int, shared bool) (Index, error) {
 	if kind == "" || kind == IndexAuto {
 		kind = IndexExact
 		if dim > 0 && len(vectors)/dim >= AutoIVFItems {
@@ -56,7 +66,7 @@ func New(kind IndexKind, vectors []float32, dim int) (Index, error) {
 	case IndexHNSW:
 		return NewHNSW(vectors, dim, HNSWConfig{})
 	case IndexIVF:
-		return NewIVF(vectors, dim, IVFConfig{})
+		return NewIVF(vectors, dim, IVFConfig{Shared: shared})
 	}
 	return nil, fmt.Errorf("retrieval: unknown index %q: want %s", kind, IndexKinds)
 }
