@@ -26,19 +26,28 @@ func (e *Engine) EmbedQuery(ctx context.Context, text string) ([]float32, error)
 
 // embedTexts runs the text encoder on texts as one request of len(texts) rows.
 func (e *Engine) embedTexts(ctx context.Context, texts []string) ([][]float32, error) {
-	b, err := e.tok.EncodeBatch(texts)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrRequest, err)
-	}
-	shape := []int64{int64(b.Size), int64(b.Len)}
-	out, err := e.text.Submit(ctx, []ort.Tensor{
-		{Name: bundle.InInputIDs, Shape: shape, Int64: b.InputIDs},
-		{Name: bundle.InAttentionMask, Shape: shape, Int64: b.AttentionMask},
-	})
+	in, n, err := e.textInputs(texts)
 	if err != nil {
 		return nil, err
 	}
-	return rows(out[0].Float32, b.Size), nil
+	out, err := e.text.Submit(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	return rows(out[0].Float32, n), nil
+}
+
+// textInputs tokenizes texts into the text encoder's inputs; n is the number of rows.
+func (e *Engine) textInputs(texts []string) (in []ort.Tensor, n int, err error) {
+	b, err := e.tok.EncodeBatch(texts)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", ErrRequest, err)
+	}
+	shape := []int64{int64(b.Size), int64(b.Len)}
+	return []ort.Tensor{
+		{Name: bundle.InInputIDs, Shape: shape, Int64: b.InputIDs},
+		{Name: bundle.InAttentionMask, Shape: shape, Int64: b.AttentionMask},
+	}, b.Size, nil
 }
 
 func rows(flat []float32, n int) [][]float32 {

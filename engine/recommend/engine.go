@@ -538,14 +538,12 @@ func (e *Engine) warmUp() error {
 		return err
 	}
 	// the text encoder's other replicas, which a lone caller never reaches
-	b, err := e.tok.EncodeBatch([]string{"warm up"})
+	in, _, err := e.textInputs([]string{"warm up"})
 	if err != nil {
 		return err
 	}
-	shape := []int64{int64(b.Size), int64(b.Len)}
 	for _, s := range e.textReplicas {
-		if _, err := s.Run([]ort.Tensor{{Name: bundle.InInputIDs, Shape: shape, Int64: b.InputIDs},
-			{Name: bundle.InAttentionMask, Shape: shape, Int64: b.AttentionMask}}); err != nil {
+		if _, err := s.Run(in); err != nil {
 			return err
 		}
 	}

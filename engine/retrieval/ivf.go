@@ -1,6 +1,7 @@
 package retrieval
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -183,7 +184,10 @@ func NewIVF(vectors []float32, dim int, cfg IVFConfig) (*IVF, error) {
 		// the reduced scan: the rows stay in item order (read only to re-score a few), their
 		// projections go in cluster order, the scan's contiguous matrix-vector products
 		x.rows, x.reduced, x.rerank = unit, cfg.Reduced, cfg.Rerank
-		x.axes = principalAxes(unit, n, dim, cfg.Reduced, cfg.Sample)
+		var err error
+		if x.axes, err = principalAxes(unit, n, dim, cfg.Reduced, cfg.Sample); err != nil {
+			return nil, err
+		}
 		byItem := make([]float32, n*cfg.Reduced)
 		blas32.Gemm(blas.NoTrans, blas.Trans, 1,
 			blas32.General{Rows: n, Cols: dim, Stride: dim, Data: unit},
@@ -223,7 +227,7 @@ func NewIVF(vectors []float32, dim int, cfg IVFConfig) (*IVF, error) {
 
 // principalAxes returns the r leading eigenvectors ([r, dim], unit rows, largest eigenvalue
 // first) of the second-moment matrix of up to sample of the n rows, taken at an even stride.
-func principalAxes(rows []float32, n, dim, r, sample int) []float32 {
+func principalAxes(rows []float32, n, dim, r, sample int) ([]float32, error) {
 	m := max(1, min(sample, n))
 	s := make([]float32, m*dim)
 	for i := 0; i < m; i++ {
@@ -240,14 +244,10 @@ func principalAxes(rows []float32, n, dim, r, sample int) []float32 {
 		}
 	}
 	var eig mat.EigenSym
-	axes := make([]float32, r*dim)
 	if !eig.Factorize(sym, true) {
-		// not expected for a symmetric matrix; the first axes of the space keep the index usable
-		for a := 0; a < r; a++ {
-			axes[a*dim+a] = 1
-		}
-		return axes
+		return nil, errors.New("retrieval: ivf: the rows' second moments did not factorize (non-finite values?)")
 	}
+	axes := make([]float32, r*dim)
 	var vec mat.Dense
 	eig.VectorsTo(&vec) // columns, eigenvalues ascending
 	for a := 0; a < r; a++ {
@@ -256,7 +256,7 @@ func principalAxes(rows []float32, n, dim, r, sample int) []float32 {
 			axes[a*dim+d] = float32(vec.At(d, col))
 		}
 	}
-	return axes
+	return axes, nil
 }
 
 // kmeans returns cfg.Lists unit centroids of a seeded sample of the unit rows (spherical

@@ -103,6 +103,15 @@ func TestIVFEdges(t *testing.T) {
 	if _, err := NewIVF(make([]float32, 12), 3, IVFConfig{Probe: -1}); err == nil {
 		t.Error("negative probe accepted")
 	}
+	// a non-finite value in wide rows: the principal axes cannot be found, a clear error
+	wide := make([]float32, 64*256)
+	for i := range wide {
+		wide[i] = float32(i % 7)
+	}
+	wide[5] = float32(math.NaN())
+	if _, err := NewIVF(wide, 256, IVFConfig{}); err == nil || !strings.Contains(err.Error(), "factorize") {
+		t.Errorf("a NaN in wide rows: %v", err)
+	}
 	empty, err := NewIVF(nil, 4, IVFConfig{})
 	if err != nil || empty.Len() != 0 || empty.Search([]float32{1, 0, 0, 0}, 3, nil) != nil {
 		t.Fatalf("empty index: %v", err)
